@@ -1,0 +1,130 @@
+// Package accounts holds users and their API tokens. Tokens are random, shown once, and stored only as a
+// SHA-256 hash: a copy of the database cannot be used to call the API.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TokenPrefix starts every API token, so leaked tokens are easy to spot.
+const TokenPrefix = "whdb_"
+
+var (
+	// ErrInvalidToken means the token is unknown, revoked or expired.
+	ErrInvalidToken = errors.New("invalid or revoked API token")
+	// ErrUserExists means a user with that email exists already.
+	ErrUserExists = errors.New("a user with that email exists already")
+	// ErrNotFound means no such user.
+	ErrNotFound = errors.New("not found")
+)
+
+// DB is what this package needs of a connection or pool.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// User is a person (or robot) who calls the API.
+type User struct {
+	ID          int64     `json:"id"`
+	Email       string    `json:"email"`
+	ServerAdmin bool      `json:"server_admin"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CreateUser adds a user.
+func CreateUser(ctx context.Context, db DB, email string, serverAdmin bool) (*User, error) {
+	email = strings.TrimSpace(email)
+	u := &User{Email: email, ServerAdmin: serverAdmin}
+	err := db.QueryRow(ctx, `INSERT INTO users (email, server_admin) VALUES ($1, $2) RETURNING id, created_at`, email, serverAdmin).Scan(&u.ID, &u.CreatedAt)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			switch pgErr.Code {
+			case "23505":
+				return nil, ErrUserExists
+			case "23514":
+				return nil, fmt.Errorf("email %q is not a valid address", email)
+			}
+		}
+		return nil, fmt.Errorf("error creating user: %w", err)
+	}
+	return u, nil
+}
+
+// UserByEmail finds a user by email, case-insensitively.
+func UserByEmail(ctx context.Context, db DB, email string) (*User, error) {
+	u := &User{}
+	err := db.QueryRow(ctx, `SELECT id, email, server_admin, created_at FROM users WHERE lower(email) = lower($1)`, strings.TrimSpace(email)).
+		Scan(&u.ID, &u.Email, &u.ServerAdmin, &u.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error finding user: %w", err)
+	}
+	return u, nil
+}
+
+// Token is an API token's record; the secret itself is only in NewToken's result.
+type Token struct {
+	ID         int64      `json:"id"`
+	Name       string     `json:"name"`
+	Hint       string     `json:"hint"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+}
+
+// CreateToken issues a token for a user and returns it in the clear, the only time it is ever shown.
+func CreateToken(ctx context.Context, db DB, userID int64, name string) (string, *Token, error) {
+	raw := make([]byte, 20) // 160 bits
+	if _, err := rand.Read(raw); err != nil {
+		return "", nil, fmt.Errorf("error generating token: %w", err)
+	}
+	secret := TokenPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+	t := &Token{Name: name, Hint: secret[:len(TokenPrefix)+4]}
+	err := db.QueryRow(ctx, `INSERT INTO api_tokens (user_id, name, token_hash, token_hint) VALUES ($1, $2, $3, $4) RETURNING id, created_at`,
+		userID, name, HashToken(secret), t.Hint).Scan(&t.ID, &t.CreatedAt)
+	if err != nil {
+		return "", nil, fmt.Errorf("error storing token: %w", err)
+	}
+	return secret, t, nil
+}
+
+// HashToken is the stored form of a token.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// Authenticate returns the user a live token belongs to.
+func Authenticate(ctx context.Context, db DB, token string) (*User, error) {
+	if !strings.HasPrefix(token, TokenPrefix) {
+		return nil, ErrInvalidToken
+	}
+	u := &User{}
+	err := db.QueryRow(ctx, `
+		UPDATE api_tokens t SET last_used_at = now()
+		FROM users u
+		WHERE t.token_hash = $1 AND t.user_id = u.id AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+		RETURNING u.id, u.email, u.server_admin, u.created_at`, HashToken(token)).
+		Scan(&u.ID, &u.Email, &u.ServerAdmin, &u.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrInvalidToken
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error checking token: %w", err)
+	}
+	return u, nil
+}

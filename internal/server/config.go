@@ -1,0 +1,74 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Config is everything `webhookdb serve` needs. Flags fill it, with WEBHOOKDB_* environment variables as fallbacks.
+type Config struct {
+	// DatabaseURL is the application database (WEBHOOKDB_DATABASE_URL).
+	DatabaseURL string
+	// Listen is the HTTP listen address (WEBHOOKDB_LISTEN), default ":8080".
+	Listen string
+	// PublicURL is how senders reach this server (WEBHOOKDB_PUBLIC_URL): webhook URLs are built from it and
+	// Twilio signs it. Default: http:// + Listen.
+	PublicURL string
+	// VaultAddr and VaultToken reach Vault (VAULT_ADDR, VAULT_TOKEN).
+	VaultAddr  string
+	VaultToken string
+	// ShutdownTimeout bounds graceful shutdown.
+	ShutdownTimeout time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of the config with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.PublicURL == "" {
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err == nil {
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "localhost"
+			}
+			c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		}
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("database URL is required (--database-url or WEBHOOKDB_DATABASE_URL)"))
+	} else if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("database URL is not valid (--database-url or WEBHOOKDB_DATABASE_URL): %w", err))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen address %q is not host:port (--listen or WEBHOOKDB_LISTEN): %w", c.Listen, err))
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("public URL %q must be an absolute http(s) URL (--public-url or WEBHOOKDB_PUBLIC_URL)", c.PublicURL))
+	}
+	if (c.VaultAddr == "") != (c.VaultToken == "") && c.VaultToken == "" {
+		errs = append(errs, errors.New("VAULT_ADDR is set but VAULT_TOKEN is not (--vault-token or VAULT_TOKEN)"))
+	}
+	return errors.Join(errs...)
+}

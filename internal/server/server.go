@@ -1,0 +1,146 @@
+// Package server assembles webhookdb's HTTP server: webhook ingest, the management API, health and metrics,
+// and the background work that runs beside them.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/webhookdb-go/webhookdb/internal/migrate"
+)
+
+// Server is a configured, listening webhookdb server.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	pool     *pgxpool.Pool
+	listener net.Listener
+	router   *mux.Router
+	registry *prometheus.Registry
+	workers  []func(ctx context.Context) error
+}
+
+// New validates the config, applies migrations, connects to the database and binds the listen address.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	logger := cfg.Logger
+	if _, err := migrate.Up(ctx, cfg.DatabaseURL, logger); err != nil {
+		return nil, err
+	}
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing database URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("error listening on %s: %w", cfg.Listen, err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		logger:   logger,
+		pool:     pool,
+		listener: ln,
+		router:   mux.NewRouter(),
+		registry: prometheus.NewRegistry(),
+	}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.router.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	s.router.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry})).Methods(http.MethodGet)
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// URL is the base URL of this server on the loopback interface.
+func (s *Server) URL() string {
+	_, port, _ := net.SplitHostPort(s.Addr())
+	return "http://127.0.0.1:" + port
+}
+
+// Pool is the application database pool.
+func (s *Server) Pool() *pgxpool.Pool { return s.pool }
+
+// Handler is the server's HTTP handler (for tests that drive it without a socket).
+func (s *Server) Handler() http.Handler { return s.router }
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if err := s.pool.Ping(ctx); err != nil {
+		s.logger.WarnContext(ctx, "health check failed", slog.String("error", err.Error()))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"ok":false,"database":"unreachable"}`))
+		return
+	}
+	_, _ = w.Write([]byte(`{"ok":true}`))
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully: in-flight requests finish (within
+// ShutdownTimeout) before background work stops and the pool closes.
+func (s *Server) Run(ctx context.Context) error {
+	httpSrv := &http.Server{
+		Handler:           s.router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
+	for _, w := range s.workers {
+		g.Go(func() error { return w(gctx) })
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(s.listener) }()
+	s.logger.InfoContext(ctx, "webhookdb serving", slog.String("addr", s.Addr()), slog.String("public_url", s.cfg.PublicURL))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	case <-gctx.Done():
+	}
+	s.logger.InfoContext(ctx, "shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if shutErr := httpSrv.Shutdown(shutdownCtx); shutErr != nil && !errors.Is(shutErr, http.ErrServerClosed) {
+		err = errors.Join(err, fmt.Errorf("error shutting down HTTP server: %w", shutErr))
+	}
+	stopWork()
+	if werr := g.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+		err = errors.Join(err, werr)
+	}
+	s.pool.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
