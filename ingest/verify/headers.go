@@ -1,0 +1,93 @@
+package verify
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// SensitiveHeaders returns, in canonical form, the names of headers that
+// carry secrets or signatures for cfg's scheme and must be removed before
+// request headers are stored. Authorization, Proxy-Authorization, Cookie and
+// Whdb-Webhook-Secret are always included.
+func SensitiveHeaders(cfg Config) []string {
+	names := []string{"Authorization", "Proxy-Authorization", "Cookie", HeaderWebhookSecret}
+	switch cfg.Scheme {
+	case SchemeStripe:
+		names = append(names, stripeSignatureHeader)
+	case SchemeGitHub:
+		// GitHub sends the legacy SHA-1 signature alongside the SHA-256 one.
+		names = append(names, "X-Hub-Signature-256", "X-Hub-Signature")
+	case SchemeShopify:
+		names = append(names, "X-Shopify-Hmac-Sha256")
+	case SchemeTwilio:
+		names = append(names, twilioSignatureHeader)
+	case SchemeStandard:
+		names = append(names, "Webhook-Signature", "Svix-Signature")
+	case SchemeIntercom:
+		names = append(names, "X-Hub-Signature")
+	case SchemeHMAC:
+		if cfg.Header != "" {
+			names = append(names, http.CanonicalHeaderKey(cfg.Header))
+		}
+	}
+	return names
+}
+
+// maxDeliveryIDLen bounds what is accepted as a delivery id; anything longer
+// is not a real provider id and is not worth storing as a dedupe key.
+const maxDeliveryIDLen = 255
+
+// DeliveryID returns the provider's id for this delivery, for
+// deduplication, or "" when the scheme has none or the request lacks it:
+// webhook-id or svix-id (standard), X-GitHub-Delivery (github),
+// X-Shopify-Webhook-Id (shopify), I-Twilio-Idempotency-Token (twilio), and
+// the top-level JSON "id" of the body for stripe (the event id, evt_...) and
+// intercom. Values longer than 255 bytes or holding characters other than
+// printable ASCII are ignored.
+func DeliveryID(scheme string, h http.Header, body []byte) string {
+	var id string
+	switch scheme {
+	case SchemeStandard:
+		id = h.Get("Webhook-Id")
+		if id == "" {
+			id = h.Get("Svix-Id")
+		}
+	case SchemeGitHub:
+		id = h.Get("X-GitHub-Delivery")
+	case SchemeShopify:
+		id = h.Get("X-Shopify-Webhook-Id")
+	case SchemeTwilio:
+		id = h.Get("I-Twilio-Idempotency-Token")
+	case SchemeStripe, SchemeIntercom:
+		id = jsonTopLevelID(body)
+	}
+	id = strings.TrimSpace(id)
+	if len(id) > maxDeliveryIDLen || !isPrintableASCII(id) {
+		return ""
+	}
+	return id
+}
+
+// jsonTopLevelID returns the string "id" member of a JSON object body.
+func jsonTopLevelID(body []byte) string {
+	// A map rather than a struct: struct fields would also match "ID" and "Id".
+	var object map[string]json.RawMessage
+	if err := json.Unmarshal(body, &object); err != nil {
+		return ""
+	}
+	var id string
+	if err := json.Unmarshal(object["id"], &id); err != nil {
+		return ""
+	}
+	return id
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
