@@ -52,6 +52,7 @@ func NewRootCommand() *cobra.Command {
 		newMigrateCommand(g),
 		newDevCommand(g),
 		newAdminCommand(g),
+		newBenchCommand(g),
 	)
 	return root
 }

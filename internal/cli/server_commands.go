@@ -21,6 +21,10 @@ func addServerFlags(cmd *cobra.Command, cfg *server.Config) {
 	f.StringVar(&cfg.PublicURL, "public-url", envOr("WEBHOOKDB_PUBLIC_URL", ""), "URL senders use to reach this server; default http://<listen> (WEBHOOKDB_PUBLIC_URL)")
 	f.StringVar(&cfg.VaultAddr, "vault-addr", envOr("VAULT_ADDR", ""), "Vault address (VAULT_ADDR)")
 	f.StringVar(&cfg.VaultToken, "vault-token", envOr("VAULT_TOKEN", ""), "Vault token (VAULT_TOKEN)")
+	f.StringVar(&cfg.Keyring, "keyring", envOr("WEBHOOKDB_KEYRING", ""), "local encryption keys, VERSION:BASE64KEY[,...] (WEBHOOKDB_KEYRING)")
+	f.StringVar(&cfg.KeyringFile, "keyring-file", envOr("WEBHOOKDB_KEYRING_FILE", ""), "file of local encryption keys, one VERSION:BASE64KEY a line (WEBHOOKDB_KEYRING_FILE)")
+	f.DurationVar(&cfg.Retention, "retention", 0, "how long staging rows are kept (default 168h)")
+	f.Int64Var(&cfg.BodyLimit, "body-limit", 0, "default webhook body limit in bytes (default 1048576)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long in-flight requests may take to finish on shutdown (default 15s)")
 }
 

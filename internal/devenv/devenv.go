@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Listen:      cfg.Listen,
 		VaultAddr:   vault.Addr,
 		VaultToken:  vault.Token,
+		Secrets:     keyring,
 		Logger:      logger,
 	})
 	if err != nil {

@@ -131,6 +131,16 @@ func NewDBURL(t testing.TB) string {
 	return createDB(t, c, templateDB)
 }
 
+// NewMigratedDBURL creates a fresh database on cluster c, applies the migrations, and returns its superuser URL.
+func NewMigratedDBURL(t testing.TB, c *pgcluster.Cluster) string {
+	t.Helper()
+	url := createDB(t, c, "template0")
+	if _, err := migrate.Up(context.Background(), url, nil); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return url
+}
+
 // NewEmptyDB returns a pool on a fresh empty database (an org database, say), dropped when the test ends.
 func NewEmptyDB(t testing.TB) *pgxpool.Pool {
 	t.Helper()

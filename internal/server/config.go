@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
 // Config is everything `webhookdb serve` needs. Flags fill it, with WEBHOOKDB_* environment variables as fallbacks.
@@ -24,6 +26,16 @@ type Config struct {
 	// VaultAddr and VaultToken reach Vault (VAULT_ADDR, VAULT_TOKEN).
 	VaultAddr  string
 	VaultToken string
+	// Keyring and KeyringFile hold the local AES-256-GCM keys that encrypt stored secrets
+	// (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE): "VERSION:BASE64KEY" entries, the highest version current.
+	Keyring     string
+	KeyringFile string
+	// Secrets, when set, is used instead of a keyring (tests, dev).
+	Secrets secrets.Box
+	// Retention is how long staging rows are kept (WEBHOOKDB_RETENTION); default 7 days.
+	Retention time.Duration
+	// BodyLimit is the default webhook body limit in bytes; default 1 MiB.
+	BodyLimit int64
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
 	// Logger; default slog.Default().
@@ -70,5 +82,26 @@ func (c Config) validate() error {
 	if (c.VaultAddr == "") != (c.VaultToken == "") && c.VaultToken == "" {
 		errs = append(errs, errors.New("VAULT_ADDR is set but VAULT_TOKEN is not (--vault-token or VAULT_TOKEN)"))
 	}
+	if c.Secrets == nil && c.Keyring == "" && c.KeyringFile == "" {
+		errs = append(errs, errors.New("no encryption key for stored secrets: set WEBHOOKDB_KEYRING or WEBHOOKDB_KEYRING_FILE (generate one with `webhookdb keys generate`)"))
+	}
+	if c.Keyring != "" && c.KeyringFile != "" {
+		errs = append(errs, errors.New("set only one of WEBHOOKDB_KEYRING and WEBHOOKDB_KEYRING_FILE"))
+	}
+	if c.Retention < 0 || c.BodyLimit < 0 {
+		errs = append(errs, errors.New("retention and body limit must not be negative"))
+	}
 	return errors.Join(errs...)
+}
+
+// secretsBox builds the configured encryption.
+func (c Config) secretsBox() (secrets.Box, error) {
+	switch {
+	case c.Secrets != nil:
+		return c.Secrets, nil
+	case c.KeyringFile != "":
+		return secrets.LoadKeyringFile(c.KeyringFile)
+	default:
+		return secrets.ParseKeyring(c.Keyring)
+	}
 }

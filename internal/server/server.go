@@ -18,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
 // Server is a configured, listening webhookdb server.
@@ -30,6 +32,8 @@ type Server struct {
 	router   *mux.Router
 	registry *prometheus.Registry
 	workers  []func(ctx context.Context) error
+	box      secrets.Box
+	ingest   *ingest.Service
 }
 
 // New validates the config, applies migrations, connects to the database and binds the listen address.
@@ -64,6 +68,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		registry: prometheus.NewRegistry(),
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	box, err := cfg.secretsBox()
+	if err != nil {
+		ln.Close()
+		pool.Close()
+		return nil, err
+	}
+	s.box = box
+	metrics := ingest.NewMetrics(s.registry)
+	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
+	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics})
+	s.workers = append(s.workers, s.ingest.Run, upkeep.Run)
 	s.routes()
 	return s, nil
 }
@@ -71,6 +86,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) routes() {
 	s.router.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	s.router.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry})).Methods(http.MethodGet)
+	s.ingest.Register(s.router)
 }
 
 // Addr is the address the server listens on (useful with port 0).

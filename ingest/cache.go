@@ -1,0 +1,207 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/time/rate"
+
+	"github.com/webhookdb-go/webhookdb/ingest/verify"
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+)
+
+// target is what the handler needs of an integration, secrets decrypted.
+type target struct {
+	id              int64
+	orgID           int64
+	opaqueID        string
+	service         string
+	scheme          string
+	verifier        verify.Verifier
+	sensitive       map[string]bool
+	secret          string
+	previous        string
+	previousExpires time.Time
+	bodyLimit       int64
+	deleted         bool
+	// rejectedLimit caps how many rejected requests a second are stored for this integration.
+	rejectedLimit *rate.Limiter
+	// broken says why the integration cannot verify anything (bad stored config), or "".
+	broken string
+}
+
+// secrets returns the secrets that verify at now: current first, then the previous one during its grace period.
+func (t *target) activeSecrets(now time.Time) []string {
+	var out []string
+	if t.secret != "" {
+		out = append(out, t.secret)
+	}
+	if t.previous != "" && now.Before(t.previousExpires) {
+		out = append(out, t.previous)
+	}
+	return out
+}
+
+// Cache keeps integrations in memory. A poll every PollInterval picks up new, changed and deleted ones; a miss
+// is looked up at once (and remembered as missing for a moment, so random ids cannot hammer the database).
+type Cache struct {
+	pool         *pgxpool.Pool
+	box          secrets.Box
+	logger       *slog.Logger
+	pollInterval time.Duration
+	bodyLimit    int64
+
+	mu       sync.RWMutex
+	byOpaque map[string]*target
+	missing  map[string]time.Time
+	since    time.Time
+}
+
+// CacheConfig tunes the cache.
+type CacheConfig struct {
+	PollInterval     time.Duration // default 500ms
+	DefaultBodyLimit int64         // default 1 MiB
+	Logger           *slog.Logger
+}
+
+// NewCache returns an empty cache; Run fills and refreshes it.
+func NewCache(pool *pgxpool.Pool, box secrets.Box, cfg CacheConfig) *Cache {
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 500 * time.Millisecond
+	}
+	if cfg.DefaultBodyLimit == 0 {
+		cfg.DefaultBodyLimit = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Cache{pool: pool, box: box, logger: cfg.Logger, pollInterval: cfg.PollInterval, bodyLimit: cfg.DefaultBodyLimit,
+		byOpaque: map[string]*target{}, missing: map[string]time.Time{}}
+}
+
+// missTTL is how long an unknown id is remembered as unknown. Below the poll interval's promise of a second.
+const missTTL = 500 * time.Millisecond
+
+// Run refreshes the cache until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	t := time.NewTicker(c.pollInterval)
+	defer t.Stop()
+	for {
+		if err := c.refresh(ctx); err != nil && ctx.Err() == nil {
+			c.logger.WarnContext(ctx, "error refreshing integration cache", slog.String("error", err.Error()))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cache) refresh(ctx context.Context) error {
+	c.mu.RLock()
+	since := c.since
+	c.mu.RUnlock()
+	// Overlap the window: updated_at is stamped before commit, so a row can become visible after a later poll began.
+	changed, err := integrations.ChangedSince(ctx, c.pool, since.Add(-5*time.Second))
+	if err != nil {
+		return err
+	}
+	for _, in := range changed {
+		t := c.build(ctx, in)
+		c.mu.Lock()
+		if old, ok := c.byOpaque[in.OpaqueID]; ok {
+			t.rejectedLimit = old.rejectedLimit
+		}
+		c.byOpaque[in.OpaqueID] = t
+		delete(c.missing, in.OpaqueID)
+		if in.UpdatedAt.After(c.since) {
+			c.since = in.UpdatedAt
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// lookup returns the integration, or nil when there is none.
+func (c *Cache) lookup(ctx context.Context, opaqueID string) (*target, error) {
+	c.mu.RLock()
+	t, ok := c.byOpaque[opaqueID]
+	missAt, missed := c.missing[opaqueID]
+	c.mu.RUnlock()
+	if ok {
+		return t, nil
+	}
+	if missed && time.Since(missAt) < missTTL {
+		return nil, nil
+	}
+	in, err := integrations.ByOpaqueID(ctx, c.pool, opaqueID)
+	if err == integrations.ErrNotFound {
+		c.mu.Lock()
+		if len(c.missing) > 100_000 {
+			clear(c.missing)
+		}
+		c.missing[opaqueID] = time.Now()
+		c.mu.Unlock()
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error looking up integration: %w", err)
+	}
+	t = c.build(ctx, in)
+	c.mu.Lock()
+	if existing, ok := c.byOpaque[opaqueID]; ok {
+		t = existing
+	} else {
+		c.byOpaque[opaqueID] = t
+	}
+	c.mu.Unlock()
+	return t, nil
+}
+
+func (c *Cache) build(ctx context.Context, in *integrations.Integration) *target {
+	t := &target{
+		id: in.ID, orgID: in.OrgID, opaqueID: in.OpaqueID, service: in.Service,
+		bodyLimit:     c.bodyLimit,
+		deleted:       in.DeletedAt != nil,
+		rejectedLimit: rate.NewLimiter(rate.Limit(1), 60),
+	}
+	if in.BodyLimitBytes != nil {
+		t.bodyLimit = *in.BodyLimitBytes
+	}
+	cfg, err := in.VerifierConfig()
+	if err == nil {
+		t.scheme = cfg.Scheme
+		t.verifier, err = verify.New(cfg)
+	}
+	if err != nil {
+		t.broken = "integration's verifier is misconfigured: " + err.Error()
+		c.logger.ErrorContext(ctx, "integration cannot verify webhooks", slog.String("opaque_id", in.OpaqueID), slog.String("error", err.Error()))
+		return t
+	}
+	t.sensitive = map[string]bool{}
+	for _, h := range verify.SensitiveHeaders(cfg) {
+		t.sensitive[h] = true
+	}
+	if in.SecretEnc != nil {
+		s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "secret_enc"), *in.SecretEnc)
+		if err != nil {
+			t.broken = "integration's secret cannot be decrypted"
+			c.logger.ErrorContext(ctx, "cannot decrypt integration secret", slog.String("opaque_id", in.OpaqueID), slog.String("error", err.Error()))
+			return t
+		}
+		t.secret = string(s)
+	}
+	if in.PreviousSecretEnc != nil && in.PreviousSecretExpiresAt != nil {
+		s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "previous_secret_enc"), *in.PreviousSecretEnc)
+		if err == nil {
+			t.previous, t.previousExpires = string(s), *in.PreviousSecretExpiresAt
+		}
+	}
+	return t
+}

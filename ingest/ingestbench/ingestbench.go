@@ -1,0 +1,258 @@
+// Package ingestbench measures webhook ingest against a baseline taken in the same run: one-row INSERT
+// transactions of the same payload into the same table, at the same concurrency, straight to Postgres.
+// Machines are noisy, so each side runs several alternating rounds and the medians are compared.
+package ingestbench
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/server"
+)
+
+// Config of a benchmark run.
+type Config struct {
+	// DatabaseURL of an existing, empty database to use; empty starts a private cluster (fsync on).
+	DatabaseURL string
+	Concurrency int           // default 64
+	Duration    time.Duration // per round, default 5s
+	Rounds      int           // default 3
+	Out         io.Writer
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
+	}
+	if c.Duration == 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 3
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	return c
+}
+
+// Result of one side of one round.
+type Result struct {
+	Ops      int
+	Errors   int
+	Duration time.Duration
+	P50, P99 time.Duration
+}
+
+// PerSecond is the throughput.
+func (r Result) PerSecond() float64 { return float64(r.Ops) / r.Duration.Seconds() }
+
+// Report is the whole run.
+type Report struct {
+	Ingest, Baseline []Result
+	Ratio            float64 // median ingest req/s over median baseline rows/s
+}
+
+// Run runs the benchmark and prints its report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg = cfg.withDefaults()
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		dir, err := os.MkdirTemp("", "whdb-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		_ = os.Chmod(dir, 0o755)
+		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = cluster.Stop(context.WithoutCancel(ctx)) }()
+		conn, err := cluster.Connect(ctx, "postgres")
+		if err != nil {
+			return nil, err
+		}
+		_, err = conn.Exec(ctx, "CREATE DATABASE webhookdb_bench")
+		conn.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("error creating bench database: %w", err)
+		}
+		dbURL = cluster.URL("webhookdb_bench")
+	}
+	if _, err := migrate.Up(ctx, dbURL, nil); err != nil {
+		return nil, err
+	}
+	keyEntry := secrets.NewKeyEntry(1)
+	box, _ := secrets.ParseKeyring(keyEntry)
+	srv, err := server.New(ctx, server.Config{
+		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Secrets: box,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	defer func() { stopSrv(); <-srvDone }()
+
+	pool := srv.Pool()
+	var orgID int64
+	if err := pool.QueryRow(ctx, `INSERT INTO organizations (key, name) VALUES ('bench', 'bench') RETURNING id`).Scan(&orgID); err != nil {
+		return nil, fmt.Errorf("error creating bench org: %w", err)
+	}
+	const secret = "whsec_benchmark_secret"
+	in, _, err := integrations.Create(ctx, pool, box, integrations.CreateParams{OrgID: orgID, Service: "stripe_charge_v1", Secret: secret})
+	if err != nil {
+		return nil, err
+	}
+
+	basePool, err := pgxpool.New(ctx, dbURL+"&pool_max_conns="+strconv.Itoa(cfg.Concurrency))
+	if err != nil {
+		return nil, err
+	}
+	defer basePool.Close()
+
+	fmt.Fprintf(cfg.Out, "ingest benchmark: %d concurrent clients, %s rounds x %d, ~%d-byte signed Stripe events\n",
+		cfg.Concurrency, cfg.Duration, cfg.Rounds, len(event("evt_000000000000000000000000")))
+	url := srv.URL() + "/v1/webhooks/" + in.OpaqueID
+	// warm up both paths
+	_ = driveHTTP(ctx, url, secret, cfg.Concurrency, time.Second)
+	_ = driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, time.Second)
+
+	rep := &Report{}
+	for r := 0; r < cfg.Rounds; r++ {
+		ing := driveHTTP(ctx, url, secret, cfg.Concurrency, cfg.Duration)
+		base := driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, cfg.Duration)
+		rep.Ingest = append(rep.Ingest, ing)
+		rep.Baseline = append(rep.Baseline, base)
+		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ratio %.2fx\n",
+			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/base.PerSecond())
+	}
+	mi, mb := median(rep.Ingest), median(rep.Baseline)
+	rep.Ratio = mi.PerSecond() / mb.PerSecond()
+	fmt.Fprintf(cfg.Out, "ingest: median %.0f req/s, p50 %s, p99 %s\nbaseline (one-row INSERT transactions): median %.0f rows/s, p50 %s, p99 %s\nratio: %.2fx (target >= 1.5x)\n",
+		mi.PerSecond(), ms(mi.P50), ms(mi.P99), mb.PerSecond(), ms(mb.P50), ms(mb.P99), rep.Ratio)
+	return rep, nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
+
+func median(rs []Result) Result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Result) int {
+		switch {
+		case a.PerSecond() < b.PerSecond():
+			return -1
+		case a.PerSecond() > b.PerSecond():
+			return 1
+		}
+		return 0
+	})
+	return s[len(s)/2]
+}
+
+// event is a realistic ~800-byte Stripe charge event.
+func event(id string) []byte {
+	return []byte(`{"id":"` + id + `","object":"event","api_version":"2024-06-20","created":1719000000,"type":"charge.succeeded","livemode":false,"pending_webhooks":1,"request":{"id":"req_8a7sd6f5g4h3j2","idempotency_key":"3f1c2d7e-9b8a-4c5d-8e7f-6a5b4c3d2e1f"},"data":{"object":{"id":"ch_3PabcdEFGH1234567890","object":"charge","amount":2500,"amount_captured":2500,"amount_refunded":0,"balance_transaction":"txn_3PabcdEFGH1234567890","billing_details":{"address":{"city":"Berlin","country":"DE","line1":"Main St 1","postal_code":"10115"},"email":"jenny@example.com","name":"Jenny Rosen"},"captured":true,"created":1719000000,"currency":"eur","customer":"cus_QabcdEFGH12345","description":"Order 1042","paid":true,"payment_intent":"pi_3PabcdEFGH1234567890","payment_method":"pm_1PabcdEFGH1234567890","refunded":false,"status":"succeeded"}}}`)
+}
+
+func sign(secret string, body []byte, now time.Time) string {
+	ts := strconv.FormatInt(now.Unix(), 10)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+var seq atomic.Int64
+
+func driveHTTP(ctx context.Context, url, secret string, n int, d time.Duration) Result {
+	transport := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	return drive(ctx, n, d, func() error {
+		body := event(fmt.Sprintf("evt_%024d", seq.Add(1)))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Stripe-Signature", sign(secret, body, time.Now()))
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+func driveInsert(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64, n int, d time.Duration) Result {
+	headers := []byte(`{"Content-Type":"application/json","User-Agent":"Stripe/1.0 (+https://stripe.com/docs/webhooks)"}`)
+	return drive(ctx, n, d, func() error {
+		id := fmt.Sprintf("evt_%024d", seq.Add(1))
+		_, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type, headers, body, accepted)
+			VALUES (now(), $1, $2, $3, 'POST', '/v1/webhooks/x', '', 'application/json', $4, $5, true)`,
+			orgID, integrationID, id, headers, event(id))
+		return err
+	})
+}
+
+func drive(ctx context.Context, n int, d time.Duration, op func() error) Result {
+	var wg sync.WaitGroup
+	lat := make([][]time.Duration, n)
+	errs := make([]int, n)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					errs[i]++
+					continue
+				}
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		}(i)
+	}
+	wg.Wait()
+	res := Result{Duration: time.Since(start)}
+	var all []time.Duration
+	for i := range lat {
+		all = append(all, lat[i]...)
+		res.Errors += errs[i]
+	}
+	res.Ops = len(all)
+	if len(all) > 0 {
+		slices.Sort(all)
+		res.P50 = all[len(all)/2]
+		res.P99 = all[len(all)*99/100]
+	}
+	return res
+}

@@ -1,0 +1,275 @@
+package replicator
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Webhook is one received request, as the fanout reads it back from staging.
+type Webhook struct {
+	Header http.Header
+	// ContentType is informational: the service's Format decides how Body is parsed.
+	ContentType string
+	Body        []byte
+	// ReceivedAt is when webhookdb first received the request (kept across replays).
+	ReceivedAt time.Time
+}
+
+// Row is one upsertable row of a service's table.
+type Row struct {
+	Key string
+	// Values has one entry per Service.Columns entry: the Go type of the column's Type, or nil for NULL.
+	Values []any
+	// Data is the resource as JSON, without NUL characters (jsonb rejects \u0000).
+	Data []byte
+}
+
+// Extract turns one webhook into rows: none when the event does not carry the service's resource, one per
+// element when the resource is an array. Errors wrap ErrMalformed, or ErrNotConfigured.
+func (s *Service) Extract(w Webhook) ([]Row, error) {
+	if s.configurable && s.RemoteKey.Path == "" {
+		return nil, fmt.Errorf("error extracting %s: %w", s.Name, ErrNotConfigured)
+	}
+	event, err := s.parseBody(w.Body)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing %s webhook: %w: %w", s.Name, ErrMalformed, err)
+	}
+	event = stripNUL(event)
+	if !s.Events.matches(w.Header, event) {
+		return nil, nil
+	}
+	resource := event
+	if s.Resource != "" {
+		var ok bool
+		if resource, ok = lookup(event, s.Resource); !ok || resource == nil {
+			return nil, fmt.Errorf("error extracting %s: %w: no resource at %q", s.Name, ErrMalformed, s.Resource)
+		}
+	}
+	items, isList := resource.([]any)
+	if !isList {
+		items = []any{resource}
+	}
+	rows := make([]Row, 0, len(items))
+	for i, item := range items {
+		row, err := s.row(w, event, item)
+		if err != nil {
+			if isList {
+				return nil, fmt.Errorf("error extracting %s element %d: %w", s.Name, i, err)
+			}
+			return nil, fmt.Errorf("error extracting %s: %w", s.Name, err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func (s *Service) row(w Webhook, event, resource any) (Row, error) {
+	key, ok := keyText(s.RemoteKey, event, resource, w.Header)
+	if !ok {
+		return Row{}, fmt.Errorf("%w: no remote key at %q", ErrMalformed, s.RemoteKey.Path)
+	}
+	data, err := marshalJSON(resource)
+	if err != nil {
+		return Row{}, fmt.Errorf("error encoding data: %w", err)
+	}
+	values := make([]any, len(s.Columns))
+	for i, c := range s.Columns {
+		values[i] = columnValue(c, w, event, resource)
+	}
+	return Row{Key: key, Values: values, Data: data}, nil
+}
+
+// keyText is the remote key: the scalar text at the key column's paths, joined when composite. Empty is missing.
+func keyText(c Column, event, resource any, h http.Header) (string, bool) {
+	if c.From == FromHeader {
+		v := h.Get(c.Header)
+		return v, v != ""
+	}
+	root := resource
+	if c.From == FromEvent {
+		root = event
+	}
+	first, ok := firstText(root, append([]string{c.Path}, c.Fallbacks...))
+	if !ok {
+		return "", false
+	}
+	parts := []string{first}
+	for _, p := range c.Concat {
+		t, ok := firstText(root, []string{p})
+		if !ok {
+			return "", false
+		}
+		parts = append(parts, t)
+	}
+	return strings.Join(parts, ":"), true
+}
+
+func firstText(root any, paths []string) (string, bool) {
+	for _, p := range paths {
+		if v, ok := lookup(root, p); ok {
+			if t, ok := scalarText(v); ok && t != "" {
+				return t, true
+			}
+		}
+	}
+	return "", false
+}
+
+func columnValue(c Column, w Webhook, event, resource any) any {
+	switch c.From {
+	case FromHeader:
+		if v := w.Header.Get(c.Header); v != "" {
+			return convertText(v, c.Type, c.Convert)
+		}
+		return nil
+	case FromReceivedAt:
+		if w.ReceivedAt.IsZero() {
+			return nil
+		}
+		return normTime(w.ReceivedAt)
+	}
+	root := resource
+	if c.From == FromEvent {
+		root = event
+	}
+	if c.Path == "" {
+		return nil // a configurable column left unset
+	}
+	// First path with a value after conversion, as the SQL side's COALESCE.
+	for _, p := range append([]string{c.Path}, c.Fallbacks...) {
+		if v, ok := lookup(root, p); ok {
+			if out := convert(v, c.Type, c.Convert); out != nil {
+				return out
+			}
+		}
+	}
+	return nil
+}
+
+func (f EventFilter) matches(h http.Header, event any) bool {
+	if len(f.Equals) == 0 && len(f.Prefix) == 0 {
+		return true
+	}
+	var value string
+	switch {
+	case f.Header != "":
+		value = h.Get(f.Header)
+	case f.Path != "":
+		v, _ := lookup(event, f.Path)
+		value, _ = scalarText(v)
+	}
+	if value == "" {
+		return false
+	}
+	if slices.Contains(f.Equals, value) {
+		return true
+	}
+	return slices.ContainsFunc(f.Prefix, func(p string) bool { return strings.HasPrefix(value, p) })
+}
+
+// lookup follows a dot-separated path; integer segments index arrays, like Postgres' #> operator.
+func lookup(v any, path string) (any, bool) {
+	if path == "" {
+		return v, true
+	}
+	for seg := range strings.SplitSeq(path, ".") {
+		switch node := v.(type) {
+		case map[string]any:
+			var ok bool
+			if v, ok = node[seg]; !ok {
+				return nil, false
+			}
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(node) {
+				return nil, false
+			}
+			v = node[i]
+		default:
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+func (s *Service) parseBody(body []byte) (any, error) {
+	if s.Format == FormatForm {
+		return parseForm(body)
+	}
+	return parseJSON(body)
+}
+
+// parseJSON keeps numbers as json.Number, so ids and amounts survive beyond float64 precision.
+func parseJSON(body []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("error decoding JSON: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("error decoding JSON: trailing data after the document")
+	}
+	return v, nil
+}
+
+func parseForm(body []byte) (any, error) {
+	values, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, fmt.Errorf("error decoding form: %w", err)
+	}
+	out := make(map[string]any, len(values))
+	for k, vs := range values {
+		if len(vs) == 1 {
+			out[k] = vs[0]
+			continue
+		}
+		list := make([]any, len(vs))
+		for i, v := range vs {
+			list[i] = v
+		}
+		out[k] = list
+	}
+	return out, nil
+}
+
+// stripNUL removes NUL characters from every string and key: Postgres text and jsonb cannot hold them.
+func stripNUL(v any) any {
+	switch v := v.(type) {
+	case string:
+		if strings.IndexByte(v, 0) >= 0 {
+			return strings.ReplaceAll(v, "\x00", "")
+		}
+		return v
+	case []any:
+		for i, e := range v {
+			v[i] = stripNUL(e)
+		}
+		return v
+	case map[string]any:
+		var renamed []string
+		for k, e := range v {
+			v[k] = stripNUL(e)
+			if strings.IndexByte(k, 0) >= 0 {
+				renamed = append(renamed, k)
+			}
+		}
+		// Renamed after the loop: keys added while ranging may or may not be visited.
+		for _, k := range renamed {
+			e := v[k]
+			delete(v, k)
+			v[strings.ReplaceAll(k, "\x00", "")] = e
+		}
+		return v
+	}
+	return v
+}
