@@ -159,7 +159,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Headers:       storedHeaders(r.Header, t.sensitive),
 	}
 
-	body, tooLarge, err := readBody(r.Body, t.bodyLimit)
+	body, tooLarge, err := readBody(r.Body, r.ContentLength, t.bodyLimit)
 	if err != nil {
 		result = outcomeRejected
 		refuse(w, http.StatusBadRequest, "error reading request body: "+err.Error())
@@ -261,7 +261,15 @@ func sanitizeHeader(s string) string {
 }
 
 // readBody reads up to limit bytes; tooLarge reports a body longer than that (its first limit bytes are returned).
-func readBody(r io.Reader, limit int64) (body []byte, tooLarge bool, err error) {
+func readBody(r io.Reader, contentLength, limit int64) (body []byte, tooLarge bool, err error) {
+	if contentLength >= 0 && contentLength <= limit {
+		// The common case: size known and allowed, so read it into one exact allocation.
+		body = make([]byte, contentLength)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, false, err
+		}
+		return body, false, nil
+	}
 	body, err = io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, false, err

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -57,10 +58,11 @@ func (c Config) withDefaults() Config {
 
 // Result of one side of one round.
 type Result struct {
-	Ops      int
-	Errors   int
-	Duration time.Duration
-	P50, P99 time.Duration
+	Ops        int
+	RowsPerTxn float64
+	Errors     int
+	Duration   time.Duration
+	P50, P99   time.Duration
 }
 
 // PerSecond is the throughput.
@@ -76,14 +78,14 @@ type Report struct {
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
 	dbURL := cfg.DatabaseURL
+	dir, err := os.MkdirTemp("", "whdb-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	_ = os.Chmod(dir, 0o755)
 	if dbURL == "" {
-		dir, err := os.MkdirTemp("", "whdb-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		_ = os.Chmod(dir, 0o755)
-		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return nil, err
 		}
@@ -133,21 +135,56 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer basePool.Close()
 
-	fmt.Fprintf(cfg.Out, "ingest benchmark: %d concurrent clients, %s rounds x %d, ~%d-byte signed Stripe events\n",
-		cfg.Concurrency, cfg.Duration, cfg.Rounds, len(event("evt_000000000000000000000000")))
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_payload AS SELECT $1::jsonb AS headers, $2::bytea AS body`,
+		`{"Content-Type":"application/json","User-Agent":"Stripe/1.0 (+https://stripe.com/docs/webhooks)"}`, event("evt_000000000000000000000000")); err != nil {
+		return nil, fmt.Errorf("error creating baseline payload: %w", err)
+	}
 	url := srv.URL() + "/v1/webhooks/" + in.OpaqueID
+	runIngest := func(d time.Duration) (Result, error) {
+		return driveHTTP(ctx, url, secret, cfg.Concurrency, d), nil
+	}
+	runBaseline := func(d time.Duration) (Result, error) {
+		return driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, d), nil
+	}
+	generators := "Go HTTP client / pgx (install wrk for a lighter HTTP load generator)"
+	if wrk, err := newWrkDriver(dir, secret, 20_000); err == nil {
+		if binDir, err := pgcluster.FindBinDir(); err == nil {
+			if pgb, err := newPgbenchDriver(binDir, dir, dbURL, orgID, in.ID); err == nil {
+				generators = "wrk / pgbench"
+				runIngest = func(d time.Duration) (Result, error) { return wrk.run(ctx, url, cfg.Concurrency, d) }
+				runBaseline = func(d time.Duration) (Result, error) { return pgb.run(ctx, cfg.Concurrency, d) }
+			}
+		}
+	}
+	fmt.Fprintf(cfg.Out, "ingest benchmark: %d concurrent clients, %s rounds x %d, ~%d-byte signed Stripe events, load from %s\n",
+		cfg.Concurrency, cfg.Duration, cfg.Rounds, len(event("evt_000000000000000000000000")), generators)
 	// warm up both paths
-	_ = driveHTTP(ctx, url, secret, cfg.Concurrency, time.Second)
-	_ = driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, time.Second)
+	if _, err := runIngest(time.Second); err != nil {
+		return nil, err
+	}
+	if _, err := runBaseline(time.Second); err != nil {
+		return nil, err
+	}
 
 	rep := &Report{}
 	for r := 0; r < cfg.Rounds; r++ {
-		ing := driveHTTP(ctx, url, secret, cfg.Concurrency, cfg.Duration)
-		base := driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, cfg.Duration)
+		roundStart := time.Now()
+		ing, err := runIngest(cfg.Duration)
+		if err != nil {
+			return nil, err
+		}
+		var rows, txns int
+		if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM staging.webhooks WHERE received_at >= $1 AND path <> '/baseline'`, roundStart).Scan(&rows, &txns); err == nil && txns > 0 {
+			ing.RowsPerTxn = float64(rows) / float64(txns)
+		}
+		base, err := runBaseline(cfg.Duration)
+		if err != nil {
+			return nil, err
+		}
 		rep.Ingest = append(rep.Ingest, ing)
 		rep.Baseline = append(rep.Baseline, base)
-		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ratio %.2fx\n",
-			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/base.PerSecond())
+		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d, %.1f rows/txn) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ratio %.2fx\n",
+			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, ing.RowsPerTxn, base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/base.PerSecond())
 	}
 	mi, mb := median(rep.Ingest), median(rep.Baseline)
 	rep.Ratio = mi.PerSecond() / mb.PerSecond()
@@ -215,7 +252,7 @@ func driveInsert(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID i
 	return drive(ctx, n, d, func() error {
 		id := fmt.Sprintf("evt_%024d", seq.Add(1))
 		_, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type, headers, body, accepted)
-			VALUES (now(), $1, $2, $3, 'POST', '/v1/webhooks/x', '', 'application/json', $4, $5, true)`,
+			VALUES (now(), $1, $2, $3, 'POST', '/baseline', '', 'application/json', $4, $5, true)`,
 			orgID, integrationID, id, headers, event(id))
 		return err
 	})

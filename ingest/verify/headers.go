@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -69,18 +70,32 @@ func DeliveryID(scheme string, h http.Header, body []byte) string {
 	return id
 }
 
-// jsonTopLevelID returns the string "id" member of a JSON object body.
+// jsonTopLevelID returns the string "id" member of a JSON object body. It walks the top-level keys and stops
+// at "id" (the first key of a Stripe event), so the hot ingest path does not decode whole bodies.
 func jsonTopLevelID(body []byte) string {
-	// A map rather than a struct: struct fields would also match "ID" and "Id".
-	var object map[string]json.RawMessage
-	if err := json.Unmarshal(body, &object); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return ""
 	}
-	var id string
-	if err := json.Unmarshal(object["id"], &id); err != nil {
-		return ""
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		// Exact match: unlike struct decoding, "ID" and "Id" are other keys.
+		if key, _ := tok.(string); key == "id" {
+			var id string
+			if err := dec.Decode(&id); err != nil {
+				return ""
+			}
+			return id
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
 	}
-	return id
+	return ""
 }
 
 func isPrintableASCII(s string) bool {

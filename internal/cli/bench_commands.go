@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,10 +15,30 @@ import (
 var benchSubcommands []func() *cobra.Command
 
 func newBenchCommand(_ *globalOptions) *cobra.Command {
+	var cpuProfile string
+	var profileFile *os.File
 	bench := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmarks, each printing ratios against a baseline measured in the same run",
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if cpuProfile == "" {
+				return nil
+			}
+			f, err := os.Create(cpuProfile)
+			if err != nil {
+				return err
+			}
+			profileFile = f
+			return pprof.StartCPUProfile(f)
+		},
+		PersistentPostRun: func(*cobra.Command, []string) {
+			if profileFile != nil {
+				pprof.StopCPUProfile()
+				profileFile.Close()
+			}
+		},
 	}
+	bench.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server and load generator) to this file")
 	subs := []*cobra.Command{newIngestBenchCommand()}
 	for _, f := range benchSubcommands {
 		subs = append(subs, f())

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -38,6 +40,11 @@ type Server struct {
 
 // New validates the config, applies migrations, connects to the database and binds the listen address.
 func New(ctx context.Context, cfg Config) (*Server, error) {
+	if os.Getenv("GOGC") == "" {
+		// The live heap is small and allocation-heavy per request; collecting at 4x instead of 2x the live heap
+		// costs a few MB and saves a measurable share of ingest CPU. GOGC still overrides.
+		debug.SetGCPercent(400)
+	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
