@@ -54,6 +54,7 @@ func NewRootCommand() *cobra.Command {
 		newAdminCommand(g),
 		newBenchCommand(g),
 	)
+	root.AddCommand(clientCommands()...)
 	return root
 }
 

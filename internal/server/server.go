@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/webhookdb-go/webhookdb/ingest"
+	"github.com/webhookdb-go/webhookdb/internal/api"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
@@ -36,6 +37,7 @@ type Server struct {
 	workers  []func(ctx context.Context) error
 	box      secrets.Box
 	ingest   *ingest.Service
+	api      *api.API
 }
 
 // New validates the config, applies migrations, connects to the database and binds the listen address.
@@ -86,6 +88,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
 	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics})
 	s.workers = append(s.workers, s.ingest.Run, upkeep.Run)
+	s.api = api.New(api.Config{Pool: pool, Box: box, PublicURL: cfg.PublicURL, Logger: logger})
 	s.routes()
 	return s, nil
 }
@@ -93,7 +96,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) routes() {
 	s.router.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	s.router.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry})).Methods(http.MethodGet)
+	// Webhook routes first: the API's /v1 subrouter authenticates everything it matches.
 	s.ingest.Register(s.router)
+	s.api.Register(s.router)
 }
 
 // Addr is the address the server listens on (useful with port 0).

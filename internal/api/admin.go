@@ -1,0 +1,179 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/accounts"
+)
+
+// FanoutErrors lists and retries the changes the fanout parked (org database unreachable) or failed to apply
+// (a payload that can never be applied).
+type FanoutErrors interface {
+	ListErrors(ctx context.Context, orgID, integrationID int64, limit int) ([]map[string]any, error)
+	RetryErrors(ctx context.Context, orgID, integrationID int64) (int64, error)
+}
+
+func (a *API) integrationIDParam(r *http.Request) (int64, error) {
+	opaque := r.URL.Query().Get("integration")
+	if opaque == "" {
+		return 0, nil
+	}
+	var id int64
+	err := a.pool.QueryRow(r.Context(), `SELECT id FROM service_integrations WHERE opaque_id = $1 AND org_id = $2`, opaque, orgFrom(r).ID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errNotFound("integration")
+	}
+	return id, err
+}
+
+func (a *API) listErrors(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Errors == nil {
+		return errUnavailable("the fanout is not running in this server")
+	}
+	intID, err := a.integrationIDParam(r)
+	if err != nil {
+		return err
+	}
+	list, err := a.cfg.Errors.ListErrors(r.Context(), orgFrom(r).ID, intID, 100)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"errors": list})
+	return nil
+}
+
+func (a *API) retryErrors(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Errors == nil {
+		return errUnavailable("the fanout is not running in this server")
+	}
+	intID, err := a.integrationIDParam(r)
+	if err != nil {
+		return err
+	}
+	n, err := a.cfg.Errors.RetryErrors(r.Context(), orgFrom(r).ID, intID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"retrying": n})
+	return nil
+}
+
+type serverView struct {
+	Name       string    `json:"name"`
+	PublicHost string    `json:"public_host"`
+	PublicPort int       `json:"public_port"`
+	SSLMode    string    `json:"sslmode"`
+	Orgs       int       `json:"orgs"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func (a *API) listServers(w http.ResponseWriter, r *http.Request) error {
+	rows, err := a.pool.Query(r.Context(), `
+		SELECT s.name, s.public_host, s.public_port, s.sslmode, count(o.id), s.created_at
+		FROM database_servers s LEFT JOIN organizations o ON o.database_server_id = s.id AND o.deleted_at IS NULL
+		GROUP BY s.id ORDER BY s.name`)
+	if err != nil {
+		return wrapf(err, "error listing servers")
+	}
+	servers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (serverView, error) {
+		var s serverView
+		return s, row.Scan(&s.Name, &s.PublicHost, &s.PublicPort, &s.SSLMode, &s.Orgs, &s.CreatedAt)
+	})
+	if err != nil {
+		return wrapf(err, "error listing servers")
+	}
+	if servers == nil {
+		servers = []serverView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"servers": servers})
+	return nil
+}
+
+func (a *API) addServer(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Servers == nil {
+		return errUnavailable("server registration is not configured")
+	}
+	var in struct {
+		Name       string `json:"name"`
+		AdminURL   string `json:"admin_url"`
+		PublicHost string `json:"public_host"`
+		PublicPort int    `json:"public_port"`
+		SSLMode    string `json:"sslmode"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	switch {
+	case in.Name == "":
+		return errInvalid("name", "required")
+	case in.AdminURL == "":
+		return errInvalid("admin_url", "required")
+	case in.PublicHost == "":
+		return errInvalid("public_host", "required")
+	case in.PublicPort < 1 || in.PublicPort > 65535:
+		return errInvalid("public_port", "a port from 1 to 65535")
+	}
+	if in.SSLMode == "" {
+		in.SSLMode = "prefer"
+	}
+	if err := a.cfg.Servers.RegisterServer(r.Context(), in.Name, in.AdminURL, in.PublicHost, in.PublicPort, in.SSLMode); err != nil {
+		return errInvalid("admin_url", err.Error())
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"server": serverView{Name: in.Name, PublicHost: in.PublicHost, PublicPort: in.PublicPort, SSLMode: in.SSLMode}})
+	return nil
+}
+
+func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Email       string `json:"email"`
+		ServerAdmin bool   `json:"server_admin"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	u, err := accounts.CreateUser(r.Context(), a.pool, in.Email, in.ServerAdmin)
+	if errors.Is(err, accounts.ErrUserExists) {
+		return errConflict(err.Error())
+	}
+	if err != nil {
+		return errInvalid("email", err.Error())
+	}
+	secret, _, err := accounts.CreateToken(r.Context(), a.pool, u.ID, "created by a server admin")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"user": u, "token": secret})
+	return nil
+}
+
+func (a *API) rotateKeys(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Keys == nil {
+		return errUnavailable("key rotation is not configured")
+	}
+	res, err := a.cfg.Keys.RotateKeys(r.Context(), nil)
+	if err != nil {
+		return wrapf(err, "error rotating keys")
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (a *API) fanoutStatus(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Fanout == nil {
+		return errUnavailable("the fanout is not running in this server")
+	}
+	st, err := a.cfg.Fanout.FanoutStatus(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}

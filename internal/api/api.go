@@ -1,0 +1,291 @@
+// Package api is webhookdb's management API: JSON under /v1, authenticated with bearer tokens. The CLI is a
+// thin client of it. Every org-scoped handler checks membership first: a user who is not a member of an org
+// gets 404 for anything of it (its existence does not leak), and 403 for admin-only actions in their own.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+)
+
+// Credential is an org's read-only connection.
+type Credential struct {
+	URL       string    `json:"url"`
+	Username  string    `json:"username"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Credentials issues and rolls org read-only credentials (Vault or direct mode).
+type Credentials interface {
+	Connection(ctx context.Context, orgID int64) (*Credential, error)
+	RollCredentials(ctx context.Context, orgID int64) (*Credential, error)
+}
+
+// Provisioner creates and removes org databases.
+type Provisioner interface {
+	ProvisionOrg(ctx context.Context, orgID int64) error
+	DeleteOrg(ctx context.Context, orgID int64) error
+	// EnsureTable creates an integration's table in the org database right away (the fanout would on first row).
+	EnsureTable(ctx context.Context, orgID int64, opaqueID string) error
+}
+
+// ServerRegistry registers database servers.
+type ServerRegistry interface {
+	RegisterServer(ctx context.Context, name, adminURL, publicHost string, publicPort int, sslmode string) error
+}
+
+// KeyRotator rotates the key that encrypts stored secrets and rewraps every value.
+type KeyRotator interface {
+	RotateKeys(ctx context.Context, progress func(done, total int)) (map[string]any, error)
+}
+
+// FanoutStatus reports the fanout's state (slot lag, parked and failed counts).
+type FanoutStatus interface {
+	FanoutStatus(ctx context.Context) (map[string]any, error)
+}
+
+// Config wires the API to the rest of the system. Optional parts answer 501 when missing.
+type Config struct {
+	Pool        *pgxpool.Pool
+	Box         secrets.Box
+	PublicURL   string
+	Credentials Credentials
+	Provisioner Provisioner
+	Servers     ServerRegistry
+	Keys        KeyRotator
+	Fanout      FanoutStatus
+	Errors      FanoutErrors
+	// SQLRowLimit caps `db sql` results; default 1,000.
+	SQLRowLimit int
+	// SQLTimeout bounds `db sql`; default 30s.
+	SQLTimeout time.Duration
+	Logger     *slog.Logger
+}
+
+// API serves /v1.
+type API struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+}
+
+// New returns the API.
+func New(cfg Config) *API {
+	if cfg.SQLRowLimit == 0 {
+		cfg.SQLRowLimit = 1000
+	}
+	if cfg.SQLTimeout == 0 {
+		cfg.SQLTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger}
+}
+
+// Error is the one error shape of the API.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errNotFound(what string) *Error {
+	return &Error{Status: http.StatusNotFound, Code: "not_found", Message: what + " not found"}
+}
+func errForbidden(msg string) *Error {
+	return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: msg}
+}
+func errInvalid(field, msg string) *Error {
+	return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Field: field, Message: field + ": " + msg}
+}
+func errConflict(msg string) *Error {
+	return &Error{Status: http.StatusConflict, Code: "conflict", Message: msg}
+}
+func errUnavailable(msg string) *Error {
+	return &Error{Status: http.StatusNotImplemented, Code: "not_configured", Message: msg}
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// wrap turns a handler's error into the API's error shape.
+func (a *API) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			var apiErr *Error
+			if !errors.As(err, &apiErr) {
+				a.logger.ErrorContext(r.Context(), "api error", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
+				apiErr = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+			}
+			writeJSON(w, apiErr.Status, map[string]any{"error": apiErr})
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decode reads a JSON body into v, refusing unknown fields so typos surface.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		var field string
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			field = typeErr.Field
+		} else if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
+			field = strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
+			return errInvalid(field, "unknown field")
+		}
+		if field == "" {
+			field = "body"
+		}
+		return errInvalid(field, "invalid JSON: "+err.Error())
+	}
+	return nil
+}
+
+type ctxKey int
+
+const userKey ctxKey = iota
+
+// authenticate checks the bearer token and puts the user in the request context.
+func (a *API) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": &Error{Code: "unauthorized", Message: "missing bearer token (Authorization: Bearer whdb_...)"}})
+			return
+		}
+		user, err := accounts.Authenticate(r.Context(), a.pool, strings.TrimSpace(token))
+		if err != nil {
+			status, code, msg := http.StatusUnauthorized, "unauthorized", "invalid or revoked API token"
+			if !errors.Is(err, accounts.ErrInvalidToken) {
+				status, code, msg = http.StatusServiceUnavailable, "unavailable", "cannot check the token right now"
+			}
+			writeJSON(w, status, map[string]any{"error": &Error{Code: code, Message: msg}})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey, user)))
+	})
+}
+
+func userFrom(r *http.Request) *accounts.User { return r.Context().Value(userKey).(*accounts.User) }
+
+// Register adds the API's routes under /v1 to r.
+func (a *API) Register(r *mux.Router) {
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Use(a.authenticate)
+	for _, rt := range a.routes() {
+		v1.Handle(rt.path, a.wrap(rt.handler)).Methods(rt.method)
+	}
+}
+
+type route struct {
+	method, path string
+	handler      handlerFunc
+}
+
+// Routes lists method and path (relative to /v1) of every route, for the OpenAPI check.
+func (a *API) Routes() [][2]string {
+	var out [][2]string
+	for _, rt := range a.routes() {
+		out = append(out, [2]string{rt.method, "/v1" + rt.path})
+	}
+	return out
+}
+
+func (a *API) routes() []route {
+	return []route{
+		{"GET", "/me", a.me},
+
+		{"GET", "/orgs", a.listOrgs},
+		{"POST", "/orgs", a.createOrg},
+		{"GET", "/orgs/{org}", a.orgScoped(roleMember, a.getOrg)},
+		{"PATCH", "/orgs/{org}", a.orgScoped(roleAdmin, a.updateOrg)},
+		{"DELETE", "/orgs/{org}", a.orgScoped(roleAdmin, a.deleteOrg)},
+		{"GET", "/orgs/{org}/members", a.orgScoped(roleMember, a.listMembers)},
+		{"POST", "/orgs/{org}/members", a.orgScoped(roleAdmin, a.addMember)},
+		{"PATCH", "/orgs/{org}/members/{email}", a.orgScoped(roleAdmin, a.changeRole)},
+		{"DELETE", "/orgs/{org}/members/{email}", a.orgScoped(roleMember, a.removeMember)},
+
+		{"GET", "/tokens", a.listTokens},
+		{"POST", "/tokens", a.createToken},
+		{"DELETE", "/tokens/{id}", a.revokeToken},
+
+		{"GET", "/services", a.listServices},
+		{"GET", "/services/{name}", a.getService},
+
+		{"GET", "/orgs/{org}/integrations", a.orgScoped(roleMember, a.listIntegrations)},
+		{"POST", "/orgs/{org}/integrations", a.orgScoped(roleAdmin, a.createIntegration)},
+		{"GET", "/orgs/{org}/integrations/{opaque_id}", a.orgScoped(roleMember, a.getIntegration)},
+		{"PATCH", "/orgs/{org}/integrations/{opaque_id}", a.orgScoped(roleAdmin, a.updateIntegration)},
+		{"DELETE", "/orgs/{org}/integrations/{opaque_id}", a.orgScoped(roleAdmin, a.deleteIntegration)},
+		{"POST", "/orgs/{org}/integrations/{opaque_id}/roll-secret", a.orgScoped(roleAdmin, a.rollSecret)},
+		{"GET", "/orgs/{org}/integrations/{opaque_id}/stats", a.orgScoped(roleMember, a.integrationStats)},
+
+		{"GET", "/orgs/{org}/db/connection", a.orgScoped(roleMember, a.dbConnection)},
+		{"POST", "/orgs/{org}/db/roll-credentials", a.orgScoped(roleAdmin, a.rollCredentials)},
+		{"POST", "/orgs/{org}/db/sql", a.orgScoped(roleMember, a.dbSQL)},
+		{"GET", "/orgs/{org}/db/tables", a.orgScoped(roleMember, a.dbTables)},
+
+		{"GET", "/orgs/{org}/webhooks", a.orgScoped(roleMember, a.listWebhooks)},
+		{"GET", "/orgs/{org}/webhooks/{id}", a.orgScoped(roleMember, a.getWebhook)},
+		{"POST", "/orgs/{org}/replay", a.orgScoped(roleAdmin, a.replay)},
+
+		{"GET", "/orgs/{org}/errors", a.orgScoped(roleMember, a.listErrors)},
+		{"POST", "/orgs/{org}/errors/retry", a.orgScoped(roleAdmin, a.retryErrors)},
+
+		{"GET", "/admin/servers", a.serverAdmin(a.listServers)},
+		{"POST", "/admin/servers", a.serverAdmin(a.addServer)},
+		{"POST", "/admin/users", a.serverAdmin(a.createUser)},
+		{"POST", "/admin/keys/rotate", a.serverAdmin(a.rotateKeys)},
+		{"GET", "/admin/fanout", a.serverAdmin(a.fanoutStatus)},
+	}
+}
+
+func (a *API) serverAdmin(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !userFrom(r).ServerAdmin {
+			return errForbidden("this needs a server administrator")
+		}
+		return h(w, r)
+	}
+}
+
+func (a *API) me(w http.ResponseWriter, r *http.Request) error {
+	u := userFrom(r)
+	orgs, err := a.orgsOf(r.Context(), u.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": u, "orgs": orgs})
+	return nil
+}
+
+func wrapf(err error, format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}

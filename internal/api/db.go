@@ -1,0 +1,230 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func (a *API) dbConnection(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Credentials == nil {
+		return errUnavailable("this server issues no database credentials")
+	}
+	c, err := a.cfg.Credentials.Connection(r.Context(), orgFrom(r).ID)
+	if err != nil {
+		return wrapf(err, "error issuing credentials")
+	}
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+func (a *API) rollCredentials(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Credentials == nil {
+		return errUnavailable("this server issues no database credentials")
+	}
+	c, err := a.cfg.Credentials.RollCredentials(r.Context(), orgFrom(r).ID)
+	if err != nil {
+		return wrapf(err, "error rolling credentials")
+	}
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+// readOnlyConn connects with the org's own read-only credentials: `db sql` can do exactly what the user's
+// connection string can, nothing more.
+func (a *API) readOnlyConn(ctx context.Context, orgID int64) (*pgx.Conn, error) {
+	if a.cfg.Credentials == nil {
+		return nil, errUnavailable("this server issues no database credentials")
+	}
+	c, err := a.cfg.Credentials.Connection(ctx, orgID)
+	if err != nil {
+		return nil, wrapf(err, "error issuing credentials")
+	}
+	conn, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		return nil, wrapf(err, "error connecting to the organization's database")
+	}
+	return conn, nil
+}
+
+func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Query   string `json:"query"`
+		MaxRows int    `json:"max_rows"`
+		Timeout string `json:"timeout"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if strings.TrimSpace(in.Query) == "" {
+		return errInvalid("query", "required")
+	}
+	limit := a.cfg.SQLRowLimit
+	if in.MaxRows > 0 {
+		limit = min(in.MaxRows, 10*a.cfg.SQLRowLimit)
+	}
+	timeout := a.cfg.SQLTimeout
+	if in.Timeout != "" {
+		d, err := time.ParseDuration(in.Timeout)
+		if err != nil || d <= 0 || d > 5*time.Minute {
+			return errInvalid("timeout", "a duration up to 5m")
+		}
+		timeout = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	conn, err := a.readOnlyConn(ctx, orgFrom(r).ID)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// Simple protocol: exactly one statement, no parameters, results as text.
+	rows, err := conn.Query(ctx, in.Query, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		return sqlError(err)
+	}
+	defer rows.Close()
+
+	// Stream: columns first, then rows as they arrive, then the summary.
+	bw := bufio.NewWriter(w)
+	flusher, _ := w.(http.Flusher)
+	started := false
+	start := func() {
+		started = true
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		cols := make([]string, 0, len(rows.FieldDescriptions()))
+		for _, f := range rows.FieldDescriptions() {
+			cols = append(cols, f.Name)
+		}
+		b, _ := json.Marshal(cols)
+		bw.WriteString(`{"columns":`)
+		bw.Write(b)
+		bw.WriteString(`,"rows":[`)
+	}
+	n, truncated := 0, false
+	for rows.Next() {
+		if !started {
+			start()
+		}
+		if n == limit {
+			truncated = true
+			break
+		}
+		vals, err := rows.Values()
+		if err != nil {
+			break
+		}
+		b, err := json.Marshal(vals)
+		if err != nil {
+			b, _ = json.Marshal(stringify(vals))
+		}
+		if n > 0 {
+			bw.WriteByte(',')
+		}
+		bw.Write(b)
+		n++
+		if n%200 == 0 {
+			bw.Flush()
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil && !truncated {
+		if !started {
+			return sqlError(err)
+		}
+		// Rows were sent already: report the error in the body.
+		msg, _ := json.Marshal(sqlError(err).Error())
+		bw.WriteString(`],"error":`)
+		bw.Write(msg)
+		bw.WriteString(`,"row_count":`)
+		bw.WriteString(jsonInt(n))
+		bw.WriteString("}\n")
+		return bw.Flush()
+	}
+	if !started {
+		start()
+	}
+	bw.WriteString(`],"row_count":`)
+	bw.WriteString(jsonInt(n))
+	bw.WriteString(`,"truncated":`)
+	if truncated {
+		bw.WriteString("true")
+	} else {
+		bw.WriteString("false")
+	}
+	bw.WriteString(`,"max_rows":`)
+	bw.WriteString(jsonInt(limit))
+	bw.WriteString("}\n")
+	return bw.Flush()
+}
+
+func jsonInt(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// stringify renders values json cannot encode (NaN, infinities...) as text, keeping the rest as they are.
+func stringify(vals []any) []any {
+	out := make([]any, len(vals))
+	for i, v := range vals {
+		if _, err := json.Marshal(v); err != nil {
+			out[i] = fmt.Sprint(v)
+			continue
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// sqlError passes the database's own message back: it is the user's query and the user's data.
+func sqlError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return &Error{Status: http.StatusBadRequest, Code: "sql_error", Message: pgErr.Severity + ": " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Status: http.StatusBadRequest, Code: "sql_timeout", Message: "the query ran past its timeout"}
+	}
+	return &Error{Status: http.StatusBadRequest, Code: "sql_error", Message: err.Error()}
+}
+
+func (a *API) dbTables(w http.ResponseWriter, r *http.Request) error {
+	conn, err := a.readOnlyConn(r.Context(), orgFrom(r).ID)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(r.Context()))
+	rows, err := conn.Query(r.Context(), `
+		SELECT c.relname, c.reltuples::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND has_table_privilege(c.oid, 'SELECT')
+		ORDER BY c.relname`)
+	if err != nil {
+		return sqlError(err)
+	}
+	type table struct {
+		Name         string `json:"name"`
+		EstimateRows int64  `json:"estimated_rows"`
+	}
+	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
+		var t table
+		return t, row.Scan(&t.Name, &t.EstimateRows)
+	})
+	if err != nil {
+		return sqlError(err)
+	}
+	if tables == nil {
+		tables = []table{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tables": tables})
+	return nil
+}
