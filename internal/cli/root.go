@@ -55,6 +55,7 @@ func NewRootCommand() *cobra.Command {
 		newBenchCommand(g),
 	)
 	root.AddCommand(clientCommands()...)
+	root.AddCommand(newSignCommand())
 	return root
 }
 
