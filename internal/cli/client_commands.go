@@ -344,6 +344,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	ints := &cobra.Command{Use: "integrations", Short: "Service integrations: where webhooks come in"}
 	var secret, config, verifier, grace string
 	var bodyLimit int64
+	var quiet bool
 	jsonFlag := func(name, value string, into map[string]any) error {
 		if value == "" {
 			return nil
@@ -376,6 +377,10 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 				return p.json(out)
 			}
 			in, _ := out["integration"].(map[string]any)
+			if quiet {
+				fmt.Fprintln(p.w, cell(in["webhook_url"]))
+				return nil
+			}
 			fmt.Fprintf(p.w, "Created %s integration %s; rows land in table %s.\n\n", cell(in["service"]), cell(in["opaque_id"]), cell(in["table_name"]))
 			fmt.Fprintf(p.w, "1. In the sender's dashboard, add this webhook endpoint URL:\n\n     %s\n\n", cell(in["webhook_url"]))
 			if secret != "" {
@@ -391,6 +396,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	create.Flags().StringVar(&config, "config", "", `replicator settings as JSON, e.g. '{"remote_key_path":"id"}' for json_v1`)
 	create.Flags().StringVar(&verifier, "verifier", "", `override the verifier as JSON, e.g. '{"scheme":"hmac","header":"X-Sig","algorithm":"sha256","encoding":"hex"}'`)
 	create.Flags().Int64Var(&bodyLimit, "body-limit", 0, "largest body accepted, in bytes (default 1 MiB)")
+	create.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the webhook URL (for scripts)")
 
 	integrationTable := func(out map[string]any, p *printer) error {
 		in, _ := out["integration"].(map[string]any)
