@@ -53,6 +53,7 @@ func NewRootCommand() *cobra.Command {
 		newDevCommand(g),
 		newAdminCommand(g),
 		newBenchCommand(g),
+		newKeysCommand(g), newVaultCommand(g),
 	)
 	root.AddCommand(clientCommands()...)
 	root.AddCommand(newSignCommand())

@@ -1,7 +1,3 @@
-// Package secrets encrypts the secrets webhookdb stores (database URLs, webhook secrets, API keys) at the column
-// level. Each ciphertext is bound to its table, column and row, so a ciphertext copied into another row or
-// column does not decrypt. Two implementations: Vault transit, and a local AES-256-GCM keyring for
-// self-hosters without Vault.
 package secrets
 
 import (

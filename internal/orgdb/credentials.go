@@ -1,0 +1,284 @@
+package orgdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/pgroles"
+)
+
+// Credential is an org's read-only connection string.
+type Credential struct {
+	// URL is postgres://user:password@public-host:port/org_<key>?sslmode=...
+	URL       string    `json:"url"`
+	Username  string    `json:"username"`
+	Database  string    `json:"database"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Mode      string    `json:"mode"`
+}
+
+// ErrRevokePending means new credentials were issued and stored, but the old ones could not be revoked yet;
+// the maintenance pass keeps trying. The caller should report a failure: the old password may still work.
+var ErrRevokePending = errors.New("new credentials issued, but revoking the old ones failed (retried in the background)")
+
+// URLBinding binds a credential's encrypted URL to its row.
+func URLBinding(credentialID string) secrets.Binding {
+	return secrets.Binding{Table: "org_credentials", Column: "url_enc", Row: credentialID}
+}
+
+// credential is an org_credentials row.
+type credential struct {
+	ID           string
+	OrgID        int64
+	ServerID     int64
+	Mode         string
+	Username     string
+	URLEnc       string
+	LeaseID      string
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	MaxExpiresAt time.Time
+	SupersededAt *time.Time
+	RevokeAfter  *time.Time
+	// from the org
+	OrgKey   string
+	Database string
+	OrgReady bool
+}
+
+func (c credential) lease() Lease {
+	return Lease{ID: c.LeaseID, Username: c.Username, IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt}
+}
+
+// credentials reads org_credentials rows (alias c) with their org (alias o); where filters them.
+func (s *Service) credentials(ctx context.Context, q db, where string, args ...any) ([]credential, error) {
+	rows, err := q.Query(ctx, `
+		SELECT c.id, c.org_id, c.database_server_id, c.mode, c.username, c.url_enc, c.lease_id, c.issued_at, c.expires_at,
+		       c.max_expires_at, c.superseded_at, c.revoke_after, o.key, coalesce(o.database_name, ''),
+		       o.provision_state = 'ready' AND o.deleted_at IS NULL
+		FROM org_credentials c JOIN organizations o ON o.id = c.org_id `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("error reading credentials: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (credential, error) {
+		var c credential
+		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.OrgKey, &c.Database, &c.OrgReady)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error reading credentials: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Service) current(ctx context.Context, q db, orgID int64) (*credential, error) {
+	cs, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND c.superseded_at IS NULL AND c.revoked_at IS NULL`, orgID)
+	if err != nil || len(cs) == 0 {
+		return nil, err
+	}
+	return &cs[0], nil
+}
+
+func (s *Service) open(ctx context.Context, c *credential) (*Credential, error) {
+	plain, err := s.cfg.Box.Decrypt(ctx, URLBinding(c.ID), c.URLEnc)
+	if err != nil {
+		return nil, fmt.Errorf("error decrypting credentials: %w", err)
+	}
+	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode}, nil
+}
+
+// fresh reports whether a credential needs neither renewal nor reissue.
+func (s *Service) fresh(c *credential) bool {
+	return c.Mode == s.cfg.Issuer.Mode() && time.Until(c.ExpiresAt) > s.cfg.RenewBefore
+}
+
+// Connection returns the org's current read-only URL: issued on first use, renewed when less than
+// RenewBefore of it is left, reissued when it cannot be renewed (past its max TTL, or forgotten by the
+// issuer); a reissued credential's predecessor is revoked at its own expiry.
+func (s *Service) Connection(ctx context.Context, orgID int64) (*Credential, error) {
+	// Fast path, no lock: a fresh current credential.
+	if c, err := s.current(ctx, s.pool, orgID); err != nil {
+		return nil, err
+	} else if c != nil && c.OrgReady && s.fresh(c) {
+		return s.open(ctx, c)
+	}
+	var out *Credential
+	err := s.withLock(ctx, lockClassOrg, orgID, func(q db) error {
+		org, srv, err := s.readyOrg(ctx, q, orgID)
+		if err != nil {
+			return err
+		}
+		c, err := s.current(ctx, q, orgID)
+		if err != nil {
+			return err
+		}
+		if c != nil && s.fresh(c) {
+			out, err = s.open(ctx, c)
+			return err
+		}
+		if c != nil && c.Mode == s.cfg.Issuer.Mode() {
+			expires, err := s.cfg.Issuer.Renew(ctx, srv, org.Key, c.lease())
+			switch {
+			case err == nil && time.Until(expires) > s.cfg.RenewBefore:
+				if _, err := q.Exec(ctx, `UPDATE org_credentials SET expires_at = $2 WHERE id = $1`, c.ID, expires); err != nil {
+					return fmt.Errorf("error recording renewal: %w", err)
+				}
+				c.ExpiresAt = expires
+				out, err = s.open(ctx, c)
+				return err
+			case err == nil, errors.Is(err, ErrLeaseGone), errors.Is(err, ErrNotRenewable):
+				// reissue below
+			case time.Until(c.ExpiresAt) > 0:
+				// The issuer is unreachable, but the credential still works: hand it out rather than fail.
+				s.cfg.Logger.WarnContext(ctx, "cannot renew read-only credentials; returning the current ones", "org", org.Key, "expires_at", c.ExpiresAt, "error", err)
+				out, err = s.open(ctx, c)
+				return err
+			default:
+				return fmt.Errorf("error renewing credentials of org %s: %w", org.Key, err)
+			}
+		}
+		var revokeAfter time.Time
+		if c != nil {
+			revokeAfter = c.ExpiresAt // whoever still uses it keeps it until it expires
+		}
+		out, _, err = s.issue(ctx, q, org, srv, c, revokeAfter)
+		return err
+	})
+	return out, err
+}
+
+// RollCredentials issues new credentials for the org, then revokes the current ones synchronously: when it
+// returns, the old password fails and sessions opened with it are closed. It returns the new credentials.
+// Callers must check the caller is an org admin.
+func (s *Service) RollCredentials(ctx context.Context, orgID int64) (*Credential, error) {
+	var out *Credential
+	err := s.withLock(ctx, lockClassOrg, orgID, func(q db) error {
+		org, srv, err := s.readyOrg(ctx, q, orgID)
+		if err != nil {
+			return err
+		}
+		old, err := s.current(ctx, q, orgID)
+		if err != nil {
+			return err
+		}
+		// Stored first (with the old one marked for revocation now): a crash between the two steps leaves the
+		// new URL in place and the old one for the maintenance pass to revoke.
+		out, _, err = s.issue(ctx, q, org, srv, old, time.Now())
+		if err != nil {
+			return err
+		}
+		if old != nil {
+			if err := s.revoke(ctx, q, srv, org.Key, *old); err != nil {
+				return fmt.Errorf("%w: %w", ErrRevokePending, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Service) readyOrg(ctx context.Context, q db, orgID int64) (*Org, Server, error) {
+	org, err := s.org(ctx, q, orgID)
+	if err != nil {
+		return nil, Server{}, err
+	}
+	if org.ProvisionState != "ready" || org.ServerID == nil || org.DatabaseName == nil {
+		return nil, Server{}, fmt.Errorf("%w: org %s is %s", ErrNotProvisioned, org.Key, org.ProvisionState)
+	}
+	srv, err := s.server(ctx, q, *org.ServerID)
+	if err != nil {
+		return nil, Server{}, err
+	}
+	return org, srv, nil
+}
+
+// issue issues a credential and stores it as the org's current one; old, when set, is superseded and due
+// for revocation at revokeAfter.
+func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *credential, revokeAfter time.Time) (*Credential, *credential, error) {
+	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("error issuing credentials for org %s: %w", org.Key, err)
+	}
+	id := randomID("crd_")
+	url := readonlyURL(srv, *org.DatabaseName, lease.Username, lease.Password)
+	enc, err := s.cfg.Box.Encrypt(ctx, URLBinding(id), []byte(url))
+	if err != nil {
+		s.abandon(ctx, srv, org.Key, *lease)
+		return nil, nil, fmt.Errorf("error encrypting credentials: %w", err)
+	}
+	c := &credential{
+		ID: id, OrgID: org.ID, ServerID: srv.ID, Mode: s.cfg.Issuer.Mode(), Username: lease.Username, URLEnc: enc,
+		LeaseID: lease.ID, IssuedAt: lease.IssuedAt, ExpiresAt: lease.ExpiresAt, MaxExpiresAt: lease.IssuedAt.Add(s.cfg.Issuer.Policy().MaxTTL),
+	}
+	err = pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
+		if old != nil {
+			if _, err := tx.Exec(ctx, `UPDATE org_credentials SET superseded_at = now(), revoke_after = $2 WHERE id = $1`, old.ID, revokeAfter); err != nil {
+				return fmt.Errorf("error superseding credentials: %w", err)
+			}
+		}
+		_, err := tx.Exec(ctx, `
+			INSERT INTO org_credentials (id, org_id, database_server_id, mode, username, url_enc, lease_id, issued_at, expires_at, max_expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			c.ID, c.OrgID, c.ServerID, c.Mode, c.Username, c.URLEnc, c.LeaseID, c.IssuedAt, c.ExpiresAt, c.MaxExpiresAt)
+		if err != nil {
+			return fmt.Errorf("error storing credentials: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		s.abandon(ctx, srv, org.Key, *lease)
+		return nil, nil, err
+	}
+	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode}, c, nil
+}
+
+// abandon revokes a lease that could not be stored, so that failures do not pile up live logins.
+func (s *Service) abandon(ctx context.Context, srv Server, orgKey string, lease Lease) {
+	ctx = context.WithoutCancel(ctx)
+	if err := s.cfg.Issuer.Revoke(ctx, srv, orgKey, lease); err != nil {
+		s.cfg.Logger.WarnContext(ctx, "cannot revoke unstored credentials; they expire on their own", "org", orgKey, "username", lease.Username, "expires_at", lease.ExpiresAt, "error", err)
+	}
+}
+
+// revoke revokes a stored credential through its issuer, then makes sure in the database itself that the
+// role is gone and has no session left (Vault's revocation statements run in one transaction, and a lease
+// Vault has forgotten is never revoked by Vault). It is revoked once that backstop has succeeded.
+func (s *Service) revoke(ctx context.Context, q db, srv Server, orgKey string, c credential) error {
+	var issuerErr error
+	if c.Mode == s.cfg.Issuer.Mode() {
+		issuerErr = s.cfg.Issuer.Revoke(ctx, srv, orgKey, c.lease())
+	}
+	if err := pgroles.EnsureLoginGone(ctx, srv.AdminURL, c.Username); err != nil {
+		err = errors.Join(issuerErr, err)
+		if _, recErr := q.Exec(context.WithoutCancel(ctx), `UPDATE org_credentials SET last_error = $2 WHERE id = $1`, c.ID, err.Error()); recErr != nil {
+			s.cfg.Logger.ErrorContext(ctx, "cannot record revocation error", "credential", c.ID, "error", recErr)
+		}
+		return fmt.Errorf("error revoking credentials %s of org %s: %w", c.Username, orgKey, err)
+	}
+	if issuerErr != nil {
+		// The role is gone; the issuer's lease ends at its expiry, and its revocation is safe to run then.
+		s.cfg.Logger.WarnContext(ctx, "issuer could not revoke the lease; the login role was dropped directly", "org", orgKey, "username", c.Username, "error", issuerErr)
+	}
+	if _, err := q.Exec(ctx, `
+		UPDATE org_credentials SET revoked_at = now(), superseded_at = coalesce(superseded_at, now()), last_error = $2
+		WHERE id = $1`, c.ID, errString(issuerErr)); err != nil {
+		return fmt.Errorf("error recording revocation: %w", err)
+	}
+	return nil
+}
+
+func errString(err error) *string {
+	if err == nil {
+		return nil
+	}
+	s := err.Error()
+	return &s
+}

@@ -1,0 +1,23 @@
+package vaultbench_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/webhookdb-go/webhookdb/vault/vaultbench"
+)
+
+// A short run proves the benchmark works end to end (make bench runs the full one).
+func TestRunShort(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	results, err := vaultbench.RunConfig(context.Background(), vaultbench.Config{Connections: 20, Rolls: 3, Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 2 || results[0].ConnectionMedian <= 0 || results[0].RollMedian <= 0 {
+		t.Fatalf("results %+v", results)
+	}
+	t.Log("\n" + out.String())
+}
