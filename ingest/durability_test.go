@@ -51,7 +51,7 @@ type serveProcess struct {
 func startServe(t *testing.T, bin, dbURL, keyring, addr string) *serveProcess {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--database-url", dbURL, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "WEBHOOKDB_KEYRING="+keyring, "WEBHOOKDB_SLOT_NAME=durability_"+filepath.Base(t.TempDir()))
+	cmd.Env = append(os.Environ(), "WEBHOOKDB_KEYRING="+keyring, "WEBHOOKDB_CREDENTIALS=postgres", "WEBHOOKDB_SLOT_NAME=durability_"+filepath.Base(t.TempDir()))
 	log := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

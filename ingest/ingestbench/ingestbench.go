@@ -108,6 +108,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	box, _ := secrets.ParseKeyring(keyEntry)
 	srv, err := server.New(ctx, server.Config{
 		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Secrets: box,
+		Credentials: server.CredentialsPostgres, Encryption: server.EncryptionKeyring,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

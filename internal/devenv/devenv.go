@@ -18,11 +18,16 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/server"
 	"github.com/webhookdb-go/webhookdb/internal/vaultdev"
+	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 const (
@@ -76,37 +81,70 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	vault, err := vaultdev.Start(ctx, vaultdev.Config{Logger: logger})
+	vaultSrv, err := vaultdev.Start(ctx, vaultdev.Config{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("error starting Vault: %w", err)
 	}
-	defer func() { _ = vault.Stop() }()
-	logger.InfoContext(ctx, "Vault dev server running", slog.String("addr", vault.Addr))
+	defer func() { _ = vaultSrv.Stop() }()
+	logger.InfoContext(ctx, "Vault dev server running", slog.String("addr", vaultSrv.Addr))
 
-	keyring, err := loadOrCreateKeyring(filepath.Join(dir, "keyring"))
+	// Vault dev keeps nothing across restarts: restore the transit key from its backup, register the local
+	// cluster, and re-apply the Vault configuration the application database says should exist.
+	if _, err := migrate.Up(ctx, cluster.URL(appDatabase), logger); err != nil {
+		return err
+	}
+	appPool, err := pgxpool.New(ctx, cluster.URL(appDatabase))
+	if err != nil {
+		return fmt.Errorf("error connecting to the application database: %w", err)
+	}
+	defer appPool.Close()
+	vaultClient, err := vaultSrv.Client()
 	if err != nil {
 		return err
+	}
+	var keyring *secrets.Keyring
+	if _, err := os.Stat(filepath.Join(dir, "keyring")); err == nil {
+		// an earlier dev version encrypted with a local keyring: keep those values readable
+		if keyring, err = secrets.LoadKeyringFile(filepath.Join(dir, "keyring")); err != nil {
+			return err
+		}
+	}
+	transitBackup := filepath.Join(dir, "transit-key")
+	dev, err := vault.SetupDev(ctx, vault.DevConfig{
+		Client:            vaultClient,
+		Pool:              appPool,
+		Keyring:           keyring,
+		TransitBackupFile: transitBackup,
+		Server: orgdb.ServerSpec{
+			Name: LocalServerName, AdminURL: cluster.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: cluster.Port, SSLMode: "disable",
+		},
+		Issuer: vault.Config{Logger: logger},
+	})
+	if err != nil {
+		return fmt.Errorf("error setting up Vault: %w", err)
 	}
 
 	srv, err := server.New(ctx, server.Config{
 		DatabaseURL: cluster.URL(appDatabase),
 		Listen:      cfg.Listen,
-		VaultAddr:   vault.Addr,
-		VaultToken:  vault.Token,
-		Secrets:     keyring,
+		VaultAddr:   vaultSrv.Addr,
+		VaultToken:  vaultSrv.Token,
+		Secrets:     dev.Box,
+		OrgDB:       dev.Service,
+		Encryption:  server.EncryptionTransit,
 		Logger:      logger,
 	})
 	if err != nil {
 		return err
 	}
-	token, err := bootstrap(ctx, cluster, keyring, envFile)
+	token, err := bootstrap(ctx, cluster, envFile)
 	if err != nil {
 		return err
 	}
 
 	apiURL := srv.URL()
-	env := fmt.Sprintf("WEBHOOKDB_API_URL=%s\nWEBHOOKDB_TOKEN=%s\nWEBHOOKDB_DATABASE_URL=%s\nVAULT_ADDR=%s\nVAULT_TOKEN=%s\n",
-		apiURL, token, cluster.URL(appDatabase), vault.Addr, vault.Token)
+	env := fmt.Sprintf("WEBHOOKDB_API_URL=%s\nWEBHOOKDB_TOKEN=%s\nWEBHOOKDB_DATABASE_URL=%s\nVAULT_ADDR=%s\nVAULT_TOKEN=%s\nWEBHOOKDB_TRANSIT_BACKUP_FILE=%s\n",
+		apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, vaultSrv.Token, transitBackup)
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
 		return fmt.Errorf("error writing %s: %w", envFile, err)
 	}
@@ -122,7 +160,7 @@ webhookdb is running.
 Try:  curl %s/healthz
 Stop: Ctrl-C (data stays in %s)
 
-`, apiURL, token, cluster.URL(appDatabase), vault.Addr, envFile, envFile, apiURL, dir)
+`, apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, envFile, envFile, apiURL, dir)
 
 	runErr := srv.Run(ctx)
 	_ = os.Remove(envFile)
@@ -143,36 +181,13 @@ func ensureDatabase(ctx context.Context, c *pgcluster.Cluster, name string) erro
 	return nil
 }
 
-func loadOrCreateKeyring(path string) (*secrets.Keyring, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(path, []byte(secrets.NewKeyEntry(1)+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("error writing keyring: %w", err)
-		}
-	}
-	return secrets.LoadKeyringFile(path)
-}
-
-// bootstrap registers the local cluster as the default database server and returns a working admin token:
-// the previous run's when it still authenticates, else a new one.
-func bootstrap(ctx context.Context, c *pgcluster.Cluster, keyring *secrets.Keyring, envFile string) (string, error) {
+// bootstrap returns a working admin token: the previous run's when it still authenticates, else a new one.
+func bootstrap(ctx context.Context, c *pgcluster.Cluster, envFile string) (string, error) {
 	conn, err := c.Connect(ctx, appDatabase)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close(ctx)
-
-	adminURL, err := keyring.Encrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: LocalServerName}, []byte(c.URL("postgres")))
-	if err != nil {
-		return "", err
-	}
-	_, err = conn.Exec(ctx, `
-		INSERT INTO database_servers (name, admin_url_enc, public_host, public_port, sslmode)
-		VALUES ($1, $2, '127.0.0.1', $3, 'disable')
-		ON CONFLICT (name) DO UPDATE SET admin_url_enc = EXCLUDED.admin_url_enc, public_port = EXCLUDED.public_port`,
-		LocalServerName, adminURL, c.Port)
-	if err != nil {
-		return "", fmt.Errorf("error registering the local database server: %w", err)
-	}
 
 	if old := previousToken(envFile + ".last"); old != "" {
 		if _, err := accounts.Authenticate(ctx, conn, old); err == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -30,8 +31,19 @@ type Config struct {
 	// (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE): "VERSION:BASE64KEY" entries, the highest version current.
 	Keyring     string
 	KeyringFile string
-	// Secrets, when set, is used instead of a keyring (tests, dev).
+	// Secrets, when set, is used instead of a keyring or transit (tests, dev).
 	Secrets secrets.Box
+	// Credentials is how org read-only credentials are issued (WEBHOOKDB_CREDENTIALS): "vault" (default)
+	// through Vault's database engine, or "postgres" directly, for self-hosters without Vault.
+	Credentials string
+	// Encryption of stored secrets (WEBHOOKDB_ENCRYPTION): "transit" (default with Vault) or "keyring".
+	Encryption string
+	// TransitMount, TransitKey and DatabaseMount name the Vault engines; defaults transit, webhookdb, database.
+	TransitMount  string
+	TransitKey    string
+	DatabaseMount string
+	// OrgDB, when set, is used instead of building one from the modes above (dev).
+	OrgDB *orgdb.Service
 	// Retention is how long staging rows are kept (WEBHOOKDB_RETENTION); default 7 days.
 	Retention time.Duration
 	// BodyLimit is the default webhook body limit in bytes; default 1 MiB.
@@ -57,6 +69,15 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.Credentials == "" {
+		c.Credentials = CredentialsVault
+	}
+	if c.Encryption == "" {
+		c.Encryption = EncryptionKeyring
+		if c.VaultAddr != "" {
+			c.Encryption = EncryptionTransit
+		}
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
@@ -82,8 +103,26 @@ func (c Config) validate() error {
 	if (c.VaultAddr == "") != (c.VaultToken == "") && c.VaultToken == "" {
 		errs = append(errs, errors.New("VAULT_ADDR is set but VAULT_TOKEN is not (--vault-token or VAULT_TOKEN)"))
 	}
-	if c.Secrets == nil && c.Keyring == "" && c.KeyringFile == "" {
-		errs = append(errs, errors.New("no encryption key for stored secrets: set WEBHOOKDB_KEYRING or WEBHOOKDB_KEYRING_FILE (generate one with `webhookdb keys generate`)"))
+	switch c.Credentials {
+	case CredentialsVault:
+		if c.VaultAddr == "" && c.OrgDB == nil {
+			errs = append(errs, errors.New("credentials mode vault needs VAULT_ADDR and VAULT_TOKEN; without Vault, run with --credentials=postgres (WEBHOOKDB_CREDENTIALS=postgres)"))
+		}
+	case CredentialsPostgres:
+	default:
+		errs = append(errs, fmt.Errorf("--credentials %q: want vault or postgres", c.Credentials))
+	}
+	switch c.Encryption {
+	case EncryptionTransit:
+		if c.VaultAddr == "" && c.Secrets == nil {
+			errs = append(errs, errors.New("encryption transit needs VAULT_ADDR and VAULT_TOKEN; without Vault use --encryption=keyring with WEBHOOKDB_KEYRING"))
+		}
+	case EncryptionKeyring:
+		if c.Secrets == nil && c.Keyring == "" && c.KeyringFile == "" {
+			errs = append(errs, errors.New("no encryption key for stored secrets: set WEBHOOKDB_KEYRING or WEBHOOKDB_KEYRING_FILE (generate one with `webhookdb keys generate`)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--encryption %q: want transit or keyring", c.Encryption))
 	}
 	if c.Keyring != "" && c.KeyringFile != "" {
 		errs = append(errs, errors.New("set only one of WEBHOOKDB_KEYRING and WEBHOOKDB_KEYRING_FILE"))
@@ -92,16 +131,4 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("retention and body limit must not be negative"))
 	}
 	return errors.Join(errs...)
-}
-
-// secretsBox builds the configured encryption.
-func (c Config) secretsBox() (secrets.Box, error) {
-	switch {
-	case c.Secrets != nil:
-		return c.Secrets, nil
-	case c.KeyringFile != "":
-		return secrets.LoadKeyringFile(c.KeyringFile)
-	default:
-		return secrets.ParseKeyring(c.Keyring)
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/api"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -36,6 +37,7 @@ type Server struct {
 	registry *prometheus.Registry
 	workers  []func(ctx context.Context) error
 	box      secrets.Box
+	orgs     *orgdb.Service
 	ingest   *ingest.Service
 	api      *api.API
 }
@@ -47,6 +49,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		// costs a few MB and saves a measurable share of ingest CPU. GOGC still overrides.
 		debug.SetGCPercent(400)
 	}
+	publicURLGiven := cfg.PublicURL != ""
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
@@ -68,6 +71,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		pool.Close()
 		return nil, fmt.Errorf("error listening on %s: %w", cfg.Listen, err)
 	}
+	if !publicURLGiven {
+		// With port 0 only the listener knows the port senders must use.
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "localhost"
+		}
+		cfg.PublicURL = "http://" + net.JoinHostPort(host, port)
+	}
 	s := &Server{
 		cfg:      cfg,
 		logger:   logger,
@@ -77,18 +89,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		registry: prometheus.NewRegistry(),
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	box, err := cfg.secretsBox()
+	box, orgs, err := buildOrgDB(ctx, cfg, pool, logger)
 	if err != nil {
 		ln.Close()
 		pool.Close()
 		return nil, err
 	}
-	s.box = box
+	s.box, s.orgs = box, orgs
+	logger.InfoContext(ctx, "credential and encryption modes", slog.String("credentials", orgs.Mode()), slog.String("encryption", cfg.Encryption))
 	metrics := ingest.NewMetrics(s.registry)
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
 	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics})
-	s.workers = append(s.workers, s.ingest.Run, upkeep.Run)
-	s.api = api.New(api.Config{Pool: pool, Box: box, PublicURL: cfg.PublicURL, Logger: logger})
+	s.workers = append(s.workers, s.ingest.Run, upkeep.Run, orgs.Run)
+	adapter := orgdbAdapter{svc: orgs, box: box, db: pool}
+	s.api = api.New(api.Config{
+		Pool: pool, Box: box, PublicURL: cfg.PublicURL, Logger: logger,
+		Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
+	})
 	s.routes()
 	return s, nil
 }

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/api"
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/replicator"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/pgroles"
+	"github.com/webhookdb-go/webhookdb/vault"
+)
+
+// Credential modes and encryption modes.
+const (
+	CredentialsVault    = "vault"
+	CredentialsPostgres = "postgres"
+	EncryptionTransit   = "transit"
+	EncryptionKeyring   = "keyring"
+)
+
+func (c Config) vaultClient() (*vaultapi.Client, error) {
+	vc := vaultapi.DefaultConfig()
+	vc.Address = c.VaultAddr
+	client, err := vaultapi.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("error creating Vault client: %w", err)
+	}
+	client.SetToken(c.VaultToken)
+	return client, nil
+}
+
+// buildOrgDB sets up encryption and the org credential service for the configured modes, unless the caller
+// (dev) brought its own.
+func buildOrgDB(ctx context.Context, cfg Config, pool *pgxpool.Pool, logger *slog.Logger) (secrets.Box, *orgdb.Service, error) {
+	if cfg.OrgDB != nil {
+		return cfg.Secrets, cfg.OrgDB, nil
+	}
+	var keyring *secrets.Keyring
+	var err error
+	switch {
+	case cfg.KeyringFile != "":
+		keyring, err = secrets.LoadKeyringFile(cfg.KeyringFile)
+	case cfg.Keyring != "":
+		keyring, err = secrets.ParseKeyring(cfg.Keyring)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+
+	var client *vaultapi.Client
+	if cfg.Credentials == CredentialsVault || cfg.Encryption == EncryptionTransit {
+		if client, err = cfg.vaultClient(); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	var box secrets.Box
+	switch {
+	case cfg.Secrets != nil:
+		box = cfg.Secrets
+	case cfg.Encryption == EncryptionTransit:
+		transit, err := secrets.NewTransit(secrets.TransitConfig{Client: client, Mount: cfg.TransitMount, Key: cfg.TransitKey})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := transit.EnsureKey(ctx); err != nil {
+			return nil, nil, fmt.Errorf("error preparing the transit key: %w", err)
+		}
+		box = transit
+		if keyring != nil {
+			// Values written under the keyring stay readable until `keys rotate` moves them to transit.
+			box = secrets.WithFallback(transit, keyring)
+		}
+	default:
+		box = keyring
+	}
+
+	var issuer orgdb.Issuer
+	if cfg.Credentials == CredentialsVault {
+		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: logger})
+	} else {
+		issuer, err = orgdb.NewPostgresIssuer(pgroles.LoginPolicy{})
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := orgdb.New(pool, orgdb.Config{Issuer: issuer, Box: box, Logger: logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	// Re-applies what the database says Vault should hold (roles, connections), and revokes what it forgot.
+	if err := svc.Reconcile(ctx); err != nil {
+		return nil, nil, fmt.Errorf("error reconciling credentials: %w", err)
+	}
+	return box, svc, nil
+}
+
+// orgdbAdapter presents orgdb to the API.
+type orgdbAdapter struct {
+	svc *orgdb.Service
+	box secrets.Box
+	db  *pgxpool.Pool
+}
+
+func (a orgdbAdapter) Connection(ctx context.Context, orgID int64) (*api.Credential, error) {
+	c, err := a.svc.Connection(ctx, orgID)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt}, nil
+}
+
+func (a orgdbAdapter) RollCredentials(ctx context.Context, orgID int64) (*api.Credential, error) {
+	c, err := a.svc.RollCredentials(ctx, orgID)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt}, nil
+}
+
+func (a orgdbAdapter) ProvisionOrg(ctx context.Context, orgID int64) error {
+	_, err := a.svc.ProvisionOrg(ctx, orgID)
+	return translate(err)
+}
+
+func (a orgdbAdapter) DeleteOrg(ctx context.Context, orgID int64) error {
+	return translate(a.svc.DeleteOrg(ctx, orgID))
+}
+
+func (a orgdbAdapter) RegisterServer(ctx context.Context, name, adminURL, publicHost string, publicPort int, sslmode string) error {
+	_, err := a.svc.RegisterServer(ctx, orgdb.ServerSpec{Name: name, AdminURL: adminURL, PublicHost: publicHost, PublicPort: publicPort, SSLMode: sslmode})
+	return err
+}
+
+func (a orgdbAdapter) RotateKeys(ctx context.Context, _ func(done, total int)) (map[string]any, error) {
+	rot, ok := a.box.(secrets.Rotator)
+	if !ok {
+		return nil, errors.New("this encryption cannot be rotated")
+	}
+	_, isKeyRotator := a.box.(secrets.KeyRotator)
+	rep, err := secrets.Rotate(ctx, a.db, rot, secrets.RotateOptions{RotateKey: isKeyRotator})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"version": rep.Version, "columns": rep.Columns, "min_decryption_version": rep.MinDecryptionVersion}, nil
+}
+
+// translate maps orgdb's errors onto the API's.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, orgdb.ErrOrgNotFound):
+		return &api.Error{Status: 404, Code: "not_found", Message: err.Error()}
+	case errors.Is(err, orgdb.ErrNotProvisioned):
+		return &api.Error{Status: 409, Code: "not_provisioned", Message: "the organization's database is not ready yet: " + err.Error()}
+	case errors.Is(err, orgdb.ErrNoServer):
+		return &api.Error{Status: 503, Code: "no_database_server", Message: "no database server is registered: a server admin must run `webhookdb servers add`"}
+	case errors.Is(err, orgdb.ErrInvalidOrg), errors.Is(err, orgdb.ErrInvalidServer):
+		return &api.Error{Status: 422, Code: "invalid", Message: err.Error()}
+	}
+	return err
+}
+
+// EnsureTable creates an integration's table in the org database as the org's owner role, so it exists (and
+// the read-only group can select it) before the first webhook arrives.
+func (a orgdbAdapter) EnsureTable(ctx context.Context, orgID int64, opaqueID string) error {
+	in, err := integrations.ByOpaqueID(ctx, a.db, opaqueID)
+	if err != nil {
+		return err
+	}
+	svc, err := replicator.Resolve(in.Service, in.Config)
+	if err != nil {
+		return err
+	}
+	connString, owner, err := a.svc.WriterConnString(ctx, orgID)
+	if err != nil {
+		return translate(err)
+	}
+	conn, err := pgx.Connect(ctx, connString)
+	if err != nil {
+		return fmt.Errorf("error connecting to the org database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{owner}.Sanitize()); err != nil {
+		return fmt.Errorf("error assuming the owner role: %w", err)
+	}
+	for _, stmt := range svc.EnsureTableSQL("public", in.TableName) {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("error creating table %s: %w", in.TableName, err)
+		}
+	}
+	return nil
+}
