@@ -12,8 +12,8 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/internal/api"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
-	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
+	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 	"github.com/webhookdb-go/webhookdb/vault"
