@@ -53,6 +53,7 @@ func NewRootCommand() *cobra.Command {
 		newDevCommand(g),
 		newAdminCommand(g),
 		newBenchCommand(g),
+		newFanoutCommand(g),
 		newKeysCommand(g), newVaultCommand(g),
 	)
 	root.AddCommand(clientCommands()...)

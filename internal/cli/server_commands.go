@@ -28,6 +28,8 @@ func addServerFlags(cmd *cobra.Command, cfg *server.Config) {
 	f.StringVar(&cfg.TransitMount, "transit-mount", envOr("WEBHOOKDB_TRANSIT_MOUNT", "transit"), "Vault transit mount (WEBHOOKDB_TRANSIT_MOUNT)")
 	f.StringVar(&cfg.TransitKey, "transit-key", envOr("WEBHOOKDB_TRANSIT_KEY", "webhookdb"), "Vault transit key (WEBHOOKDB_TRANSIT_KEY)")
 	f.StringVar(&cfg.DatabaseMount, "database-mount", envOr("WEBHOOKDB_DATABASE_MOUNT", "database"), "Vault database engine mount (WEBHOOKDB_DATABASE_MOUNT)")
+	f.StringVar(&cfg.Slot, "slot", envOr("WEBHOOKDB_SLOT_NAME", ""), "the fanout's replication slot; default webhookdb_fanout (WEBHOOKDB_SLOT_NAME)")
+	f.BoolVar(&cfg.NoFanout, "no-fanout", false, "do not run the fanout here (run `webhookdb fanout` as its own process)")
 	f.DurationVar(&cfg.Retention, "retention", 0, "how long staging rows are kept (default 168h)")
 	f.Int64Var(&cfg.BodyLimit, "body-limit", 0, "default webhook body limit in bytes (default 1048576)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long in-flight requests may take to finish on shutdown (default 15s)")

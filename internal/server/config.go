@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
@@ -42,6 +43,11 @@ type Config struct {
 	TransitMount  string
 	TransitKey    string
 	DatabaseMount string
+	// Slot is the fanout's replication slot (WEBHOOKDB_SLOT_NAME); default webhookdb_fanout. Two servers
+	// on one PostgreSQL cluster with different application databases need different slots.
+	Slot string
+	// NoFanout leaves the fanout to a separate `webhookdb fanout` process.
+	NoFanout bool
 	// OrgDB, when set, is used instead of building one from the modes above (dev).
 	OrgDB *orgdb.Service
 	// Retention is how long staging rows are kept (WEBHOOKDB_RETENTION); default 7 days.
@@ -69,6 +75,9 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.Slot == "" {
+		c.Slot = ingest.FanoutSlot
+	}
 	if c.Credentials == "" {
 		c.Credentials = CredentialsVault
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/api"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
@@ -99,12 +100,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	logger.InfoContext(ctx, "credential and encryption modes", slog.String("credentials", orgs.Mode()), slog.String("encryption", cfg.Encryption))
 	metrics := ingest.NewMetrics(s.registry)
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
-	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics})
+	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics, Slot: cfg.Slot})
 	s.workers = append(s.workers, s.ingest.Run, upkeep.Run, orgs.Run)
+	if !cfg.NoFanout {
+		consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger}, s.registry)
+		if err != nil {
+			ln.Close()
+			pool.Close()
+			return nil, err
+		}
+		s.workers = append(s.workers, consumer.Run)
+	}
 	adapter := orgdbAdapter{svc: orgs, box: box, db: pool}
+	state := fanoutState{pool: pool, slot: cfg.Slot}
 	s.api = api.New(api.Config{
 		Pool: pool, Box: box, PublicURL: cfg.PublicURL, Logger: logger,
 		Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
+		Fanout: state, Errors: state,
 	})
 	s.routes()
 	return s, nil

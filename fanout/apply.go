@@ -1,0 +1,404 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/webhookdb-go/webhookdb/internal/replicator"
+	"github.com/webhookdb-go/webhookdb/pgroles"
+)
+
+// orgSchema is the schema of replicated tables in an org database.
+const orgSchema = "public"
+
+// metaTable keeps the position of the last staging row applied to the org database, per source: the
+// application database's system identifier and name, which together name the LSN space of positions (a
+// slot dropped and created again keeps skipping what was applied; a database restored from a dump does not).
+const metaTable = "fanout_applied"
+
+// transientError means the org cannot take its changes now: they are parked and retried.
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
+func transient(err error) error { return &transientError{err: err} }
+
+// failure is a change that can never be applied.
+type failure struct {
+	c   *change
+	err string
+}
+
+// tableGroup is the rows one apply writes into one integration's table.
+type tableGroup struct {
+	in   *integrationInfo
+	rows []replicator.Row
+	pos  []position // of the change each row came from
+}
+
+// prepared is a batch of changes turned into rows, before the org transaction.
+type prepared struct {
+	groups   []*tableGroup
+	failures []failure
+	skipped  map[string]int
+}
+
+// applyChanges applies changes of one org, in order. It returns a *transientError when the org cannot take
+// them now (the caller parks or keeps them parked); any other error is the application database's.
+func (c *Consumer) applyChanges(ctx context.Context, orgID int64, changes []*change) (applied int, err error) {
+	org, err := c.resolver.org(ctx, orgID)
+	if err != nil {
+		return 0, err
+	}
+	if org.gone {
+		c.metrics.rowsSkipped.WithLabelValues("org_deleted").Add(float64(len(changes)))
+		c.cfg.Logger.DebugContext(ctx, "skipped changes of a deleted org", slog.Int64("org_id", orgID), slog.Int("changes", len(changes)))
+		return 0, nil
+	}
+	if org.err != nil {
+		return 0, transient(org.err)
+	}
+	p, err := c.prepare(ctx, changes)
+	if err != nil {
+		return 0, err
+	}
+	if len(p.failures) > 0 {
+		if err := c.recordFailed(ctx, orgID, p.failures); err != nil {
+			return 0, err
+		}
+	}
+	for reason, n := range p.skipped {
+		c.metrics.rowsSkipped.WithLabelValues(reason).Add(float64(n))
+		c.cfg.Logger.DebugContext(ctx, "skipped changes", slog.Int64("org_id", orgID), slog.String("reason", reason), slog.Int("changes", n))
+	}
+	if len(p.groups) == 0 {
+		return 0, nil
+	}
+	applied, err = c.writeOrg(ctx, org, p.groups)
+	if err != nil {
+		c.resolver.forgetOrg(orgID)
+		return 0, transient(err)
+	}
+	return applied, nil
+}
+
+// prepare resolves integrations and extracts rows. Extraction happens outside the org transaction, so a slow
+// replicator holds no locks downstream.
+func (c *Consumer) prepare(ctx context.Context, changes []*change) (*prepared, error) {
+	ids := make([]int64, 0, 4)
+	for _, ch := range changes {
+		if !slices.Contains(ids, ch.integrationID) {
+			ids = append(ids, ch.integrationID)
+		}
+	}
+	ins, err := c.resolver.integrationsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	p := &prepared{skipped: map[string]int{}}
+	groups := map[int64]*tableGroup{}
+	for _, ch := range changes {
+		in := ins[ch.integrationID]
+		switch {
+		case in.missing:
+			p.failures = append(p.failures, failure{ch, "integration not found"})
+			continue
+		case in.orgID != ch.orgID:
+			p.failures = append(p.failures, failure{ch, fmt.Sprintf("integration belongs to org %d", in.orgID)})
+			continue
+		case in.deleted:
+			p.skipped["integration_deleted"]++
+			continue
+		case in.err != nil:
+			return nil, transient(fmt.Errorf("integration %d: %w", in.id, in.err))
+		}
+		rows, err := c.extract(in.svc, ch)
+		if errors.Is(err, replicator.ErrMalformed) {
+			p.failures = append(p.failures, failure{ch, err.Error()})
+			continue
+		}
+		if err != nil {
+			return nil, transient(fmt.Errorf("integration %d: %w", in.id, err))
+		}
+		if len(rows) == 0 {
+			p.skipped["not_replicated"]++ // an event that does not carry the service's resource
+			continue
+		}
+		g := groups[in.id]
+		if g == nil {
+			g = &tableGroup{in: in}
+			groups[in.id] = g
+			p.groups = append(p.groups, g)
+		}
+		g.rows = append(g.rows, rows...)
+		for range rows {
+			g.pos = append(g.pos, ch.pos)
+		}
+	}
+	return p, nil
+}
+
+// extract runs the replicator; a panic in it is a bug to fix, not a property of the payload, so it parks.
+func (c *Consumer) extract(svc *replicator.Service, ch *change) (rows []replicator.Row, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("replicator %s panicked: %v", svc.Name, r)
+		}
+	}()
+	w := replicator.Webhook{ContentType: ch.contentType, Body: ch.body, ReceivedAt: ch.receivedAt}
+	if needsHeaders(svc) {
+		var h map[string]string
+		if err := json.Unmarshal(ch.headers, &h); err != nil {
+			return nil, fmt.Errorf("%w: stored headers: %w", replicator.ErrMalformed, err)
+		}
+		w.Header = make(http.Header, len(h))
+		for k, v := range h {
+			w.Header[k] = []string{v}
+		}
+	}
+	return svc.Extract(w)
+}
+
+// needsHeaders reports whether a service reads request headers; most do not, and decoding the stored header
+// object of every row would be wasted work.
+func needsHeaders(svc *replicator.Service) bool {
+	if svc.Events.Header != "" || svc.RemoteKey.From == replicator.FromHeader {
+		return true
+	}
+	for _, col := range svc.Columns {
+		if col.From == replicator.FromHeader {
+			return true
+		}
+	}
+	return false
+}
+
+// writeOrg runs the org transaction within ApplyTimeout. A connection reused from the pool may have died
+// while idle (its server restarted): that case is retried once on a fresh connection before giving up.
+func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGroup) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		conn, reused, err := c.conns.acquire(ctx, org.id, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
+		if err != nil {
+			return 0, fmt.Errorf("error connecting to the org database: %w", err)
+		}
+		applied, err := c.writeOrgConn(ctx, conn, org, groups)
+		c.conns.release(org.id, conn, err == nil)
+		if err == nil {
+			return applied, nil
+		}
+		c.forgetSchema(org.id)
+		if reused && attempt == 0 && ctx.Err() == nil && isConnectionError(err) {
+			continue
+		}
+		return 0, err
+	}
+}
+
+func isConnectionError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" // admin shutdown, crash shutdown, cannot connect now
+	}
+	return pgconn.SafeToRetry(err) || errors.Is(err, net.ErrClosed)
+}
+
+func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, org.connCfg)
+	if err != nil {
+		return nil, err
+	}
+	// Tables must belong to the org's owner role, whatever role the server's admin URL logs in as.
+	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(org.key)}.Sanitize()); err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("error switching to the org owner role: %w", err)
+	}
+	return conn, nil
+}
+
+// writeOrgConn applies the groups in one transaction, skipping rows at or before the org database's applied
+// position, and moves that position in the same transaction.
+func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup) (int, error) {
+	if err := c.ensureSchema(ctx, conn, org, groups); err != nil {
+		return 0, err
+	}
+	meta := pgx.Identifier{pgroles.MetaSchema, metaTable}.Sanitize()
+	var (
+		lsnText string
+		seq     int32
+	)
+	// The row lock also waits out a transaction of an earlier process still committing on this database.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(`SELECT commit_lsn::text, seq FROM `+meta+` WHERE source = $1 FOR UPDATE`, c.source).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&lsnText, &seq)
+	})
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("error reading the applied position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(lsnText)
+	if err != nil {
+		return 0, fmt.Errorf("error parsing the applied position %q: %w", lsnText, err)
+	}
+	applied := position{lsn: lsn, seq: seq}
+	last := applied
+	n := 0
+	b = &pgx.Batch{}
+	for _, g := range groups {
+		rows := g.rows
+		if !g.pos[0].after(applied) {
+			// a replay: keep what comes after the applied position
+			rows = rows[:0:0]
+			for i, r := range g.rows {
+				if g.pos[i].after(applied) {
+					rows = append(rows, r)
+				}
+			}
+			c.metrics.rowsSkipped.WithLabelValues("replayed").Add(float64(len(g.rows) - len(rows)))
+			c.cfg.Logger.DebugContext(ctx, "skipped replayed rows", slog.Int64("org_id", org.id),
+				slog.Int("rows", len(g.rows)-len(rows)), slog.String("applied_lsn", applied.lsn.String()))
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		if p := g.pos[len(g.pos)-1]; p.after(last) {
+			last = p
+		}
+		sql, args, err := upsert(g.in, rows)
+		if err != nil {
+			return 0, err
+		}
+		b.Queue(sql, args...)
+		n += len(rows)
+	}
+	if n > 0 {
+		b.Queue(`UPDATE `+meta+` SET commit_lsn = $2::text::pg_lsn, seq = $3, applied_at = now() WHERE source = $1`, c.source, last.lsn.String(), last.seq)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("error applying to the org database: %w", err)
+	}
+	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n), slog.String("first_key", groups[0].rows[0].Key),
+		slog.String("from_lsn", applied.lsn.String()), slog.String("to_lsn", last.lsn.String()), slog.Int("to_seq", int(last.seq)))
+	return n, nil
+}
+
+// upsert builds the statement; the replicator panics on a value of the wrong Go type, a bug that must park
+// the org's changes rather than crash the fanout.
+func upsert(in *integrationInfo, rows []replicator.Row) (sql string, args []any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("replicator %s panicked building its upsert: %v", in.svc.Name, r)
+		}
+	}()
+	sql, args = in.svc.Upsert(orgSchema, in.table, rows)
+	return sql, args, nil
+}
+
+// schemaKey names what was ensured in an org database.
+type schemaKey struct {
+	orgID int64
+	what  string // "" for the meta table, else table/service
+}
+
+// ensureSchema creates the meta table and the integrations' tables (and adds columns new to their services)
+// once per org and table per process; a failed apply forgets this, so the next attempt checks again.
+func (c *Consumer) ensureSchema(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup) error {
+	type stmt struct {
+		sql  string
+		args []any
+	}
+	var stmts []stmt
+	var keys []schemaKey
+	c.schemaMu.Lock()
+	if k := (schemaKey{orgID: org.id}); !c.schema[k] {
+		meta := pgx.Identifier{pgroles.MetaSchema, metaTable}.Sanitize()
+		stmts = append(stmts,
+			stmt{sql: `CREATE TABLE IF NOT EXISTS ` + meta + ` (
+				source     text PRIMARY KEY,
+				commit_lsn pg_lsn NOT NULL,
+				seq        integer NOT NULL,
+				applied_at timestamptz NOT NULL DEFAULT now()
+			)`},
+			stmt{sql: `INSERT INTO ` + meta + ` (source, commit_lsn, seq) VALUES ($1, '0/0', -1) ON CONFLICT DO NOTHING`, args: []any{c.source}})
+		keys = append(keys, k)
+	}
+	for _, g := range groups {
+		k := schemaKey{orgID: org.id, what: g.in.table + "/" + g.in.svc.Name}
+		if !c.schema[k] && !slices.Contains(keys, k) {
+			for _, s := range g.in.svc.EnsureTableSQL(orgSchema, g.in.table) {
+				stmts = append(stmts, stmt{sql: s})
+			}
+			keys = append(keys, k)
+		}
+	}
+	c.schemaMu.Unlock()
+	if len(stmts) == 0 {
+		return nil
+	}
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s.sql, s.args...); err != nil {
+				return fmt.Errorf("error preparing the org database: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.schemaMu.Lock()
+	for _, k := range keys {
+		c.schema[k] = true
+	}
+	c.schemaMu.Unlock()
+	return nil
+}
+
+func (c *Consumer) forgetSchema(orgID int64) {
+	c.schemaMu.Lock()
+	for k := range c.schema {
+		if k.orgID == orgID {
+			delete(c.schema, k)
+		}
+	}
+	c.schemaMu.Unlock()
+}
+
+// recordFailed keeps changes that can never be applied where the org can see them. A replayed change is
+// recorded once.
+func (c *Consumer) recordFailed(ctx context.Context, orgID int64, fs []failure) error {
+	n := len(fs)
+	integ, webhook, seq := make([]int64, n), make([]int64, n), make([]int32, n)
+	received, lsn, msg := make([]time.Time, n), make([]string, n), make([]string, n)
+	for i, f := range fs {
+		integ[i], webhook[i], seq[i] = f.c.integrationID, f.c.webhookID, f.c.pos.seq
+		received[i], lsn[i], msg[i] = f.c.receivedAt, f.c.pos.lsn.String(), f.err
+	}
+	tag, err := c.pool.Exec(ctx, `
+		INSERT INTO fanout.failed_changes (org_id, integration_id, received_at, webhook_id, commit_lsn, seq, error)
+		SELECT $1, i, r, w, l::pg_lsn, s, e FROM unnest($2::bigint[], $3::timestamptz[], $4::bigint[], $5::text[], $6::integer[], $7::text[]) AS u(i, r, w, l, s, e)
+		ON CONFLICT (webhook_id, received_at) DO NOTHING`, orgID, integ, received, webhook, lsn, seq, msg)
+	if err != nil {
+		return fmt.Errorf("error recording failed changes: %w", err)
+	}
+	if tag.RowsAffected() > 0 {
+		c.metrics.failedTotal.WithLabelValues(orgLabel(orgID)).Add(float64(tag.RowsAffected()))
+		c.cfg.Logger.WarnContext(ctx, "changes cannot be applied; recorded as failed",
+			slog.Int64("org_id", orgID), slog.Int64("count", tag.RowsAffected()), slog.String("error", fs[0].err))
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package fanout_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
+)
+
+// child is a consumer running in a subprocess.
+type child struct {
+	t   *testing.T
+	cmd *exec.Cmd
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// fanoutBinary builds fanout/internal/fanoutchild (what `webhookdb fanout` runs, minus the rest of the CLI)
+// once per test binary, without the race detector: the subprocess tests measure its memory and kill it.
+func fanoutBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "whdb-fanout-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		pgtest.AtExit(func() { _ = os.RemoveAll(dir) })
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		binPath = filepath.Join(dir, "fanoutchild")
+		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/webhookdb-go/webhookdb/fanout/internal/fanoutchild")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// startChild runs the fanout process on the env's slot with extra flags.
+func (e *env) startChild(flags ...string) *child {
+	e.t.Helper()
+	args := append([]string{"--database-url", e.appURL, "--encryption", "keyring", "--slot", e.slot, "--log-level", childLogLevel()}, flags...)
+	cmd := exec.Command(fanoutBinary(e.t), args...)
+	cmd.Env = append(os.Environ(), "WEBHOOKDB_KEYRING="+e.keyring)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	ch := &child{t: e.t, cmd: cmd}
+	e.t.Cleanup(func() {
+		if ch.cmd.ProcessState == nil {
+			_ = ch.cmd.Process.Kill()
+			_ = ch.cmd.Wait()
+		}
+	})
+	return ch
+}
+
+// kill sends SIGKILL and reaps the process.
+func (ch *child) kill() {
+	ch.t.Helper()
+	if err := ch.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		ch.t.Fatal(err)
+	}
+	_ = ch.cmd.Wait()
+}
+
+// stop ends the process gracefully.
+func (ch *child) stop() {
+	ch.t.Helper()
+	if err := ch.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		ch.t.Fatal(err)
+	}
+	if err := ch.cmd.Wait(); err != nil {
+		ch.t.Fatalf("fanout process: %v", err)
+	}
+}
+
+// peakRSS is the process's peak resident set size (VmHWM), in bytes.
+func (ch *child) peakRSS() int64 {
+	ch.t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", ch.cmd.Process.Pid))
+	if err != nil {
+		ch.t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				ch.t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	ch.t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+func childLogLevel() string {
+	if os.Getenv("FANOUT_TEST_LOG") != "" {
+		return "debug"
+	}
+	return "warn"
+}
+
+// waitSlotActive waits until a consumer streams from the env's slot: changes committed before the slot
+// exists never reach the fanout.
+func (e *env) waitSlotActive() {
+	e.t.Helper()
+	eventually(e.t, 30*time.Second, "the fanout to stream from its slot", func() (bool, error) {
+		var n int
+		err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n)
+		return n == 1, err
+	})
+}

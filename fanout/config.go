@@ -1,0 +1,168 @@
+package fanout
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/webhookdb-go/webhookdb/ingest"
+)
+
+// DefaultPublication is the publication of accepted staging rows (sql/migrations/00002_staging.sql).
+const DefaultPublication = "webhookdb_staging"
+
+// Config tunes a Consumer. Zero values take the defaults of WithDefaults.
+type Config struct {
+	// Slot is the persistent replication slot, created when missing; default ingest.FanoutSlot (partition
+	// upkeep reads its progress, so the two must agree).
+	Slot string
+	// Publication is the publication to consume; default DefaultPublication.
+	Publication string
+
+	// Workers bounds org applies (and parks and drains) running at once; default 8.
+	Workers int
+	// MaxBatchRows and MaxBatchBytes bound the rows gathered from the stream before they are handed to the
+	// orgs; BatchDelay bounds how long the first of them waits. Defaults 5,000 rows, 8 MiB, 5 ms.
+	MaxBatchRows  int
+	MaxBatchBytes int
+	BatchDelay    time.Duration
+	// MaxApplyRows and MaxApplyBytes bound the staging rows of one org transaction; defaults 1,000 and 1 MiB.
+	MaxApplyRows  int
+	MaxApplyBytes int
+	// MaxInFlightBytes caps the bytes of staging rows received and not yet applied, parked or failed; at the
+	// cap the stream is not read. Default 64 MiB.
+	MaxInFlightBytes int64
+	// ApplyTimeout is how long one org transaction (connecting included) may take before its rows are parked;
+	// default 10s.
+	ApplyTimeout time.Duration
+
+	// StatusInterval is the longest time between standby status updates; default 2s (wal_sender_timeout
+	// defaults to 60s).
+	StatusInterval time.Duration
+	// HeartbeatInterval is how often a heartbeat message is emitted into the WAL; default 15s.
+	HeartbeatInterval time.Duration
+	// LagInterval is how often slot lag is measured for the metrics; default 5s.
+	LagInterval time.Duration
+
+	// MaxOrgConns caps connections to org databases across all orgs; default 64, at least Workers.
+	MaxOrgConns int
+	// OrgConnIdleTimeout closes org connections idle that long; default 1 minute.
+	OrgConnIdleTimeout time.Duration
+
+	// RetryMin and RetryMax bound the backoff between attempts to drain an org's parked changes; defaults
+	// 1s and 5 minutes.
+	RetryMin time.Duration
+	RetryMax time.Duration
+	// DrainBatchRows bounds the parked changes applied in one transaction; default 1,000.
+	DrainBatchRows int
+
+	// CacheTTL is how long org and integration lookups are trusted; default 30s.
+	CacheTTL time.Duration
+	// ReconnectMin and ReconnectMax bound the backoff between replication sessions after an error; defaults
+	// 500ms and 30s.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+
+	Logger *slog.Logger
+	// OnApplied, when set, is called after each committed org transaction of the live stream (benchmarks and
+	// tests measure lag with it). It runs on a worker: keep it fast.
+	OnApplied func(Applied)
+}
+
+// Applied describes one committed org transaction.
+type Applied struct {
+	OrgID int64
+	// CommitTimes are the staging commit times of the applied rows, one per row.
+	CommitTimes []time.Time
+	At          time.Time
+}
+
+// WithDefaults returns a copy of the config with defaults filled in.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(i *int, v int) {
+		if *i == 0 {
+			*i = v
+		}
+	}
+	if c.Slot == "" {
+		c.Slot = ingest.FanoutSlot
+	}
+	if c.Publication == "" {
+		c.Publication = DefaultPublication
+	}
+	defInt(&c.Workers, 8)
+	defInt(&c.MaxBatchRows, 5_000)
+	defInt(&c.MaxBatchBytes, 8<<20)
+	def(&c.BatchDelay, 5*time.Millisecond)
+	defInt(&c.MaxApplyRows, 1_000)
+	defInt(&c.MaxApplyBytes, 1<<20)
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = 64 << 20
+	}
+	def(&c.ApplyTimeout, 10*time.Second)
+	def(&c.StatusInterval, 2*time.Second)
+	def(&c.HeartbeatInterval, 15*time.Second)
+	def(&c.LagInterval, 5*time.Second)
+	if c.MaxOrgConns == 0 {
+		c.MaxOrgConns = max(64, c.Workers)
+	}
+	def(&c.OrgConnIdleTimeout, time.Minute)
+	def(&c.RetryMin, time.Second)
+	def(&c.RetryMax, 5*time.Minute)
+	defInt(&c.DrainBatchRows, 1_000)
+	def(&c.CacheTTL, 30*time.Second)
+	def(&c.ReconnectMin, 500*time.Millisecond)
+	def(&c.ReconnectMax, 30*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// replicationName is what slot and publication names may look like: they are spliced into replication
+// commands, which take no parameters.
+var replicationName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (c Config) validate() error {
+	var errs []error
+	if !replicationName.MatchString(c.Slot) {
+		errs = append(errs, fmt.Errorf("slot %q: use lower-case letters, digits and underscores", c.Slot))
+	}
+	if !replicationName.MatchString(c.Publication) {
+		errs = append(errs, fmt.Errorf("publication %q: use lower-case letters, digits and underscores", c.Publication))
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"workers", int64(c.Workers)}, {"max batch rows", int64(c.MaxBatchRows)}, {"max batch bytes", int64(c.MaxBatchBytes)},
+		{"batch delay", int64(c.BatchDelay)}, {"max apply rows", int64(c.MaxApplyRows)}, {"max apply bytes", int64(c.MaxApplyBytes)},
+		{"max in-flight bytes", c.MaxInFlightBytes}, {"apply timeout", int64(c.ApplyTimeout)}, {"status interval", int64(c.StatusInterval)},
+		{"heartbeat interval", int64(c.HeartbeatInterval)}, {"lag interval", int64(c.LagInterval)},
+		{"org connection idle timeout", int64(c.OrgConnIdleTimeout)}, {"retry min", int64(c.RetryMin)},
+		{"drain batch rows", int64(c.DrainBatchRows)}, {"cache ttl", int64(c.CacheTTL)}, {"reconnect min", int64(c.ReconnectMin)},
+	} {
+		if f.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", f.name))
+		}
+	}
+	// Each org has at most one transaction in flight, so Workers connections always suffice; fewer would
+	// leave workers waiting on each other.
+	if c.MaxOrgConns < c.Workers {
+		errs = append(errs, fmt.Errorf("max org connections (%d) must be at least workers (%d)", c.MaxOrgConns, c.Workers))
+	}
+	if c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("retry max must be at least retry min"))
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		errs = append(errs, errors.New("reconnect max must be at least reconnect min"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,179 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/replicator"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/pgroles"
+)
+
+var (
+	// errOrgNotProvisioned means the org has no database server yet: its changes wait, parked.
+	errOrgNotProvisioned = errors.New("org database is not provisioned")
+)
+
+// orgInfo is where an org's database is.
+type orgInfo struct {
+	id      int64
+	key     string
+	gone    bool // deleted, or no such org: its changes are dropped
+	connCfg *pgx.ConnConfig
+	err     error // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
+	at      time.Time
+}
+
+// integrationInfo is how an integration's webhooks become rows.
+type integrationInfo struct {
+	id      int64
+	orgID   int64
+	table   string
+	svc     *replicator.Service
+	err     error // the service does not resolve: park, the configuration may be fixed
+	deleted bool
+	missing bool
+	at      time.Time
+}
+
+// resolver caches org and integration lookups in the application database for CacheTTL.
+type resolver struct {
+	pool *pgxpool.Pool
+	box  secrets.Box
+	ttl  time.Duration
+
+	mu           sync.Mutex
+	orgs         map[int64]*orgInfo
+	integrations map[int64]*integrationInfo
+}
+
+func newResolver(pool *pgxpool.Pool, box secrets.Box, ttl time.Duration) *resolver {
+	return &resolver{pool: pool, box: box, ttl: ttl, orgs: map[int64]*orgInfo{}, integrations: map[int64]*integrationInfo{}}
+}
+
+// org returns the org's database location. An error is the application database's: the caller cannot decide
+// anything about the org without it.
+func (r *resolver) org(ctx context.Context, id int64) (*orgInfo, error) {
+	r.mu.Lock()
+	o := r.orgs[id]
+	r.mu.Unlock()
+	if o != nil && time.Since(o.at) < r.ttl {
+		return o, nil
+	}
+	o, err := r.loadOrg(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.orgs[id] = o
+	r.mu.Unlock()
+	return o, nil
+}
+
+func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
+	o := &orgInfo{id: id, at: time.Now()}
+	var (
+		deleted         bool
+		server, urlEnc  *string
+		provisionStatus string
+	)
+	err := r.pool.QueryRow(ctx, `
+		SELECT o.key, o.deleted_at IS NOT NULL, o.provision_state, s.name, s.admin_url_enc
+		FROM organizations o LEFT JOIN database_servers s ON s.id = o.database_server_id
+		WHERE o.id = $1`, id).Scan(&o.key, &deleted, &provisionStatus, &server, &urlEnc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		o.gone = true
+		return o, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading org %d: %w", id, err)
+	}
+	if deleted || provisionStatus == "deleting" || provisionStatus == "deleted" {
+		o.gone = true
+		return o, nil
+	}
+	if server == nil || urlEnc == nil {
+		o.err = errOrgNotProvisioned
+		return o, nil
+	}
+	adminURL, err := r.box.Decrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: *server}, *urlEnc)
+	if err != nil {
+		o.err = fmt.Errorf("error decrypting the admin URL of database server %s: %w", *server, err)
+		return o, nil
+	}
+	cfg, err := pgx.ParseConfig(pgroles.OrgURL(string(adminURL), o.key))
+	if err != nil {
+		o.err = fmt.Errorf("error parsing the admin URL of database server %s: %w", *server, err)
+		return o, nil
+	}
+	cfg.RuntimeParams["application_name"] = "webhookdb-fanout"
+	o.connCfg = cfg
+	return o, nil
+}
+
+// forgetOrg drops a cached org, so the next attempt reads it again (after a failure, the server may have moved).
+func (r *resolver) forgetOrg(id int64) {
+	r.mu.Lock()
+	delete(r.orgs, id)
+	r.mu.Unlock()
+}
+
+// integrations returns the integrations with the given ids, loading the ones not cached in one query.
+func (r *resolver) integrationsByID(ctx context.Context, ids []int64) (map[int64]*integrationInfo, error) {
+	out := make(map[int64]*integrationInfo, len(ids))
+	var load []int64
+	r.mu.Lock()
+	for _, id := range ids {
+		if _, done := out[id]; done {
+			continue
+		}
+		if in := r.integrations[id]; in != nil && time.Since(in.at) < r.ttl {
+			out[id] = in
+			continue
+		}
+		out[id] = nil
+		load = append(load, id)
+	}
+	r.mu.Unlock()
+	if len(load) == 0 {
+		return out, nil
+	}
+	rows, err := r.pool.Query(ctx, `
+		SELECT id, org_id, service, table_name, config, deleted_at IS NOT NULL
+		FROM service_integrations WHERE id = ANY($1)`, load)
+	if err != nil {
+		return nil, fmt.Errorf("error reading integrations: %w", err)
+	}
+	now := time.Now()
+	for rows.Next() {
+		in := &integrationInfo{at: now}
+		var service string
+		var config json.RawMessage
+		if err := rows.Scan(&in.id, &in.orgID, &service, &in.table, &config, &in.deleted); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("error reading integration: %w", err)
+		}
+		in.svc, in.err = replicator.Resolve(service, config)
+		out[in.id] = in
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("error reading integrations: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range load {
+		if out[id] == nil {
+			out[id] = &integrationInfo{id: id, missing: true, at: now}
+		}
+		r.integrations[id] = out[id]
+	}
+	return out, nil
+}
