@@ -117,6 +117,23 @@ func readAll(t testing.TB, resp *http.Response) string {
 	return string(b)
 }
 
+// eventuallyStatus repeats send until it answers want, failing after within.
+func eventuallyStatus(t *testing.T, within time.Duration, want int, send func() *http.Response) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		resp := send()
+		readAll(t, resp)
+		if resp.StatusCode == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after %s, want %d", resp.StatusCode, within, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func stripeHeaders(secret string, body []byte, ts time.Time) map[string]string {
 	t := strconv.FormatInt(ts.Unix(), 10)
 	m := hmac.New(sha256.New, []byte(secret))
@@ -201,22 +218,14 @@ func TestServiceIntegrationsRouteAndMethods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	eventuallyStatus(t, 2*time.Second, http.StatusAccepted, func() *http.Response {
 		req, _ := http.NewRequest(http.MethodPut, e.srv.URL+"/v1/service_integrations/"+in.OpaqueID, strings.NewReader(`{"id":"1"}`))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusAccepted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("verifier change not seen within 2s: last status %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return resp
+	})
 }
 
 func TestRejections(t *testing.T) {
@@ -274,18 +283,9 @@ func TestUnknownAndDeletedIntegrations(t *testing.T) {
 	if err := integrations.Delete(context.Background(), e.pool, in.OpaqueID); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Second + 500*time.Millisecond)
-	for {
-		resp = post(t, e.url(in), body, stripeHeaders("whsec_x", body, time.Now()))
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusGone {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("deleted integration still answers %d after 1.5s", resp.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventuallyStatus(t, 1500*time.Millisecond, http.StatusGone, func() *http.Response {
+		return post(t, e.url(in), body, stripeHeaders("whsec_x", body, time.Now()))
+	})
 }
 
 func TestNewIntegrationIsSeenAtOnce(t *testing.T) {
@@ -297,18 +297,9 @@ func TestNewIntegrationIsSeenAtOnce(t *testing.T) {
 	readAll(t, resp)
 	in := e.integration("stripe_charge_v1", "whsec_new")
 	body := stripeEvent("evt_new")
-	deadline := time.Now().Add(time.Second)
-	for {
-		resp := post(t, e.url(in), body, stripeHeaders("whsec_new", body, time.Now()))
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusAccepted {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("new integration not found within 1s: %d", resp.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventuallyStatus(t, time.Second, http.StatusAccepted, func() *http.Response {
+		return post(t, e.url(in), body, stripeHeaders("whsec_new", body, time.Now()))
+	})
 }
 
 func TestBodyLimit(t *testing.T) {
@@ -331,18 +322,9 @@ func TestBodyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		resp := post(t, e.url(in), big, stripeHeaders("whsec_big", big, time.Now()))
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusAccepted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("override not applied: %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventuallyStatus(t, 2*time.Second, http.StatusAccepted, func() *http.Response {
+		return post(t, e.url(in), big, stripeHeaders("whsec_big", big, time.Now()))
+	})
 }
 
 func TestRejectedStorageIsCapped(t *testing.T) {
@@ -397,18 +379,9 @@ func TestSecretRotationKeepsPreviousDuringGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := stripeEvent("evt_rot")
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		resp := post(t, e.url(in), body, stripeHeaders("whsec_new", body, time.Now()))
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusAccepted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("new secret not accepted: %d", resp.StatusCode)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventuallyStatus(t, 2*time.Second, http.StatusAccepted, func() *http.Response {
+		return post(t, e.url(in), body, stripeHeaders("whsec_new", body, time.Now()))
+	})
 	resp := post(t, e.url(in), body, stripeHeaders("whsec_old", body, time.Now()))
 	readAll(t, resp)
 	if resp.StatusCode != http.StatusAccepted {
@@ -508,16 +481,7 @@ func TestUnavailableDatabaseAnswers503(t *testing.T) {
 	if err := c.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp = post(t, e.url(in), body, stripeHeaders("whsec_down", body, time.Now()))
-		readAll(t, resp)
-		if resp.StatusCode == http.StatusAccepted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after restart: %d", resp.StatusCode)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventuallyStatus(t, 10*time.Second, http.StatusAccepted, func() *http.Response {
+		return post(t, e.url(in), body, stripeHeaders("whsec_down", body, time.Now()))
+	})
 }
