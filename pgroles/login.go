@@ -221,7 +221,15 @@ func EnsureLoginGone(ctx context.Context, adminURL, username string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return dropLogin(ctx, conn, adminURL, username)
+	// Several maintainers (replicas, or both credential modes on one server) may drop the same role at once;
+	// catalog updates then collide with "tuple concurrently updated". Another look settles it.
+	for attempt := 1; ; attempt++ {
+		err := dropLogin(ctx, conn, adminURL, username)
+		if err == nil || attempt == 3 || !(isCode(err, "XX000") || isCode(err, "40001") || isCode(err, "40P01")) {
+			return err
+		}
+		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+	}
 }
 
 func dropLogin(ctx context.Context, conn *pgx.Conn, adminURL, username string) error {
