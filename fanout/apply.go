@@ -291,7 +291,7 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("error applying to the org database: %w", err)
 	}
-	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n), slog.String("first_key", groups[0].rows[0].Key),
+	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n),
 		slog.String("from_lsn", applied.lsn.String()), slog.String("to_lsn", last.lsn.String()), slog.Int("to_seq", int(last.seq)))
 	return n, nil
 }

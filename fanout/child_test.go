@@ -127,12 +127,15 @@ func childLogLevel() string {
 }
 
 // waitSlotActive waits until a consumer streams from the env's slot: changes committed before the slot
-// exists never reach the fanout.
+// is consistent never reach the fanout. A slot being created is already active (its creating backend holds
+// it while it waits for running transactions), so this waits for a walsender streaming from it.
 func (e *env) waitSlotActive() {
 	e.t.Helper()
 	eventually(e.t, 30*time.Second, "the fanout to stream from its slot", func() (bool, error) {
 		var n int
-		err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active`, e.slot).Scan(&n)
+		err := e.pool.QueryRow(context.Background(), `
+			SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+			WHERE s.slot_name = $1`, e.slot).Scan(&n)
 		return n == 1, err
 	})
 }

@@ -74,7 +74,8 @@ func New(appDBURL string, appPool *pgxpool.Pool, box secrets.Box, cfg Config, re
 	}, nil
 }
 
-// EnsureSlot creates the replication slot when it does not exist. Changes committed before the slot exists
+// EnsureSlot creates the replication slot when it does not exist, and returns once the slot is consistent
+// (creating one waits for transactions running anywhere on the server to end). Changes committed before that
 // never reach the fanout, so a deployment calls this before it accepts webhooks (Run calls it too).
 func (c *Consumer) EnsureSlot(ctx context.Context) error {
 	var plugin, database, current string

@@ -117,18 +117,6 @@ func TestKill9DuringLoadKeepsExactlyOnce(t *testing.T) {
 		var missing string
 		_ = jsonDB.QueryRow(ctx, `SELECT string_agg(i::text, ',') FROM generate_series(1, $1) i WHERE NOT EXISTS (SELECT 1 FROM json_v1 WHERE remote_key = 'u' || i)`, txns).Scan(&missing)
 		t.Logf("missing unique rows: %s", missing)
-		var audU, minPK, total int
-		var meta, relinfo string
-		_ = jsonDB.QueryRow(ctx, `SELECT count(*) FROM audit WHERE key IN ('u1','u2','u3','u10')`).Scan(&audU)
-		_ = jsonDB.QueryRow(ctx, `SELECT coalesce(min(pk),0), count(*) FROM json_v1`).Scan(&minPK, &total)
-		var low string
-		_ = jsonDB.QueryRow(ctx, `SELECT string_agg(pk || '=' || remote_key || ':' || (data->>'n'), ',' ORDER BY pk) FROM (SELECT * FROM json_v1 ORDER BY pk LIMIT 12) x`).Scan(&low)
-		var auditLow string
-		_ = jsonDB.QueryRow(ctx, `SELECT string_agg(id || '=' || key || ':' || n, ',' ORDER BY id) FROM (SELECT * FROM audit ORDER BY id LIMIT 12) x`).Scan(&auditLow)
-		t.Logf("lowest rows: %s; first audit: %s", low, auditLow)
-		_ = jsonDB.QueryRow(ctx, `SELECT string_agg(source || ' ' || commit_lsn::text || ' ' || seq, '; ') FROM webhookdb_meta.fanout_applied`).Scan(&meta)
-		_ = jsonDB.QueryRow(ctx, `SELECT string_agg(oid::text || ' ' || relname || ' ' || relfilenode, '; ') FROM pg_class WHERE relname IN ('json_v1', 'audit')`).Scan(&relinfo)
-		t.Logf("json db %s: audit rows for u1,u2,u3,u10: %d; json_v1 min pk %d, rows %d; meta %s; rels %s", jsonOrg.key, audU, minPK, total, meta, relinfo)
 	})
 	eventually(t, time.Minute, "every webhook to be applied", func() (bool, error) {
 		var a, b int

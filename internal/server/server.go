@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -63,6 +64,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error parsing database URL: %w", err)
 	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		// ingest's committers, the fanout's parking and bookkeeping, the API and upkeep share this pool.
+		poolCfg.MaxConns = 24
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting to the database: %w", err)
@@ -102,13 +107,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
 	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics, Slot: cfg.Slot})
 	s.workers = append(s.workers, s.ingest.Run, upkeep.Run, orgs.Run)
+	consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger}, s.registry)
+	if err == nil {
+		// The slot must exist before ingest accepts anything, even when the fanout runs as its own process:
+		// rows committed earlier would never reach it.
+		err = consumer.EnsureSlot(ctx)
+	}
+	if err != nil {
+		ln.Close()
+		pool.Close()
+		return nil, err
+	}
 	if !cfg.NoFanout {
-		consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger}, s.registry)
-		if err != nil {
-			ln.Close()
-			pool.Close()
-			return nil, err
-		}
 		s.workers = append(s.workers, consumer.Run)
 	}
 	adapter := orgdbAdapter{svc: orgs, box: box, db: pool}
