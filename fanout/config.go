@@ -65,6 +65,10 @@ type Config struct {
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 
+	// Writers, when set, gives the fanout its own narrow login per org database; without it the fanout connects
+	// with the server's admin URL (and still writes only through the org's owner role).
+	Writers WriterSource
+
 	Logger *slog.Logger
 	// OnApplied, when set, is called after each committed org transaction of the live stream (benchmarks and
 	// tests measure lag with it). It runs on a worker: keep it fast.

@@ -68,7 +68,7 @@ func New(appDBURL string, appPool *pgxpool.Pool, box secrets.Box, cfg Config, re
 		replCfg:  replCfg,
 		cfg:      cfg,
 		metrics:  m,
-		resolver: newResolver(appPool, box, cfg.CacheTTL),
+		resolver: newResolver(appPool, box, cfg.CacheTTL, cfg.Writers),
 		conns:    newConnPool(cfg.MaxOrgConns, cfg.OrgConnIdleTimeout, m),
 		schema:   map[schemaKey]bool{},
 	}, nil

@@ -45,17 +45,25 @@ type integrationInfo struct {
 
 // resolver caches org and integration lookups in the application database for CacheTTL.
 type resolver struct {
-	pool *pgxpool.Pool
-	box  secrets.Box
-	ttl  time.Duration
+	pool    *pgxpool.Pool
+	box     secrets.Box
+	ttl     time.Duration
+	writers WriterSource
 
 	mu           sync.Mutex
 	orgs         map[int64]*orgInfo
 	integrations map[int64]*integrationInfo
 }
 
-func newResolver(pool *pgxpool.Pool, box secrets.Box, ttl time.Duration) *resolver {
-	return &resolver{pool: pool, box: box, ttl: ttl, orgs: map[int64]*orgInfo{}, integrations: map[int64]*integrationInfo{}}
+func newResolver(pool *pgxpool.Pool, box secrets.Box, ttl time.Duration, writers WriterSource) *resolver {
+	return &resolver{pool: pool, box: box, ttl: ttl, writers: writers, orgs: map[int64]*orgInfo{}, integrations: map[int64]*integrationInfo{}}
+}
+
+// WriterSource supplies the fanout's own login to an org database (a Vault static role, or a password
+// webhookdb rotates itself) instead of the server's admin URL. A rotated password makes new connections fail;
+// the org's rows park, the org is resolved again with the current password, and the parked rows drain.
+type WriterSource interface {
+	WriterConnString(ctx context.Context, orgID int64) (connString, ownerRole string, err error)
 }
 
 // org returns the org's database location. An error is the application database's: the caller cannot decide
@@ -103,12 +111,21 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 		o.err = errOrgNotProvisioned
 		return o, nil
 	}
-	adminURL, err := r.box.Decrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: *server}, *urlEnc)
-	if err != nil {
-		o.err = fmt.Errorf("error decrypting the admin URL of database server %s: %w", *server, err)
-		return o, nil
+	var connString string
+	if r.writers != nil {
+		if connString, _, err = r.writers.WriterConnString(ctx, id); err != nil {
+			o.err = fmt.Errorf("error getting the fanout's credentials on database server %s: %w", *server, err)
+			return o, nil
+		}
+	} else {
+		adminURL, err := r.box.Decrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: *server}, *urlEnc)
+		if err != nil {
+			o.err = fmt.Errorf("error decrypting the admin URL of database server %s: %w", *server, err)
+			return o, nil
+		}
+		connString = pgroles.OrgURL(string(adminURL), o.key)
 	}
-	cfg, err := pgx.ParseConfig(pgroles.OrgURL(string(adminURL), o.key))
+	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
 		o.err = fmt.Errorf("error parsing the admin URL of database server %s: %w", *server, err)
 		return o, nil

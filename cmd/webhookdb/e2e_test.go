@@ -143,6 +143,20 @@ func TestCLIEndToEnd(t *testing.T) {
 	if res.Rows[0][0] != "ch_e2e" || fmt.Sprint(res.Rows[0][1]) != "4200" {
 		t.Fatalf("row: %v", res.Rows)
 	}
+	// The fanout wrote with its own narrow login (Vault's static role), not as a superuser.
+	admin, err := pgx.Connect(context.Background(), env["WEBHOOKDB_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writer string
+	var super bool
+	err = admin.QueryRow(context.Background(), `
+		SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+		WHERE a.datname = 'org_acme' AND a.application_name = 'webhookdb-fanout' LIMIT 1`).Scan(&writer, &super)
+	admin.Close(context.Background())
+	if err != nil || super {
+		t.Fatalf("fanout connection to org_acme: user %q superuser %v (%v)", writer, super, err)
+	}
 
 	var hooks struct {
 		Webhooks []struct {

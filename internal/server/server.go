@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
 	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics, Slot: cfg.Slot})
 	s.workers = append(s.workers, s.ingest.Run, upkeep.Run, orgs.Run)
-	consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger}, s.registry)
+	consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger, Writers: orgs}, s.registry)
 	if err == nil {
 		// The slot must exist before ingest accepts anything, even when the fanout runs as its own process:
 		// rows committed earlier would never reach it.
