@@ -109,7 +109,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	srv, err := server.New(ctx, server.Config{
 		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Secrets: box,
 		Credentials: server.CredentialsPostgres, Encryption: server.EncryptionKeyring,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The fanout has its own benchmark; here it would only park rows for the unprovisioned bench org.
+		NoFanout: true,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		return nil, err
