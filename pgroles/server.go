@@ -33,6 +33,21 @@ func PrepareServer(ctx context.Context, adminURL string) error {
 // server; never superuser. A non-empty password replaces the current one (Vault rotates it right after, so
 // only Vault knows it); an empty one leaves it alone.
 func EnsureVaultRole(ctx context.Context, adminURL, password string) error {
+	return ensureServiceRole(ctx, adminURL, password, VaultRole, " LOGIN INHERIT CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION NOBYPASSRLS",
+		"GRANT pg_signal_backend TO "+ident(VaultRole),
+		"GRANT CONNECT ON DATABASE postgres TO "+ident(VaultRole))
+}
+
+// EnsureFanoutRole creates or repairs webhookdb_fanout, the role the fanout writes as: LOGIN, a member of
+// every org owner role on the server (it connects to an org database through that membership and SETs ROLE
+// to the owner), no other attribute. A non-empty password replaces the current one.
+func EnsureFanoutRole(ctx context.Context, adminURL, password string) error {
+	return ensureServiceRole(ctx, adminURL, password, FanoutRole, " LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+}
+
+// ensureServiceRole creates or repairs one of webhookdb's own roles under the server lock, with attrs, a new
+// password when one is given, and grants; then grants it what it needs on every org of the server.
+func ensureServiceRole(ctx context.Context, adminURL, password, role, attrs string, grants ...string) error {
 	conn, err := connect(ctx, adminURL, "postgres")
 	if err != nil {
 		return err
@@ -41,7 +56,6 @@ func EnsureVaultRole(ctx context.Context, adminURL, password string) error {
 	if err := requireSuperuser(ctx, conn); err != nil {
 		return err
 	}
-	attrs := " LOGIN INHERIT CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION NOBYPASSRLS"
 	if password != "" {
 		verifier, err := scramVerifier(password)
 		if err != nil {
@@ -53,13 +67,10 @@ func EnsureVaultRole(ctx context.Context, adminURL, password string) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, serverLockID); err != nil {
 			return fmt.Errorf("error taking the server lock: %w", err)
 		}
-		if err := upsertRole(ctx, tx, VaultRole, attrs); err != nil {
+		if err := upsertRole(ctx, tx, role, attrs); err != nil {
 			return err
 		}
-		for _, stmt := range []string{
-			"GRANT pg_signal_backend TO " + ident(VaultRole),
-			"GRANT CONNECT ON DATABASE postgres TO " + ident(VaultRole),
-		} {
+		for _, stmt := range grants {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("error running %q: %w", stmt, err)
 			}
@@ -67,43 +78,7 @@ func EnsureVaultRole(ctx context.Context, adminURL, password string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("error preparing role %s: %w", VaultRole, err)
-	}
-	keys, err := serverOrgKeys(ctx, conn)
-	if err != nil {
-		return err
-	}
-	return grantServiceRoles(ctx, conn, keys)
-}
-
-// EnsureFanoutRole creates or repairs webhookdb_fanout, the role the fanout writes as: LOGIN, a member of
-// every org owner role on the server (it connects to an org database through that membership and SETs ROLE
-// to the owner), no other attribute. A non-empty password replaces the current one.
-func EnsureFanoutRole(ctx context.Context, adminURL, password string) error {
-	conn, err := connect(ctx, adminURL, "postgres")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if err := requireSuperuser(ctx, conn); err != nil {
-		return err
-	}
-	attrs := " LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-	if password != "" {
-		verifier, err := scramVerifier(password)
-		if err != nil {
-			return err
-		}
-		attrs += " PASSWORD " + quoteLiteral(verifier)
-	}
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, serverLockID); err != nil {
-			return fmt.Errorf("error taking the server lock: %w", err)
-		}
-		return upsertRole(ctx, tx, FanoutRole, attrs)
-	})
-	if err != nil {
-		return fmt.Errorf("error preparing role %s: %w", FanoutRole, err)
+		return fmt.Errorf("error preparing role %s: %w", role, err)
 	}
 	keys, err := serverOrgKeys(ctx, conn)
 	if err != nil {
