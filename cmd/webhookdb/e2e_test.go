@@ -158,6 +158,36 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("fanout connection to org_acme: user %q superuser %v (%v)", writer, super, err)
 	}
 
+	// the list commands
+	var orgs struct {
+		Orgs []struct {
+			Key  string `json:"key"`
+			Name string `json:"name"`
+		} `json:"orgs"`
+	}
+	mustJSON(&orgs, "org", "list")
+	if len(orgs.Orgs) != 1 || orgs.Orgs[0].Key != "acme" || orgs.Orgs[0].Name != "Acme Inc" {
+		t.Fatalf("org list: %+v", orgs)
+	}
+	var ints struct {
+		Integrations []struct {
+			OpaqueID string `json:"opaque_id"`
+		} `json:"integrations"`
+	}
+	mustJSON(&ints, "integrations", "list")
+	if len(ints.Integrations) != 1 || ints.Integrations[0].OpaqueID != created.Integration.OpaqueID {
+		t.Fatalf("integrations list: %+v", ints)
+	}
+	if out := must("db", "tables"); !strings.Contains(out, "stripe_charge_v1") {
+		t.Fatalf("db tables:\n%s", out)
+	}
+	if out := must("services", "list"); !strings.Contains(out, "shopify_order_v1") || !strings.Contains(out, "NAME") {
+		t.Fatalf("services list:\n%s", out)
+	}
+	if out := must("org", "members"); !strings.Contains(out, "admin@localhost") {
+		t.Fatalf("org members:\n%s", out)
+	}
+
 	var hooks struct {
 		Webhooks []struct {
 			Outcome string  `json:"outcome"`

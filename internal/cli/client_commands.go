@@ -55,6 +55,20 @@ func run(o *clientOptions, needsOrg bool, f func(cmd *cobra.Command, args []stri
 	}
 }
 
+// listCommand is a command that GETs a list and prints it as a table of columns (or the API's JSON).
+func listCommand(o *clientOptions, use, short string, inOrg bool, path, key string, columns ...string) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Args: cobra.NoArgs,
+		RunE: run(o, inOrg, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			var out map[string]any
+			if err := c.do("GET", orgPath+path, nil, &out); err != nil {
+				return err
+			}
+			return p.table(out, asMaps(out[key]), columns...)
+		}),
+	}
+}
+
 func authCommand(o *clientOptions) *cobra.Command {
 	auth := &cobra.Command{Use: "auth", Short: "Log in to a webhookdb server"}
 	var apiURL, token string
@@ -138,16 +152,7 @@ func orgCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	create.Flags().StringVar(&name, "name", "", "display name (default: the key)")
-	list := &cobra.Command{
-		Use: "list", Short: "List your organizations", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("GET", "/v1/orgs", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["orgs"]), "key", "name", "role", "database", "provision_state")
-		}),
-	}
+	list := listCommand(o, "list", "List your organizations", false, "/v1/orgs", "orgs", "key", "name", "role", "database", "provision_state")
 	use := &cobra.Command{
 		Use: "use KEY", Short: "Make KEY the default organization of later commands", Args: cobra.ExactArgs(1),
 		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, _ *printer, _ string) error {
@@ -177,16 +182,7 @@ func orgCommand(o *clientOptions) *cobra.Command {
 			return p.record(out, org, "key", "name", "role", "database", "provision_state", "created_at")
 		}),
 	}
-	members := &cobra.Command{
-		Use: "members", Short: "List members", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/members", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["members"]), "email", "role", "added_at")
-		}),
-	}
+	members := listCommand(o, "members", "List members", true, "/members", "members", "email", "role", "added_at")
 	addMember := &cobra.Command{
 		Use: "add-member EMAIL", Short: "Add a member (--role admin|member)", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
@@ -259,16 +255,7 @@ func tokensCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	create.Flags().StringVar(&name, "name", "", "a name to tell it apart")
-	list := &cobra.Command{
-		Use: "list", Short: "List your tokens", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("GET", "/v1/tokens", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["tokens"]), "id", "name", "hint", "created_at", "last_used_at", "revoked_at")
-		}),
-	}
+	list := listCommand(o, "list", "List your tokens", false, "/v1/tokens", "tokens", "id", "name", "hint", "created_at", "last_used_at", "revoked_at")
 	revoke := &cobra.Command{
 		Use: "revoke ID", Short: "Revoke a token", Args: cobra.ExactArgs(1),
 		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
@@ -288,16 +275,7 @@ func tokensCommand(o *clientOptions) *cobra.Command {
 
 func servicesCommand(o *clientOptions) *cobra.Command {
 	services := &cobra.Command{Use: "services", Short: "The catalog of services webhookdb understands"}
-	list := &cobra.Command{
-		Use: "list", Short: "List services", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("GET", "/v1/services", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["services"]), "name", "verifier", "policy", "description")
-		}),
-	}
+	list := listCommand(o, "list", "List services", false, "/v1/services", "services", "name", "verifier", "policy", "description")
 	get := func(c *client, name string) (map[string]any, map[string]any, error) {
 		var out map[string]any
 		if err := c.do("GET", "/v1/services/"+pathEscape(name), nil, &out); err != nil {
@@ -405,16 +383,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 			"verifier": in["verifier"], "config": in["config"], "body_limit_bytes": in["body_limit_bytes"], "created_at": in["created_at"],
 		}, "opaque_id", "service", "table_name", "webhook_url", "verifier", "config", "body_limit_bytes", "created_at")
 	}
-	list := &cobra.Command{
-		Use: "list", Short: "List integrations", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/integrations", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["integrations"]), "opaque_id", "service", "table_name", "webhook_url")
-		}),
-	}
+	list := listCommand(o, "list", "List integrations", true, "/integrations", "integrations", "opaque_id", "service", "table_name", "webhook_url")
 	info := &cobra.Command{
 		Use: "info ID", Short: "Show an integration", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
@@ -538,16 +507,7 @@ func dbCommand(o *clientOptions) *cobra.Command {
 	conn.Use, conn.Short = "connection", "Print the read-only connection URL (for psql or a BI tool)"
 	roll := credential("POST", "/db/roll-credentials")
 	roll.Use, roll.Short = "roll-credentials", "New credentials; the old ones stop working at once"
-	tables := &cobra.Command{
-		Use: "tables", Short: "List tables", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/db/tables", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["tables"]), "name", "estimated_rows")
-		}),
-	}
+	tables := listCommand(o, "tables", "List tables", true, "/db/tables", "tables", "name", "estimated_rows")
 	var maxRows int
 	var timeout string
 	sql := &cobra.Command{
@@ -757,16 +717,7 @@ func serversCommand(o *clientOptions) *cobra.Command {
 	add.Flags().StringVar(&host, "public-host", "", "host users connect to")
 	add.Flags().IntVar(&port, "public-port", 5432, "port users connect to")
 	add.Flags().StringVar(&sslmode, "sslmode", "prefer", "sslmode put into read-only URLs")
-	list := &cobra.Command{
-		Use: "list", Short: "List database servers", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("GET", "/v1/admin/servers", nil, &out); err != nil {
-				return err
-			}
-			return p.table(out, asMaps(out["servers"]), "name", "public_host", "public_port", "sslmode", "orgs")
-		}),
-	}
+	list := listCommand(o, "list", "List database servers", false, "/v1/admin/servers", "servers", "name", "public_host", "public_port", "sslmode", "orgs")
 	servers.AddCommand(add, list)
 	return servers
 }
