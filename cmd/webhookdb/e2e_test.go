@@ -188,6 +188,19 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("org members:\n%s", out)
 	}
 
+	var status map[string]any
+	mustJSON(&status, "fanout", "status")
+	if status["exists"] != true || status["parked_changes"] != float64(0) {
+		t.Fatalf("fanout status: %v", status)
+	}
+	var errs struct {
+		Errors []any `json:"errors"`
+	}
+	mustJSON(&errs, "errors", "list")
+	if len(errs.Errors) != 0 {
+		t.Fatalf("errors list: %v", errs)
+	}
+
 	var hooks struct {
 		Webhooks []struct {
 			Outcome string  `json:"outcome"`

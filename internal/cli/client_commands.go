@@ -721,3 +721,20 @@ func serversCommand(o *clientOptions) *cobra.Command {
 	servers.AddCommand(add, list)
 	return servers
 }
+
+// fanoutStatusCommand is `webhookdb fanout status`: the running fanout's slot lag and parked/failed counts.
+func fanoutStatusCommand() *cobra.Command {
+	o := &clientOptions{}
+	cmd := &cobra.Command{
+		Use: "status", Short: "Slot lag and parked/failed counts of the fanout (server admins)", Args: cobra.NoArgs,
+		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
+			var out map[string]any
+			if err := c.do("GET", "/v1/admin/fanout", nil, &out); err != nil {
+				return err
+			}
+			return p.record(out, out)
+		}),
+	}
+	addClientFlags(cmd, o)
+	return cmd
+}

@@ -58,6 +58,11 @@ func NewRootCommand() *cobra.Command {
 	)
 	root.AddCommand(clientCommands()...)
 	root.AddCommand(newSignCommand())
+	for _, c := range root.Commands() {
+		if c.Name() == "fanout" {
+			c.AddCommand(fanoutStatusCommand())
+		}
+	}
 	return root
 }
 
