@@ -158,9 +158,13 @@ webhookdb is running.
   Environment    %s   (source it: set -a; . %s; set +a)
 
 Try:  curl %s/healthz
+      webhookdb auth login --url %s --token %s
+      webhookdb org create acme && webhookdb org use acme
+      webhookdb integrations create stripe_charge_v1
+      (README.md, "Your first webhook", goes on from there)
 Stop: Ctrl-C (data stays in %s)
 
-`, apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, envFile, envFile, apiURL, dir)
+`, apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, envFile, envFile, apiURL, apiURL, token, dir)
 
 	runErr := srv.Run(ctx)
 	_ = os.Remove(envFile)
