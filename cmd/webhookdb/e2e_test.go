@@ -262,6 +262,40 @@ func TestCLIEndToEnd(t *testing.T) {
 	if fmt.Sprint(res.Rows[0][0]) != "1" {
 		t.Fatalf("after replay: %v rows", res.Rows)
 	}
+
+	// destructive commands: refused without --yes off a terminal, done with it
+	if _, err := cli("integrations", "delete", created.Integration.OpaqueID); err == nil {
+		t.Fatal("integrations delete ran without --yes and without a terminal")
+	}
+	must("integrations", "delete", created.Integration.OpaqueID, "--yes")
+	// the ingest cache sees a deletion within about a second
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s := send("whsec_e2e")
+		if s == http.StatusGone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook to a deleted integration: %d, want 410", s)
+		}
+	}
+	var tok struct {
+		Token struct {
+			ID int `json:"id"`
+		} `json:"token"`
+		Secret string `json:"secret"`
+	}
+	mustJSON(&tok, "tokens", "create", "--name", "e2e")
+	must("tokens", "revoke", fmt.Sprint(tok.Token.ID), "--yes")
+	req, _ := http.NewRequest("GET", env["WEBHOOKDB_API_URL"]+"/v1/me", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("revoked token: %d", resp.StatusCode)
+	}
 }
 
 func waitForDevEnv(t *testing.T, path string, log *bytes.Buffer) map[string]string {

@@ -69,6 +69,24 @@ func listCommand(o *clientOptions, use, short string, inOrg bool, path, key stri
 	}
 }
 
+// deleteCommand is a destructive command on one named thing: it confirms (what + the name), DELETEs
+// path + name, and prints the answer.
+func deleteCommand(o *clientOptions, use, short string, inOrg bool, what, path string) *cobra.Command {
+	return &cobra.Command{
+		Use: use, Short: short, Args: cobra.ExactArgs(1),
+		RunE: run(o, inOrg, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			if err := o.confirm(cmd, what+args[0], args[0]); err != nil {
+				return err
+			}
+			var out map[string]any
+			if err := c.do("DELETE", orgPath+path+pathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			return p.record(out, out)
+		}),
+	}
+}
+
 func authCommand(o *clientOptions) *cobra.Command {
 	auth := &cobra.Command{Use: "auth", Short: "Log in to a webhookdb server"}
 	var apiURL, token string
@@ -195,19 +213,7 @@ func orgCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	addMember.Flags().StringVar(&role, "role", "member", "admin or member")
-	removeMember := &cobra.Command{
-		Use: "remove-member EMAIL", Short: "Remove a member (or yourself: leave)", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			if err := o.confirm(cmd, "Removing "+args[0], args[0]); err != nil {
-				return err
-			}
-			var out map[string]any
-			if err := c.do("DELETE", orgPath+"/members/"+pathEscape(args[0]), nil, &out); err != nil {
-				return err
-			}
-			return p.record(out, out)
-		}),
-	}
+	removeMember := deleteCommand(o, "remove-member EMAIL", "Remove a member (or yourself: leave)", true, "Removing ", "/members/")
 	changeRole := &cobra.Command{
 		Use: "change-role EMAIL ROLE", Short: "Make a member admin or member", Args: cobra.ExactArgs(2),
 		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
@@ -256,19 +262,7 @@ func tokensCommand(o *clientOptions) *cobra.Command {
 	}
 	create.Flags().StringVar(&name, "name", "", "a name to tell it apart")
 	list := listCommand(o, "list", "List your tokens", false, "/v1/tokens", "tokens", "id", "name", "hint", "created_at", "last_used_at", "revoked_at")
-	revoke := &cobra.Command{
-		Use: "revoke ID", Short: "Revoke a token", Args: cobra.ExactArgs(1),
-		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
-			if err := o.confirm(cmd, "Revoking token "+args[0], args[0]); err != nil {
-				return err
-			}
-			var out map[string]any
-			if err := c.do("DELETE", "/v1/tokens/"+pathEscape(args[0]), nil, &out); err != nil {
-				return err
-			}
-			return p.record(out, out)
-		}),
-	}
+	revoke := deleteCommand(o, "revoke ID", "Revoke a token", false, "Revoking token ", "/v1/tokens/")
 	tokens.AddCommand(create, list, revoke)
 	return tokens
 }
@@ -420,19 +414,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	update.Flags().StringVar(&config, "config", "", "replicator settings as JSON")
 	update.Flags().StringVar(&verifier, "verifier", "", "verifier override as JSON")
 	update.Flags().Int64Var(&bodyLimit, "body-limit", 0, "largest body accepted, in bytes")
-	del := &cobra.Command{
-		Use: "delete ID", Short: "Delete an integration (its URL then answers 410)", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			if err := o.confirm(cmd, "Deleting integration "+args[0], args[0]); err != nil {
-				return err
-			}
-			var out map[string]any
-			if err := c.do("DELETE", orgPath+"/integrations/"+pathEscape(args[0]), nil, &out); err != nil {
-				return err
-			}
-			return p.record(out, out)
-		}),
-	}
+	del := deleteCommand(o, "delete ID", "Delete an integration (its URL then answers 410)", true, "Deleting integration ", "/integrations/")
 	roll := &cobra.Command{
 		Use: "roll-secret ID", Short: "New signing secret; the old one keeps working for --grace", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {

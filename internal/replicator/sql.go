@@ -166,119 +166,49 @@ func (s *Service) upsertArgs(rows []Row) []any {
 
 // columnArray collects column ci of rows into a slice pgx encodes as the column's array type, nil as NULL.
 func columnArray(service string, c Column, ci int, rows []Row) any {
-	get := func(r Row) (any, bool) {
-		v := r.Values[ci]
-		if v == nil {
-			return nil, false
-		}
-		return v, true
-	}
-	bad := func(v any) {
-		panic(fmt.Sprintf("replicator: %s column %s (%s) holds a %T", service, c.Name, c.Type, v))
-	}
 	switch c.Type {
 	case TypeText:
-		out := make([]pgtype.Text, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				s, ok := v.(string)
-				if !ok {
-					bad(v)
-				}
-				out[i] = pgtype.Text{String: s, Valid: true}
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(s string) pgtype.Text { return pgtype.Text{String: s, Valid: true} })
 	case TypeBigint:
-		out := make([]pgtype.Int8, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				n, ok := v.(int64)
-				if !ok {
-					bad(v)
-				}
-				out[i] = pgtype.Int8{Int64: n, Valid: true}
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(n int64) pgtype.Int8 { return pgtype.Int8{Int64: n, Valid: true} })
 	case TypeInteger:
-		out := make([]pgtype.Int4, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				n, ok := v.(int32)
-				if !ok {
-					bad(v)
-				}
-				out[i] = pgtype.Int4{Int32: n, Valid: true}
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(n int32) pgtype.Int4 { return pgtype.Int4{Int32: n, Valid: true} })
 	case TypeNumeric:
-		out := make([]pgtype.Numeric, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				n, ok := v.(pgtype.Numeric)
-				if !ok {
-					bad(v)
-				}
-				out[i] = n
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(n pgtype.Numeric) pgtype.Numeric { return n })
 	case TypeBoolean:
-		out := make([]pgtype.Bool, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				b, ok := v.(bool)
-				if !ok {
-					bad(v)
-				}
-				out[i] = pgtype.Bool{Bool: b, Valid: true}
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(b bool) pgtype.Bool { return pgtype.Bool{Bool: b, Valid: true} })
 	case TypeTimestamptz:
-		out := make([]pgtype.Timestamptz, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				t, ok := v.(time.Time)
-				if !ok {
-					bad(v)
-				}
-				out[i] = pgtype.Timestamptz{Time: t, Valid: true}
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(t time.Time) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: true} })
 	case TypeJSONB:
-		out := make([][]byte, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				j, ok := v.(json.RawMessage)
-				if !ok {
-					bad(v)
-				}
-				out[i] = j
-			}
-		}
-		return out
+		return collect(service, c, ci, rows, func(j json.RawMessage) []byte { return j })
 	case TypeTextArray:
-		out := make([][]byte, len(rows))
-		for i, r := range rows {
-			if v, ok := get(r); ok {
-				list, ok := v.([]string)
-				if !ok {
-					bad(v)
-				}
-				b, err := json.Marshal(list)
-				if err != nil {
-					panic(fmt.Sprintf("replicator: encoding text[]: %v", err)) // []string always encodes
-				}
-				out[i] = b
+		return collect(service, c, ci, rows, func(list []string) []byte {
+			b, err := json.Marshal(list)
+			if err != nil {
+				panic(fmt.Sprintf("replicator: encoding text[]: %v", err)) // []string always encodes
 			}
-		}
-		return out
+			return b
+		})
 	}
 	panic("replicator: no array encoding for type " + c.Type)
+}
+
+// collect turns column ci of rows, whose values Extract made of Go type V, into array elements of type P; the
+// zero P is NULL. A value of another type is a bug in Extract, not bad input.
+func collect[V, P any](service string, c Column, ci int, rows []Row, wrap func(V) P) []P {
+	out := make([]P, len(rows))
+	for i, r := range rows {
+		v := r.Values[ci]
+		if v == nil {
+			continue
+		}
+		typed, ok := v.(V)
+		if !ok {
+			panic(fmt.Sprintf("replicator: %s column %s (%s) holds a %T", service, c.Name, c.Type, v))
+		}
+		out[i] = wrap(typed)
+	}
+	return out
 }
 
 // Dedupe returns rows with one row per remote key, the one the conflict policy would keep: NewerWins the
