@@ -313,16 +313,22 @@ func DropOrg(ctx context.Context, adminURL, orgKey string) error {
 			return err
 		}
 	}
-	for _, stmt := range []string{
-		"DROP DATABASE IF EXISTS " + ident(DatabaseName(orgKey)) + " WITH (FORCE)",
-		"DROP ROLE IF EXISTS " + ident(ReadonlyRole(orgKey)),
-		"DROP ROLE IF EXISTS " + ident(OwnerRole(orgKey)),
-	} {
-		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("error running %q: %w", stmt, err)
-		}
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(DatabaseName(orgKey))+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("error dropping database of org %s: %w", orgKey, err)
 	}
-	return nil
+	// The group roles go under the server lock: granting the service roles on every org of the server checks
+	// that each group exists, then grants, and must not see one vanish in between.
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, serverLockID); err != nil {
+			return fmt.Errorf("error taking the server lock: %w", err)
+		}
+		for _, role := range []string{ReadonlyRole(orgKey), OwnerRole(orgKey)} {
+			if _, err := tx.Exec(ctx, "DROP ROLE IF EXISTS "+ident(role)); err != nil {
+				return fmt.Errorf("error dropping role %s: %w", role, err)
+			}
+		}
+		return nil
+	})
 }
 
 // OrgURL is adminURL pointed at the org's database (the fanout then SETs ROLE to the owner).
