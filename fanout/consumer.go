@@ -9,11 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -99,8 +101,7 @@ func (c *Consumer) EnsureSlot(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrNoPublication, c.cfg.Publication)
 	}
 	_, err = c.pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, c.cfg.Slot)
-	var pgErr *pgconn.PgError
-	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42710") { // duplicate_object: created concurrently
+	if err != nil && !pgerr.Is(err, pgerrcode.DuplicateObject) { // created concurrently
 		return fmt.Errorf("error creating replication slot %s: %w", c.cfg.Slot, err)
 	}
 	c.cfg.Logger.InfoContext(ctx, "created replication slot")

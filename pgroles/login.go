@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 )
 
 // ExpirationFormat is how {{expiration}} is rendered (as Vault's PostgreSQL plugin renders it).
@@ -225,7 +228,7 @@ func EnsureLoginGone(ctx context.Context, adminURL, username string) error {
 	// catalog updates then collide with "tuple concurrently updated". Another look settles it.
 	for attempt := 1; ; attempt++ {
 		err := dropLogin(ctx, conn, adminURL, username)
-		if err == nil || attempt == 3 || !(isCode(err, "XX000") || isCode(err, "40001") || isCode(err, "40P01")) {
+		if err == nil || attempt == 3 || !pgerr.Is(err, pgerrcode.InternalError, pgerrcode.SerializationFailure, pgerrcode.DeadlockDetected) {
 			return err
 		}
 		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
@@ -238,7 +241,7 @@ func dropLogin(ctx context.Context, conn *pgx.Conn, adminURL, username string) e
 		return fmt.Errorf("error checking login role %s: %w", username, err)
 	}
 	if exists {
-		if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(username)+" NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'"); err != nil && !isCode(err, "42704") {
+		if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(username)+" NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'"); err != nil && !pgerr.Is(err, pgerrcode.UndefinedObject) {
 			return fmt.Errorf("error disabling login role %s: %w", username, err)
 		}
 	}
@@ -266,7 +269,7 @@ func dropLogin(ctx context.Context, conn *pgx.Conn, adminURL, username string) e
 		}
 		_, err = dbConn.Exec(ctx, "DROP OWNED BY "+ident(username))
 		dbConn.Close(context.WithoutCancel(ctx))
-		if err != nil && !isCode(err, "42704") {
+		if err != nil && !pgerr.Is(err, pgerrcode.UndefinedObject) {
 			return fmt.Errorf("error dropping what %s owns in %s: %w", username, db, err)
 		}
 	}

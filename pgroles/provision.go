@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 )
 
 // Step is one resumable step of provisioning an org. Each step checks what exists and converges, and each
@@ -130,7 +132,7 @@ func stepDatabase(ctx context.Context, conn *pgx.Conn, orgKey string) error {
 	case errors.Is(err, pgx.ErrNoRows):
 		// template0, not template1: whatever someone installed into template1 must not reach org databases.
 		_, err := conn.Exec(ctx, "CREATE DATABASE "+ident(db)+" OWNER "+ident(owner)+" TEMPLATE template0")
-		if err != nil && !isCode(err, "42P04") { // duplicate_database: created concurrently
+		if err != nil && !pgerr.Is(err, pgerrcode.DuplicateDatabase) { // duplicate_database: created concurrently
 			return fmt.Errorf("error creating database %s: %w", db, err)
 		}
 		return nil
@@ -183,7 +185,7 @@ func lockDownDatabases(ctx context.Context, tx pgx.Tx) error {
 			return err
 		}
 		if _, err := tx.Exec(ctx, stmt); err != nil {
-			if isCode(err, "3D000") { // dropped since we listed it
+			if pgerr.Is(err, pgerrcode.InvalidCatalogName) { // dropped since we listed it
 				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT lockdown"); err != nil {
 					return err
 				}
@@ -369,8 +371,3 @@ func withDatabase(connURL, db string) string {
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
-
-func isCode(err error, code string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == code
-}

@@ -12,8 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 )
 
 // TokenPrefix starts every API token, so leaked tokens are easy to spot.
@@ -48,14 +51,11 @@ func CreateUser(ctx context.Context, db DB, email string, serverAdmin bool) (*Us
 	u := &User{Email: email, ServerAdmin: serverAdmin}
 	err := db.QueryRow(ctx, `INSERT INTO users (email, server_admin) VALUES ($1, $2) RETURNING id, created_at`, email, serverAdmin).Scan(&u.ID, &u.CreatedAt)
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			switch pgErr.Code {
-			case "23505":
-				return nil, ErrUserExists
-			case "23514":
-				return nil, fmt.Errorf("email %q is not a valid address", email)
-			}
+		switch pgerr.Code(err) {
+		case pgerrcode.UniqueViolation:
+			return nil, ErrUserExists
+		case pgerrcode.CheckViolation:
+			return nil, fmt.Errorf("email %q is not a valid address", email)
 		}
 		return nil, fmt.Errorf("error creating user: %w", err)
 	}

@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 )
 
@@ -120,11 +121,10 @@ func (a *API) createOrg(w http.ResponseWriter, r *http.Request) error {
 	o := &Org{Key: in.Key, Name: strings.TrimSpace(in.Name), Role: roleAdmin}
 	err = tx.QueryRow(ctx, `INSERT INTO organizations (key, name) VALUES ($1, $2) RETURNING id, provision_state, created_at`, o.Key, o.Name).
 		Scan(&o.ID, &o.ProvisionState, &o.CreatedAt)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+	if pgerr.Is(err, pgerrcode.UniqueViolation) {
 		return errConflict("an organization with key " + in.Key + " exists already")
 	}
-	if errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == "organizations_key_check" {
+	if pgErr := pgerr.As(err); pgErr != nil && pgErr.Code == pgerrcode.CheckViolation && pgErr.ConstraintName == "organizations_key_check" {
 		// The key names the org's database and roles; the table's CHECK holds the one rule for it.
 		return errInvalid("key", "use 1 to 41 characters: a lower-case letter, then lower-case letters, digits or underscores")
 	}

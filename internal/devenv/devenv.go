@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -24,6 +24,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/server"
 	"github.com/webhookdb-go/webhookdb/internal/vaultdev"
@@ -178,8 +179,7 @@ func ensureDatabase(ctx context.Context, c *pgcluster.Cluster, name string) erro
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	var pgErr *pgconn.PgError
-	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") { // duplicate_database: kept from a previous run
+	if err != nil && !pgerr.Is(err, pgerrcode.DuplicateDatabase) { // kept from a previous run
 		return fmt.Errorf("error creating database %s: %w", name, err)
 	}
 	return nil

@@ -8,8 +8,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
@@ -45,7 +47,7 @@ func (s *Service) CreateOrg(ctx context.Context, key, name string) (*Org, error)
 		INSERT INTO organizations (key, name) VALUES ($1, $2)
 		RETURNING id, key, name, database_server_id, database_name, provision_state, created_at, deleted_at`, key, name).
 		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
-	if isCode(err, "23505") {
+	if pgerr.Is(err, pgerrcode.UniqueViolation) {
 		return nil, fmt.Errorf("%w: %s", ErrOrgExists, key)
 	}
 	if err != nil {
