@@ -7,18 +7,15 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/webhookdb-go/webhookdb/ingest"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
-
-// DefaultPublication is the publication of accepted staging rows (sql/migrations/00002_staging.sql).
-const DefaultPublication = "webhookdb_staging"
 
 // Config tunes a Consumer. Zero values take the defaults of WithDefaults.
 type Config struct {
-	// Slot is the persistent replication slot, created when missing; default ingest.FanoutSlot (partition
+	// Slot is the persistent replication slot, created when missing; default staging.DefaultSlot (partition
 	// upkeep reads its progress, so the two must agree).
 	Slot string
-	// Publication is the publication to consume; default DefaultPublication.
+	// Publication is the publication to consume; default staging.Publication.
 	Publication string
 
 	// Workers bounds org applies (and parks and drains) running at once; default 8.
@@ -96,10 +93,10 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	if c.Slot == "" {
-		c.Slot = ingest.FanoutSlot
+		c.Slot = staging.DefaultSlot
 	}
 	if c.Publication == "" {
-		c.Publication = DefaultPublication
+		c.Publication = staging.Publication
 	}
 	defInt(&c.Workers, 8)
 	defInt(&c.MaxBatchRows, 5_000)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // parkedOrg summarises an org's parked changes when a session starts.
@@ -63,28 +65,23 @@ func (c *Consumer) park(ctx context.Context, orgID int64, changes []*change, rea
 // drain applies the org's oldest parked changes, in stream order, and deletes them once applied.
 func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 	rows, err := c.pool.Query(ctx, `
-		SELECT p.id, p.integration_id, p.received_at, p.webhook_id, p.commit_lsn::text, p.seq,
-			w.id IS NOT NULL, coalesce(w.content_type, ''), coalesce(w.headers, '{}'), coalesce(w.body, '')
-		FROM fanout.parked_changes p
-		LEFT JOIN staging.webhooks w ON w.received_at = p.received_at AND w.id = p.webhook_id
-		WHERE p.org_id = $1
-		ORDER BY p.commit_lsn, p.seq
+		SELECT id, integration_id, received_at, webhook_id, commit_lsn::text, seq
+		FROM fanout.parked_changes WHERE org_id = $1
+		ORDER BY commit_lsn, seq
 		LIMIT $2`, o.id, c.cfg.DrainBatchRows)
 	if err != nil {
 		return jobResult{}, fmt.Errorf("error reading parked changes: %w", err)
 	}
 	var (
-		ids      []int64
-		changes  []*change
-		missing  []failure
-		lsnText  string
-		inStaged bool
+		ids     []int64
+		parked  []*change
+		refs    []staging.Ref
+		lsnText string
 	)
 	for rows.Next() {
 		var id int64
 		ch := &change{orgID: o.id}
-		if err := rows.Scan(&id, &ch.integrationID, &ch.receivedAt, &ch.webhookID, &lsnText, &ch.pos.seq,
-			&inStaged, &ch.contentType, &ch.headers, &ch.body); err != nil {
+		if err := rows.Scan(&id, &ch.integrationID, &ch.receivedAt, &ch.webhookID, &lsnText, &ch.pos.seq); err != nil {
 			rows.Close()
 			return jobResult{}, fmt.Errorf("error reading parked changes: %w", err)
 		}
@@ -93,16 +90,30 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 			return jobResult{}, fmt.Errorf("error reading parked changes: %w", err)
 		}
 		ids = append(ids, id)
-		if !inStaged {
-			// Upkeep keeps partitions that parked changes point into; this is an operator's manual delete.
-			missing = append(missing, failure{ch, "the staging row no longer exists"})
-			continue
-		}
-		changes = append(changes, ch)
+		parked = append(parked, ch)
+		refs = append(refs, staging.Ref{ReceivedAt: ch.receivedAt, ID: ch.webhookID})
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return jobResult{}, fmt.Errorf("error reading parked changes: %w", err)
+	}
+	stored, err := staging.Lookup(ctx, c.pool, refs)
+	if err != nil {
+		return jobResult{}, err
+	}
+	var (
+		changes []*change
+		missing []failure
+	)
+	for i, ch := range parked {
+		w := stored.Get(refs[i])
+		if w == nil {
+			// Upkeep keeps partitions that parked changes point into; this is an operator's manual delete.
+			missing = append(missing, failure{ch, "the staging row no longer exists"})
+			continue
+		}
+		ch.contentType, ch.headers, ch.body = w.ContentType, w.Headers, w.Body
+		changes = append(changes, ch)
 	}
 	if len(ids) == 0 {
 		c.metrics.parked.DeleteLabelValues(orgLabel(o.id))

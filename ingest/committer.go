@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 var (
@@ -20,25 +19,8 @@ var (
 	ErrStopped = errors.New("ingest committer stopped")
 )
 
-// Row is one request as stored in staging.webhooks.
-type Row struct {
-	ReceivedAt     time.Time
-	OrgID          int64
-	IntegrationID  int64
-	DeliveryID     string
-	Method         string
-	Path           string
-	Query          string
-	ContentType    string
-	Headers        []byte // JSON object
-	Body           []byte
-	BodyTruncated  bool
-	Accepted       bool
-	RejectedReason string
-}
-
 type pending struct {
-	row  *Row
+	row  *staging.Row
 	done chan error
 }
 
@@ -94,7 +76,7 @@ func NewCommitter(pool *pgxpool.Pool, cfg CommitterConfig) *Committer {
 }
 
 // Submit queues a row and waits until its transaction commits (nil) or fails.
-func (c *Committer) Submit(ctx context.Context, row *Row) error {
+func (c *Committer) Submit(ctx context.Context, row *staging.Row) error {
 	p := &pending{row: row, done: make(chan error, 1)}
 	select {
 	case c.queue <- p:
@@ -185,15 +167,6 @@ func (c *Committer) commit(ctx context.Context, batch []*pending) {
 	c.inflight.Add(1)
 	start := time.Now()
 	err := c.insert(ctx, batch)
-	if isMissingPartition(err) {
-		// Partitions are made days ahead; if one is missing anyway (clock jump, upkeep not run), make it now
-		// rather than fail the webhook.
-		if perr := ensurePartitionsFor(ctx, c.pool, batch); perr == nil {
-			err = c.insert(ctx, batch)
-		} else {
-			c.cfg.Logger.ErrorContext(ctx, "error creating missing partition", slog.String("error", perr.Error()))
-		}
-	}
 	c.inflight.Add(-1)
 	if m := c.cfg.Metrics; m != nil {
 		m.batchRows.Observe(float64(len(batch)))
@@ -207,66 +180,12 @@ func (c *Committer) commit(ctx context.Context, batch []*pending) {
 	}
 }
 
-const insertSQL = `
-INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
-	headers, body, body_truncated, accepted, rejected_reason)
-SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[])`
-
 func (c *Committer) insert(ctx context.Context, batch []*pending) error {
-	n := len(batch)
-	var (
-		receivedAt    = make([]time.Time, n)
-		orgID         = make([]int64, n)
-		integrationID = make([]int64, n)
-		deliveryID    = make([]*string, n)
-		method        = make([]string, n)
-		path          = make([]string, n)
-		query         = make([]string, n)
-		contentType   = make([]string, n)
-		headers       = make([]string, n)
-		body          = make([][]byte, n)
-		truncated     = make([]bool, n)
-		accepted      = make([]bool, n)
-		reason        = make([]*string, n)
-	)
+	rows := make([]staging.Row, len(batch))
 	for i, p := range batch {
-		r := p.row
-		receivedAt[i], orgID[i], integrationID[i] = r.ReceivedAt, r.OrgID, r.IntegrationID
-		if r.DeliveryID != "" {
-			deliveryID[i] = &r.DeliveryID
-		}
-		method[i], path[i], query[i], contentType[i] = r.Method, r.Path, r.Query, r.ContentType
-		headers[i], body[i], truncated[i], accepted[i] = string(r.Headers), r.Body, r.BodyTruncated, r.Accepted
-		if !r.Accepted {
-			reason[i] = &r.RejectedReason
-		}
+		rows[i] = *p.row
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := c.pool.Exec(ctx, insertSQL, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
-		headers, body, truncated, accepted, reason)
-	if err != nil {
-		return fmt.Errorf("error inserting %d webhooks: %w", n, err)
-	}
-	return nil
-}
-
-func isMissingPartition(err error) bool {
-	var pgErr *pgconn.PgError
-	// A partitioned table with no partition for the row raises check_violation with this message.
-	return errors.As(err, &pgErr) && pgErr.Code == "23514" && strings.Contains(pgErr.Message, "no partition of relation")
-}
-
-func ensurePartitionsFor(ctx context.Context, pool *pgxpool.Pool, batch []*pending) error {
-	days := map[string]bool{}
-	for _, p := range batch {
-		days[p.row.ReceivedAt.UTC().Format(time.DateOnly)] = true
-	}
-	for day := range days {
-		if _, err := pool.Exec(ctx, `SELECT staging.ensure_partitions($1::date, 1)`, day); err != nil {
-			return fmt.Errorf("error creating partition for %s: %w", day, err)
-		}
-	}
-	return nil
+	return staging.Insert(ctx, c.pool, rows)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // RejectedReasonHeader carries the reason a request was refused.
@@ -148,7 +149,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	now := s.cfg.Now()
-	row := &Row{
+	row := &staging.Row{
 		ReceivedAt:    now,
 		OrgID:         t.orgID,
 		IntegrationID: t.id,
@@ -218,7 +219,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // storeRejected keeps a refused request for the operator, capped per integration so garbage cannot fill the disk.
 // The sender's answer does not depend on it.
-func (s *Service) storeRejected(ctx context.Context, t *target, row *Row, body []byte, reason string) {
+func (s *Service) storeRejected(ctx context.Context, t *target, row *staging.Row, body []byte, reason string) {
 	if !t.rejectedLimit.Allow() {
 		if s.metrics != nil {
 			s.metrics.rejectedDropped.WithLabelValues(t.service).Inc()

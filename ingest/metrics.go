@@ -9,7 +9,6 @@ type Metrics struct {
 	batchRows       prometheus.Histogram
 	commitSeconds   prometheus.Histogram
 	rejectedDropped *prometheus.CounterVec
-	partitions      *prometheus.CounterVec
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -33,12 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rejectedDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "webhookdb_ingest_rejected_not_stored_total", Help: "Rejected requests not stored because the integration's rate cap was reached.",
 		}, []string{"service"}),
-		partitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "webhookdb_staging_partitions_total", Help: "Staging partitions created and dropped by upkeep.",
-		}, []string{"action"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.requestSeconds, m.batchRows, m.commitSeconds, m.rejectedDropped, m.partitions)
+		reg.MustRegister(m.requests, m.requestSeconds, m.batchRows, m.commitSeconds, m.rejectedDropped)
 	}
 	return m
 }

@@ -8,13 +8,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 )
 
 // FanoutErrors lists and retries the changes the fanout parked (org database unreachable) or failed to apply
 // (a payload that can never be applied).
 type FanoutErrors interface {
-	ListErrors(ctx context.Context, orgID, integrationID int64, limit int) ([]map[string]any, error)
+	ListErrors(ctx context.Context, orgID, integrationID int64, limit int) ([]fanout.ChangeError, error)
 	RetryErrors(ctx context.Context, orgID, integrationID int64) (int64, error)
 }
 
@@ -44,7 +45,7 @@ func (a *API) listErrors(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if list == nil {
-		list = []map[string]any{}
+		list = []fanout.ChangeError{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"errors": list})
 	return nil

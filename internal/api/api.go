@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
@@ -54,7 +55,7 @@ type KeyRotator interface {
 
 // FanoutStatus reports the fanout's state (slot lag, parked and failed counts).
 type FanoutStatus interface {
-	FanoutStatus(ctx context.Context) (map[string]any, error)
+	FanoutStatus(ctx context.Context) (*fanout.Status, error)
 }
 
 // Config wires the API to the rest of the system. Optional parts answer 501 when missing.

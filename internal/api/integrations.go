@@ -11,6 +11,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 type integrationView struct {
@@ -210,12 +211,9 @@ func (a *API) integrationStats(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var accepted, rejected int64
-	err = a.pool.QueryRow(r.Context(), `
-		SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted)
-		FROM staging.webhooks WHERE integration_id = $1 AND received_at > now() - interval '7 days'`, in.ID).Scan(&accepted, &rejected)
+	accepted, rejected, err := staging.Counts(r.Context(), a.pool, in.ID, time.Now().Add(-7*24*time.Hour))
 	if err != nil {
-		return wrapf(err, "error counting deliveries")
+		return err
 	}
 	recent, err := a.deliveries(r, deliveryFilter{integrationID: in.ID, limit: 10})
 	if err != nil {

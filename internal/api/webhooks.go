@@ -9,6 +9,8 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // delivery is one stored webhook request.
@@ -36,52 +38,75 @@ type deliveryFilter struct {
 	integrationID int64
 	outcome       string
 	limit         int
-	id            int64
-	full          bool
+}
+
+// integrationNames maps the org's integration ids to their opaque ids and services, deleted ones included
+// (their deliveries are still listed).
+func (a *API) integrationNames(r *http.Request) (map[int64][2]string, error) {
+	rows, err := a.pool.Query(r.Context(), `SELECT id, opaque_id, service FROM service_integrations WHERE org_id = $1`, orgFrom(r).ID)
+	if err != nil {
+		return nil, wrapf(err, "error listing integrations")
+	}
+	out := map[int64][2]string{}
+	var id int64
+	var opaque, service string
+	_, err = pgx.ForEachRow(rows, []any{&id, &opaque, &service}, func() error {
+		out[id] = [2]string{opaque, service}
+		return nil
+	})
+	if err != nil {
+		return nil, wrapf(err, "error listing integrations")
+	}
+	return out, nil
+}
+
+func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bool) delivery {
+	d := delivery{
+		ID: s.ID, ReceivedAt: s.ReceivedAt, Integration: names[s.IntegrationID][0], Service: names[s.IntegrationID][1],
+		Method: s.Method, Path: s.Path, Outcome: "accepted", Bytes: s.BodyBytes,
+		BodyTruncated: s.BodyTruncated, ContentType: s.ContentType, Query: s.Query,
+	}
+	if s.DeliveryID != "" {
+		d.DeliveryID = &s.DeliveryID
+	}
+	if !s.Accepted {
+		d.Outcome = "rejected"
+		d.Reason = &s.RejectedReason
+	}
+	if s.ReplayOf != 0 {
+		d.ReplayOf = &s.ReplayOf
+	}
+	if full {
+		_ = json.Unmarshal(s.Headers, &d.Headers)
+		if json.Valid(s.Body) || isText(s.Body) {
+			b := string(s.Body)
+			d.Body = &b
+		} else {
+			d.BodyBase64 = s.Body
+		}
+	}
+	return d
 }
 
 func (a *API) deliveries(r *http.Request, f deliveryFilter) ([]delivery, error) {
-	q := `
-		SELECT w.id, w.received_at, i.opaque_id, i.service, w.delivery_id, w.method, w.path, w.accepted, w.rejected_reason,
-		       w.replay_of, length(w.body), w.headers, w.body, w.body_truncated, w.content_type, w.query
-		FROM staging.webhooks w JOIN service_integrations i ON i.id = w.integration_id
-		WHERE w.org_id = $1
-		  AND ($2 = 0 OR w.integration_id = $2)
-		  AND ($3 = '' OR ($3 = 'accepted') = w.accepted)
-		  AND ($4 = 0 OR w.id = $4)
-		ORDER BY w.received_at DESC, w.id DESC
-		LIMIT $5`
-	rows, err := a.pool.Query(r.Context(), q, orgFrom(r).ID, f.integrationID, f.outcome, f.id, f.limit)
+	sf := staging.Filter{OrgID: orgFrom(r).ID, IntegrationID: f.integrationID, Limit: f.limit}
+	if f.outcome != "" {
+		accepted := f.outcome == "accepted"
+		sf.Accepted = &accepted
+	}
+	list, err := staging.List(r.Context(), a.pool, sf)
 	if err != nil {
-		return nil, wrapf(err, "error listing deliveries")
+		return nil, err
 	}
-	defer rows.Close()
-	out := []delivery{}
-	for rows.Next() {
-		var d delivery
-		var accepted bool
-		var headers map[string]string
-		var body []byte
-		if err := rows.Scan(&d.ID, &d.ReceivedAt, &d.Integration, &d.Service, &d.DeliveryID, &d.Method, &d.Path, &accepted, &d.Reason,
-			&d.ReplayOf, &d.Bytes, &headers, &body, &d.BodyTruncated, &d.ContentType, &d.Query); err != nil {
-			return nil, wrapf(err, "error reading delivery")
-		}
-		d.Outcome = "accepted"
-		if !accepted {
-			d.Outcome = "rejected"
-		}
-		if f.full {
-			d.Headers = headers
-			if json.Valid(body) || isText(body) {
-				s := string(body)
-				d.Body = &s
-			} else {
-				d.BodyBase64 = body
-			}
-		}
-		out = append(out, d)
+	names, err := a.integrationNames(r)
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	out := make([]delivery, len(list))
+	for i := range list {
+		out[i] = a.deliveryView(&list[i], names, false)
+	}
+	return out, nil
 }
 
 func isText(b []byte) bool {
@@ -129,14 +154,18 @@ func (a *API) getWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || id <= 0 {
 		return errNotFound("webhook")
 	}
-	list, err := a.deliveries(r, deliveryFilter{id: id, limit: 1, full: true})
+	stored, err := staging.Get(r.Context(), a.pool, orgFrom(r).ID, id)
+	if errors.Is(err, staging.ErrNotFound) {
+		return errNotFound("webhook")
+	}
 	if err != nil {
 		return err
 	}
-	if len(list) == 0 {
-		return errNotFound("webhook")
+	names, err := a.integrationNames(r)
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"webhook": list[0]})
+	writeJSON(w, http.StatusOK, map[string]any{"webhook": a.deliveryView(stored, names, true)})
 	return nil
 }
 
@@ -167,27 +196,23 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) error {
 	if in.Until.Sub(in.Since) > maxReplayWindow {
 		return errInvalid("until", "a replay covers at most 24h; split longer windows")
 	}
-	var integrationID int64
-	if in.Integration != "" {
-		err := a.pool.QueryRow(r.Context(), `SELECT id FROM service_integrations WHERE opaque_id = $1 AND org_id = $2 AND deleted_at IS NULL`, in.Integration, orgFrom(r).ID).Scan(&integrationID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errNotFound("integration")
-		}
-		if err != nil {
-			return err
-		}
-	}
-	tag, err := a.pool.Exec(r.Context(), `
-		INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type, headers, body, accepted, replay_of)
-		SELECT w.received_at, w.org_id, w.integration_id, w.delivery_id, w.method, w.path, w.query, w.content_type, w.headers, w.body, true, COALESCE(w.replay_of, w.id)
-		FROM staging.webhooks w JOIN service_integrations i ON i.id = w.integration_id AND i.deleted_at IS NULL
-		WHERE w.org_id = $1 AND w.accepted AND w.replay_of IS NULL
-		  AND w.received_at >= $2 AND w.received_at < $3
-		  AND ($4 = 0 OR w.integration_id = $4)
-		ORDER BY w.received_at, w.id`, orgFrom(r).ID, in.Since, in.Until, integrationID)
+	// Deleted integrations are left out: their tables may be gone.
+	rows, err := a.pool.Query(r.Context(), `SELECT id FROM service_integrations
+		WHERE org_id = $1 AND deleted_at IS NULL AND ($2 = '' OR opaque_id = $2)`, orgFrom(r).ID, in.Integration)
 	if err != nil {
-		return wrapf(err, "error replaying")
+		return wrapf(err, "error listing integrations")
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": tag.RowsAffected(), "since": in.Since, "until": in.Until})
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return wrapf(err, "error listing integrations")
+	}
+	if in.Integration != "" && len(ids) == 0 {
+		return errNotFound("integration")
+	}
+	n, err := staging.Replay(r.Context(), a.pool, staging.Window{OrgID: orgFrom(r).ID, IntegrationIDs: ids, Since: in.Since, Until: in.Until})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": n, "since": in.Since, "until": in.Until})
 	return nil
 }

@@ -11,9 +11,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // Config is everything `webhookdb serve` needs. Flags fill it, with WEBHOOKDB_* environment variables as fallbacks.
@@ -76,7 +76,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	if c.Slot == "" {
-		c.Slot = ingest.FanoutSlot
+		c.Slot = staging.DefaultSlot
 	}
 	if c.Credentials == "" {
 		c.Credentials = CredentialsVault

@@ -27,6 +27,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // Server is a configured, listening webhookdb server.
@@ -105,7 +106,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	logger.InfoContext(ctx, "credential and encryption modes", slog.String("credentials", orgs.Mode()), slog.String("encryption", cfg.Encryption))
 	metrics := ingest.NewMetrics(s.registry)
 	s.ingest = ingest.New(pool, box, metrics, ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
-	upkeep := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Metrics: metrics, Slot: cfg.Slot})
+	upkeep := staging.NewUpkeep(pool, staging.UpkeepConfig{Retention: cfg.Retention, Logger: logger, Registerer: s.registry, Slot: cfg.Slot,
+		Holders: []staging.Holder{fanout.ParkedHolder{Pool: pool}}})
 	s.workers = append(s.workers, s.ingest.Run, upkeep.Run, orgs.Run)
 	consumer, err := fanout.New(cfg.DatabaseURL, pool, box, fanout.Config{Slot: cfg.Slot, Logger: logger, Writers: orgs}, s.registry)
 	if err == nil {

@@ -1,4 +1,4 @@
-package ingest
+package staging
 
 import (
 	"context"
@@ -10,10 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 )
-
-// FanoutSlot is the replication slot the fanout consumes; upkeep reads its progress.
-const FanoutSlot = "webhookdb_fanout"
 
 // UpkeepConfig tunes partition upkeep.
 type UpkeepConfig struct {
@@ -24,13 +22,22 @@ type UpkeepConfig struct {
 	Retention time.Duration
 	// Interval between runs; default 10 minutes.
 	Interval time.Duration
-	// Slot is the fanout's replication slot; default FanoutSlot.
+	// Slot is the fanout's replication slot; default DefaultSlot.
 	Slot string
 	// CloseMargin is how long after a day ends its partition is closed; default 1 minute.
 	CloseMargin time.Duration
-	Logger      *slog.Logger
-	Metrics     *Metrics
-	Now         func() time.Time
+	// Holders keep a partition that rows still needed point into (the fanout's parked changes).
+	Holders []Holder
+	// Registerer, when set, receives the upkeep's metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Holder answers whether rows received in [from, to) are still needed by someone other than the slot: the
+// fanout while it holds parked changes that point at them. Upkeep never drops a partition a holder counts in.
+type Holder interface {
+	RowsHeld(ctx context.Context, from, to time.Time) (int64, error)
 }
 
 func (c UpkeepConfig) withDefaults() UpkeepConfig {
@@ -44,7 +51,7 @@ func (c UpkeepConfig) withDefaults() UpkeepConfig {
 		c.Interval = 10 * time.Minute
 	}
 	if c.Slot == "" {
-		c.Slot = FanoutSlot
+		c.Slot = DefaultSlot
 	}
 	if c.CloseMargin == 0 {
 		c.CloseMargin = time.Minute
@@ -60,13 +67,20 @@ func (c UpkeepConfig) withDefaults() UpkeepConfig {
 
 // Upkeep creates staging partitions ahead of time and drops expired ones.
 type Upkeep struct {
-	pool *pgxpool.Pool
-	cfg  UpkeepConfig
+	pool       *pgxpool.Pool
+	cfg        UpkeepConfig
+	partitions *prometheus.CounterVec
 }
 
 // NewUpkeep returns partition upkeep; Run runs it periodically.
 func NewUpkeep(pool *pgxpool.Pool, cfg UpkeepConfig) *Upkeep {
-	return &Upkeep{pool: pool, cfg: cfg.withDefaults()}
+	u := &Upkeep{pool: pool, cfg: cfg.withDefaults(), partitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "webhookdb_staging_partitions_total", Help: "Staging partitions created and dropped by upkeep.",
+	}, []string{"action"})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(u.partitions)
+	}
+	return u
 }
 
 // Run runs upkeep now and then every Interval until ctx ends.
@@ -100,11 +114,9 @@ func (u *Upkeep) RunOnce(ctx context.Context) (*UpkeepResult, error) {
 	if err := u.pool.QueryRow(ctx, `SELECT staging.ensure_partitions($1::date, $2)`, today.AddDate(0, 0, -1), u.cfg.DaysAhead+2).Scan(&res.Created); err != nil {
 		return nil, fmt.Errorf("error creating partitions: %w", err)
 	}
-	if u.cfg.Metrics != nil && res.Created > 0 {
-		u.cfg.Metrics.partitions.WithLabelValues("created").Add(float64(res.Created))
-	}
+	u.partitions.WithLabelValues("created").Add(float64(res.Created))
 
-	parts, err := u.partitions(ctx)
+	parts, err := u.list(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +134,7 @@ func (u *Upkeep) RunOnce(ctx context.Context) (*UpkeepResult, error) {
 		if !now.After(dayEnd.Add(u.cfg.Retention)) {
 			continue
 		}
-		safe, why, err := u.safeToDrop(ctx, p.name)
+		safe, why, err := u.safeToDrop(ctx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -138,9 +150,7 @@ func (u *Upkeep) RunOnce(ctx context.Context) (*UpkeepResult, error) {
 			return nil, fmt.Errorf("error forgetting partition %s: %w", p.name, err)
 		}
 		res.Dropped = append(res.Dropped, p.name)
-		if u.cfg.Metrics != nil {
-			u.cfg.Metrics.partitions.WithLabelValues("dropped").Inc()
-		}
+		u.partitions.WithLabelValues("dropped").Inc()
 		u.cfg.Logger.InfoContext(ctx, "dropped expired staging partition", slog.String("partition", p.name))
 	}
 	return res, nil
@@ -152,7 +162,7 @@ type partition struct {
 	closed bool
 }
 
-func (u *Upkeep) partitions(ctx context.Context) ([]*partition, error) {
+func (u *Upkeep) list(ctx context.Context) ([]*partition, error) {
 	rows, err := u.pool.Query(ctx, `
 		SELECT c.relname, p.closed_lsn IS NOT NULL
 		FROM pg_inherits i
@@ -181,8 +191,9 @@ func (u *Upkeep) partitions(ctx context.Context) ([]*partition, error) {
 }
 
 // safeToDrop: the partition was closed, the fanout's slot has confirmed a position past its closing, and no
-// parked change still points into it.
-func (u *Upkeep) safeToDrop(ctx context.Context, name string) (bool, string, error) {
+// holder still needs a row of it.
+func (u *Upkeep) safeToDrop(ctx context.Context, p *partition) (bool, string, error) {
+	name := p.name
 	var closed, confirmed *string
 	var caughtUp *bool
 	err := u.pool.QueryRow(ctx, `
@@ -202,16 +213,10 @@ func (u *Upkeep) safeToDrop(ctx context.Context, name string) (bool, string, err
 	if caughtUp == nil || !*caughtUp {
 		return false, fmt.Sprintf("the fanout has confirmed %s, before the partition closed at %s", *confirmed, *closed), nil
 	}
-	var parked bool
-	err = u.pool.QueryRow(ctx, `SELECT to_regclass('fanout.parked_changes') IS NOT NULL`).Scan(&parked)
-	if err != nil {
-		return false, "", fmt.Errorf("error checking parked changes: %w", err)
-	}
-	if parked {
-		var n int
-		q := `SELECT count(*) FROM fanout.parked_changes p JOIN ` + pgx.Identifier{"staging", name}.Sanitize() + ` w ON w.received_at = p.received_at AND w.id = p.webhook_id`
-		if err := u.pool.QueryRow(ctx, q).Scan(&n); err != nil {
-			return false, "", fmt.Errorf("error checking parked changes: %w", err)
+	for _, h := range u.cfg.Holders {
+		n, err := h.RowsHeld(ctx, p.day, p.day.AddDate(0, 0, 1))
+		if err != nil {
+			return false, "", fmt.Errorf("error checking what still needs partition %s: %w", name, err)
 		}
 		if n > 0 {
 			return false, fmt.Sprintf("%d parked change(s) still point into it", n), nil

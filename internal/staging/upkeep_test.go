@@ -1,4 +1,4 @@
-package ingest_test
+package staging_test
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 func TestUpkeepCreatesAheadAndDropsOnlyWhatFanoutPassed(t *testing.T) {
@@ -31,7 +31,7 @@ func TestUpkeepCreatesAheadAndDropsOnlyWhatFanoutPassed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	up := ingest.NewUpkeep(pool, ingest.UpkeepConfig{DaysAhead: 10, Slot: slot})
+	up := staging.NewUpkeep(pool, staging.UpkeepConfig{DaysAhead: 10, Slot: slot})
 	res, err := up.RunOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestUpkeepKeepsPartitionClosedAfterSlotPosition(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, headers, body, accepted) VALUES ($1, 1, 1, 'POST', '/', '{}', '', true)`, old.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	res, err := ingest.NewUpkeep(pool, ingest.UpkeepConfig{Slot: slot}).RunOnce(ctx)
+	res, err := staging.NewUpkeep(pool, staging.UpkeepConfig{Slot: slot}).RunOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,135 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/staging"
+)
+
+// The functions here answer questions about the fanout from its tables and its slot; they need no running
+// Consumer, so any process with the application database can serve them.
+
+// ChangeError is a change the fanout could not apply yet (parked) or ever (failed).
+type ChangeError struct {
+	Kind          string     `json:"kind"` // parked or failed
+	Integration   string     `json:"integration"`
+	WebhookID     int64      `json:"webhook_id"`
+	ReceivedAt    time.Time  `json:"received_at"`
+	Attempts      int        `json:"attempts"`
+	Error         string     `json:"error"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	At            time.Time  `json:"at"`
+}
+
+// ListErrors returns an org's parked and failed changes, newest first; integrationID 0 means all.
+func ListErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64, limit int) ([]ChangeError, error) {
+	rows, err := pool.Query(ctx, `
+		SELECT * FROM (
+			SELECT 'parked' AS kind, i.opaque_id, p.webhook_id, p.received_at, p.attempts, p.last_error AS error, p.next_attempt_at, p.parked_at AS at
+			FROM fanout.parked_changes p JOIN service_integrations i ON i.id = p.integration_id
+			WHERE p.org_id = $1 AND ($2 = 0 OR p.integration_id = $2)
+			UNION ALL
+			SELECT 'failed', i.opaque_id, f.webhook_id, f.received_at, 1, f.error, NULL, f.failed_at
+			FROM fanout.failed_changes f JOIN service_integrations i ON i.id = f.integration_id
+			WHERE f.org_id = $1 AND ($2 = 0 OR f.integration_id = $2)
+		) e ORDER BY at DESC LIMIT $3`, orgID, integrationID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("error listing fanout errors: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ChangeError, error) {
+		var e ChangeError
+		err := row.Scan(&e.Kind, &e.Integration, &e.WebhookID, &e.ReceivedAt, &e.Attempts, &e.Error, &e.NextAttemptAt, &e.At)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error listing fanout errors: %w", err)
+	}
+	return out, nil
+}
+
+// RetryErrors makes an org's parked changes due now, and sends its failed ones through the fanout again (stored
+// again in staging, pointing at their originals): useful once the cause is fixed, harmless otherwise (a change
+// that fails again is listed again). It returns how many changes it retried.
+func RetryErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64) (int64, error) {
+	var total int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE fanout.parked_changes SET next_attempt_at = now() WHERE org_id = $1 AND ($2 = 0 OR integration_id = $2)`, orgID, integrationID)
+		if err != nil {
+			return err
+		}
+		total += tag.RowsAffected()
+		rows, err := tx.Query(ctx, `DELETE FROM fanout.failed_changes WHERE org_id = $1 AND ($2 = 0 OR integration_id = $2)
+			RETURNING received_at, webhook_id`, orgID, integrationID)
+		if err != nil {
+			return err
+		}
+		refs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (staging.Ref, error) {
+			var r staging.Ref
+			err := row.Scan(&r.ReceivedAt, &r.ID)
+			return r, err
+		})
+		if err != nil {
+			return err
+		}
+		n, err := staging.Resubmit(ctx, tx, refs)
+		total += n
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error retrying fanout errors: %w", err)
+	}
+	return total, nil
+}
+
+// Status is the fanout's state as its slot and tables show it.
+type Status struct {
+	Slot              string     `json:"slot"`
+	Exists            bool       `json:"exists"`
+	Active            *bool      `json:"active,omitempty"`
+	ConfirmedFlushLSN *string    `json:"confirmed_flush_lsn,omitempty"`
+	LagBytes          *int64     `json:"lag_bytes,omitempty"`
+	WALStatus         *string    `json:"wal_status,omitempty"`
+	ParkedChanges     int64      `json:"parked_changes"`
+	OrgsWithParked    int64      `json:"orgs_with_parked_changes"`
+	FailedChanges     int64      `json:"failed_changes"`
+	OldestParkedAt    *time.Time `json:"oldest_parked_at"`
+}
+
+// ReadStatus reads the state of the fanout consuming slot.
+func ReadStatus(ctx context.Context, pool *pgxpool.Pool, slot string) (*Status, error) {
+	st := &Status{Slot: slot, Exists: true}
+	err := pool.QueryRow(ctx, `
+		SELECT active, confirmed_flush_lsn::text, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&st.Active, &st.ConfirmedFlushLSN, &st.LagBytes, &st.WALStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		st.Exists = false
+	} else if err != nil {
+		return nil, fmt.Errorf("error reading the slot: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT org_id), min(parked_at) FROM fanout.parked_changes`).
+		Scan(&st.ParkedChanges, &st.OrgsWithParked, &st.OldestParkedAt); err != nil {
+		return nil, fmt.Errorf("error counting parked changes: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM fanout.failed_changes`).Scan(&st.FailedChanges); err != nil {
+		return nil, fmt.Errorf("error counting failed changes: %w", err)
+	}
+	return st, nil
+}
+
+// ParkedHolder tells staging upkeep which days parked changes still point into, so their partitions stay.
+type ParkedHolder struct{ Pool *pgxpool.Pool }
+
+// RowsHeld counts the parked changes whose staging rows were received in [from, to).
+func (h ParkedHolder) RowsHeld(ctx context.Context, from, to time.Time) (int64, error) {
+	var n int64
+	if err := h.Pool.QueryRow(ctx, `SELECT count(*) FROM fanout.parked_changes WHERE received_at >= $1 AND received_at < $2`, from, to).Scan(&n); err != nil {
+		return 0, fmt.Errorf("error counting parked changes: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,111 @@
+package staging
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// copyPageRows bounds the rows (and so the bodies) held in memory while copying.
+const copyPageRows = 200
+
+// Window selects the original, accepted deliveries of some integrations received in [Since, Until).
+type Window struct {
+	OrgID int64
+	// IntegrationIDs are the integrations to replay (the caller leaves out deleted ones); required.
+	IntegrationIDs []int64
+	Since, Until   time.Time
+}
+
+// Replay stores again, in one transaction, every original accepted delivery of the window, each pointing at
+// its original, so the fanout applies them once more. Upserts are idempotent and monotonic, so replaying
+// twice changes nothing in the org's tables. It returns how many rows it stored.
+func Replay(ctx context.Context, pool *pgxpool.Pool, w Window) (int64, error) {
+	if len(w.IntegrationIDs) == 0 {
+		return 0, nil
+	}
+	var total int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		after := Ref{ReceivedAt: w.Since, ID: 0}
+		for {
+			rows, err := tx.Query(ctx, `SELECT `+summaryColumns+`, body FROM staging.webhooks
+				WHERE org_id = $1 AND integration_id = ANY($2) AND accepted AND replay_of IS NULL
+				  AND received_at < $3 AND (received_at, id) > ($4, $5)
+				ORDER BY received_at, id LIMIT $6`, w.OrgID, w.IntegrationIDs, w.Until, after.ReceivedAt, after.ID, copyPageRows)
+			if err != nil {
+				return fmt.Errorf("error reading the replay window: %w", err)
+			}
+			page, err := collectFull(rows)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				return nil
+			}
+			if err := insert(ctx, tx, copies(page)); err != nil {
+				return err
+			}
+			total += int64(len(page))
+			after = page[len(page)-1].Ref()
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error replaying: %w", err)
+	}
+	return total, nil
+}
+
+// Resubmit stores again the rows behind refs, as accepted copies pointing at their originals, inside the
+// caller's transaction (the fanout retries its failed changes this way). Refs that match nothing are skipped.
+func Resubmit(ctx context.Context, tx pgx.Tx, refs []Ref) (int64, error) {
+	var total int64
+	for start := 0; start < len(refs); start += copyPageRows {
+		found, err := Lookup(ctx, tx, refs[start:min(start+copyPageRows, len(refs))])
+		if err != nil {
+			return 0, err
+		}
+		page := make([]*Stored, 0, len(found))
+		for _, s := range found {
+			page = append(page, s)
+		}
+		if err := insert(ctx, tx, copies(page)); err != nil {
+			return 0, err
+		}
+		total += int64(len(page))
+	}
+	return total, nil
+}
+
+func collectFull(rows pgx.Rows) ([]*Stored, error) {
+	defer rows.Close()
+	var out []*Stored
+	for rows.Next() {
+		s := &Stored{}
+		if err := rows.Scan(&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
+			&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &s.Body); err != nil {
+			return nil, fmt.Errorf("error reading staged webhooks: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("error reading staged webhooks: %w", err)
+	}
+	return out, nil
+}
+
+// copies turns stored rows into new accepted rows that point at the first delivery of each.
+func copies(stored []*Stored) []Row {
+	out := make([]Row, len(stored))
+	for i, s := range stored {
+		r := s.Row
+		r.Accepted, r.RejectedReason, r.BodyTruncated = true, "", false
+		if r.ReplayOf == 0 {
+			r.ReplayOf = s.ID
+		}
+		out[i] = r
+	}
+	return out
+}

@@ -1,0 +1,139 @@
+package staging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
+)
+
+const (
+	// Publication publishes inserts of accepted rows, via the partition root (sql/migrations/00002_staging.sql).
+	Publication = "webhookdb_staging"
+	// DefaultSlot is the replication slot the fanout consumes unless configured otherwise; upkeep reads its
+	// progress before it drops a partition.
+	DefaultSlot = "webhookdb_fanout"
+)
+
+// DB is what the statements here need: a pool, a connection or a transaction.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Row is one request as stored in staging.webhooks.
+type Row struct {
+	ReceivedAt     time.Time
+	OrgID          int64
+	IntegrationID  int64
+	DeliveryID     string
+	Method         string
+	Path           string
+	Query          string
+	ContentType    string
+	Headers        []byte // JSON object
+	Body           []byte
+	BodyTruncated  bool
+	Accepted       bool
+	RejectedReason string
+	// ReplayOf points a replayed or retried row at the original delivery; 0 for a new one.
+	ReplayOf int64
+}
+
+// Ref identifies a stored row (the table's primary key).
+type Ref struct {
+	ReceivedAt time.Time
+	ID         int64
+}
+
+const insertSQL = `
+INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
+	headers, body, body_truncated, accepted, rejected_reason, replay_of)
+SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[])`
+
+// Insert writes rows in one statement. A row whose day has no partition yet (a clock jump, upkeep not run)
+// makes Insert create the partition and try once more rather than fail the batch.
+func Insert(ctx context.Context, pool *pgxpool.Pool, rows []Row) error {
+	err := insert(ctx, pool, rows)
+	if IsMissingPartition(err) {
+		if perr := ensurePartitionsFor(ctx, pool, rows); perr != nil {
+			return errors.Join(err, perr)
+		}
+		err = insert(ctx, pool, rows)
+	}
+	return err
+}
+
+func insert(ctx context.Context, db DB, rows []Row) error {
+	n := len(rows)
+	if n == 0 {
+		return nil
+	}
+	var (
+		receivedAt    = make([]time.Time, n)
+		orgID         = make([]int64, n)
+		integrationID = make([]int64, n)
+		deliveryID    = make([]*string, n)
+		method        = make([]string, n)
+		path          = make([]string, n)
+		query         = make([]string, n)
+		contentType   = make([]string, n)
+		headers       = make([]string, n)
+		body          = make([][]byte, n)
+		truncated     = make([]bool, n)
+		accepted      = make([]bool, n)
+		reason        = make([]*string, n)
+		replayOf      = make([]*int64, n)
+	)
+	for i := range rows {
+		r := &rows[i]
+		receivedAt[i], orgID[i], integrationID[i] = r.ReceivedAt, r.OrgID, r.IntegrationID
+		if r.DeliveryID != "" {
+			deliveryID[i] = &r.DeliveryID
+		}
+		method[i], path[i], query[i], contentType[i] = r.Method, r.Path, r.Query, r.ContentType
+		headers[i], body[i], truncated[i], accepted[i] = string(r.Headers), r.Body, r.BodyTruncated, r.Accepted
+		if !r.Accepted {
+			reason[i] = &r.RejectedReason
+		}
+		if r.ReplayOf != 0 {
+			replayOf[i] = &r.ReplayOf
+		}
+	}
+	if _, err := db.Exec(ctx, insertSQL, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
+		headers, body, truncated, accepted, reason, replayOf); err != nil {
+		return fmt.Errorf("error inserting %d webhooks into staging: %w", n, err)
+	}
+	return nil
+}
+
+// IsMissingPartition reports whether err is Postgres refusing a row of staging.webhooks for lack of a
+// partition. That is a check_violation like a CHECK constraint's, but raised on the partitioned table with no
+// constraint name.
+func IsMissingPartition(err error) bool {
+	pgErr := pgerr.As(err)
+	return pgErr != nil && pgErr.Code == pgerrcode.CheckViolation && pgErr.ConstraintName == "" &&
+		pgErr.SchemaName == "staging" && pgErr.TableName == "webhooks"
+}
+
+func ensurePartitionsFor(ctx context.Context, db DB, rows []Row) error {
+	days := map[string]bool{}
+	for i := range rows {
+		days[rows[i].ReceivedAt.UTC().Format(time.DateOnly)] = true
+	}
+	for day := range days {
+		if _, err := db.Exec(ctx, `SELECT staging.ensure_partitions($1::date, 1)`, day); err != nil {
+			return fmt.Errorf("error creating the staging partition for %s: %w", day, err)
+		}
+	}
+	return nil
+}

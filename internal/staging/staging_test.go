@@ -1,0 +1,190 @@
+package staging_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func row(orgID, integrationID int64, at time.Time, body string) staging.Row {
+	return staging.Row{ReceivedAt: at, OrgID: orgID, IntegrationID: integrationID, DeliveryID: "evt_" + body, Method: "POST",
+		Path: "/", ContentType: "application/json", Headers: []byte(`{"X-Test":"1"}`), Body: []byte(`{"n":"` + body + `"}`), Accepted: true}
+}
+
+func TestInsertCreatesMissingPartition(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	// Far outside what upkeep prepares: no partition exists for that day.
+	past := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	_, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, headers, body, accepted)
+		VALUES ($1, 1, 1, 'POST', '/', '{}', '', true)`, past)
+	if !staging.IsMissingPartition(err) {
+		t.Fatalf("a row without a partition: want IsMissingPartition, got %v", err)
+	}
+	if err := staging.Insert(ctx, pool, []staging.Row{row(1, 1, past, "a")}); err != nil {
+		t.Fatalf("Insert did not create the partition: %v", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks_20010203`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows in the new partition: %d, %v", n, err)
+	}
+}
+
+func TestCheckViolationIsNotMissingPartition(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	// accepted = false without a reason breaks the table's CHECK: same SQLSTATE, not a missing partition.
+	_, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, headers, body, accepted)
+		VALUES (now(), 1, 1, 'POST', '/', '{}', '', false)`)
+	if !pgerr.Is(err, pgerrcode.CheckViolation) {
+		t.Fatalf("want a check violation, got %v", err)
+	}
+	if staging.IsMissingPartition(err) {
+		t.Fatalf("a CHECK constraint violation taken for a missing partition: %v", err)
+	}
+}
+
+func TestListGetLookup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC()
+	rejected := row(7, 70, now.Add(-time.Minute), "r")
+	rejected.Accepted, rejected.RejectedReason = false, "bad signature"
+	rows := []staging.Row{row(7, 70, now.Add(-3*time.Minute), "a"), row(7, 71, now.Add(-2*time.Minute), "b"), rejected, row(8, 80, now, "other org")}
+	if err := staging.Insert(ctx, pool, rows); err != nil {
+		t.Fatal(err)
+	}
+	all, err := staging.List(ctx, pool, staging.Filter{OrgID: 7, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].RejectedReason != "bad signature" || all[2].DeliveryID != "evt_a" {
+		t.Fatalf("list of org 7, newest first: %+v", all)
+	}
+	if all[2].Body != nil || all[2].BodyBytes != len(`{"n":"a"}`) {
+		t.Fatalf("lists carry the body length, not the body: %q %d", all[2].Body, all[2].BodyBytes)
+	}
+	yes := true
+	acc, err := staging.List(ctx, pool, staging.Filter{OrgID: 7, IntegrationID: 70, Accepted: &yes, Limit: 10})
+	if err != nil || len(acc) != 1 || acc[0].DeliveryID != "evt_a" {
+		t.Fatalf("accepted of integration 70: %+v, %v", acc, err)
+	}
+	got, err := staging.Get(ctx, pool, 7, all[1].ID)
+	if err != nil || string(got.Body) != `{"n":"b"}` || string(got.Headers) != `{"X-Test": "1"}` {
+		t.Fatalf("get: %+v, %v", got, err)
+	}
+	other, _ := staging.List(ctx, pool, staging.Filter{OrgID: 8, Limit: 1})
+	if _, err := staging.Get(ctx, pool, 7, other[0].ID); err != staging.ErrNotFound {
+		t.Fatalf("another org's row: want ErrNotFound, got %v", err)
+	}
+	found, err := staging.Lookup(ctx, pool, []staging.Ref{all[0].Ref(), {ReceivedAt: now, ID: 1 << 40}})
+	if err != nil || len(found) != 1 || found.Get(all[0].Ref()) == nil || found.Get(all[0].Ref()).Body == nil {
+		t.Fatalf("lookup: %v, %v", found, err)
+	}
+	a, r, err := staging.Counts(ctx, pool, 70, now.Add(-time.Hour))
+	if err != nil || a != 1 || r != 1 {
+		t.Fatalf("counts of integration 70: %d accepted, %d rejected, %v", a, r, err)
+	}
+}
+
+func TestReplayAndResubmitCopyOriginals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC()
+	var rows []staging.Row
+	for i := range 450 { // more than a copy page
+		rows = append(rows, row(5, 50, now.Add(-time.Duration(i+1)*time.Second), "e"+string(rune('a'+i%26))))
+	}
+	rows = append(rows, row(5, 51, now.Add(-time.Second), "other integration"), row(6, 60, now.Add(-time.Second), "other org"))
+	rejected := row(5, 50, now.Add(-time.Second), "rejected")
+	rejected.Accepted, rejected.RejectedReason = false, "bad"
+	rows = append(rows, rejected)
+	if err := staging.Insert(ctx, pool, rows); err != nil {
+		t.Fatal(err)
+	}
+	n, err := staging.Replay(ctx, pool, staging.Window{OrgID: 5, IntegrationIDs: []int64{50}, Since: now.Add(-time.Hour), Until: now})
+	if err != nil || n != 450 {
+		t.Fatalf("replayed %d, %v; want 450", n, err)
+	}
+	var copies, wrong int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE o.id IS NULL OR o.body <> c.body OR c.integration_id <> 50)
+		FROM staging.webhooks c LEFT JOIN staging.webhooks o ON o.id = c.replay_of AND o.replay_of IS NULL
+		WHERE c.replay_of IS NOT NULL`).Scan(&copies, &wrong); err != nil || copies != 450 || wrong != 0 {
+		t.Fatalf("copies %d (want 450), wrong %d, %v", copies, wrong, err)
+	}
+	// Replaying again copies the originals again, never the copies.
+	if n, err := staging.Replay(ctx, pool, staging.Window{OrgID: 5, IntegrationIDs: []int64{50}, Since: now.Add(-time.Hour), Until: now}); err != nil || n != 450 {
+		t.Fatalf("second replay %d, %v", n, err)
+	}
+
+	// Resubmitting a copy points the new row at the first delivery.
+	list, _ := staging.List(ctx, pool, staging.Filter{OrgID: 5, IntegrationID: 51, Limit: 1})
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := staging.Resubmit(ctx, tx, []staging.Ref{list[0].Ref(), {ReceivedAt: now, ID: 1 << 40}}); err != nil || n != 1 {
+		t.Fatalf("resubmitted %d, %v", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var replayOf int64
+	if err := pool.QueryRow(ctx, `SELECT replay_of FROM staging.webhooks WHERE integration_id = 51 AND replay_of IS NOT NULL`).Scan(&replayOf); err != nil || replayOf != list[0].ID {
+		t.Fatalf("resubmitted row points at %d, want %d (%v)", replayOf, list[0].ID, err)
+	}
+}
+
+type holdAll struct{ from, to time.Time }
+
+func (h *holdAll) RowsHeld(_ context.Context, from, to time.Time) (int64, error) {
+	h.from, h.to = from, to
+	return 2, nil
+}
+
+func TestUpkeepKeepsWhatHoldersNeed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	var dbName string
+	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	slot := "holders_" + dbName[len(dbName)-8:]
+	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -12)
+	if err := staging.Insert(ctx, pool, []staging.Row{row(1, 1, old.Add(time.Hour), "old")}); err != nil {
+		t.Fatal(err)
+	}
+	up := staging.NewUpkeep(pool, staging.UpkeepConfig{Slot: slot})
+	if _, err := up.RunOnce(ctx); err != nil { // closes the old day
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) })
+	h := &holdAll{}
+	res, err := staging.NewUpkeep(pool, staging.UpkeepConfig{Slot: slot, Holders: []staging.Holder{h}}).RunOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Dropped) != 0 || !h.from.Equal(old) || !h.to.Equal(old.AddDate(0, 0, 1)) {
+		t.Fatalf("held partition: dropped %v, holder asked [%s, %s)", res.Dropped, h.from, h.to)
+	}
+	res, err = up.RunOnce(ctx)
+	if err != nil || len(res.Dropped) != 1 {
+		t.Fatalf("without holders the old partition goes: %+v, %v", res, err)
+	}
+}
