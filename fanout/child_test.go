@@ -30,8 +30,8 @@ var (
 	buildErr  error
 )
 
-// fanoutBinary builds fanout/internal/fanoutchild (what `webhookdb fanout` runs, minus the rest of the CLI)
-// once per test binary, without the race detector: the subprocess tests measure its memory and kill it.
+// fanoutBinary builds the webhookdb binary once per test binary, without the race detector: the subprocess
+// tests run `webhookdb fanout`, measure its memory and kill it.
 func fanoutBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -45,8 +45,8 @@ func fanoutBinary(t *testing.T) string {
 		if err != nil {
 			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
-		binPath = filepath.Join(dir, "fanoutchild")
-		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/webhookdb-go/webhookdb/fanout/internal/fanoutchild")
+		binPath = filepath.Join(dir, "webhookdb")
+		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/webhookdb-go/webhookdb/cmd/webhookdb")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
@@ -57,10 +57,13 @@ func fanoutBinary(t *testing.T) string {
 	return binPath
 }
 
-// startChild runs the fanout process on the env's slot with extra flags.
+// startChild runs `webhookdb fanout` on the env's slot with extra flags. It writes with its own writer login
+// (postgres credentials mode), whose password it rotates on the org databases' server: give child tests a
+// cluster of their own for their orgs, or tests sharing a server would change each other's password.
 func (e *env) startChild(flags ...string) *child {
 	e.t.Helper()
-	args := append([]string{"--database-url", e.appURL, "--encryption", "keyring", "--slot", e.slot, "--log-level", childLogLevel()}, flags...)
+	args := append([]string{"fanout", "--database-url", e.appURL, "--encryption", "keyring", "--credentials", "postgres",
+		"--slot", e.slot, "--log-level", childLogLevel()}, flags...)
 	cmd := exec.Command(fanoutBinary(e.t), args...)
 	cmd.Env = append(os.Environ(), "WEBHOOKDB_KEYRING="+e.keyring)
 	cmd.Stderr = os.Stderr

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
@@ -48,7 +49,8 @@ func TestKill9DuringLoadKeepsExactlyOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	jsonOrg, stripeOrg := e.org(nil), e.org(nil)
+	orgServer := pgtest.NewCluster(t)
+	jsonOrg, stripeOrg := e.org(orgServer), e.org(orgServer)
 	auditJSON(t, e, jsonOrg)
 	inJSON := e.integration(jsonOrg, "json_v1", `{"remote_key_path":"id"}`)
 	inStripe := e.integration(stripeOrg, "stripe_charge_v1", "")

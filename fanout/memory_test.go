@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
 // One staging transaction of 100,000 rows (~290 MiB of bodies, twice that as hex in the stream) goes through a
@@ -13,7 +15,7 @@ func TestLargeTransactionInBoundedMemory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	o := e.org(nil)
+	o := e.org(pgtest.NewCluster(t))
 	in := e.integration(o, "stripe_charge_v1", "")
 	ch := e.startChild("--max-in-flight-bytes", fmt.Sprint(16<<20), "--workers", "2")
 	e.waitSlotActive()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,13 +13,11 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
-	"github.com/webhookdb-go/webhookdb/internal/vaultdev"
 	"github.com/webhookdb-go/webhookdb/internal/vaulttest"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 	"github.com/webhookdb-go/webhookdb/vault"
@@ -248,96 +245,6 @@ func TestFanoutStaticRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	c3.Close(ctx)
-}
-
-// `webhookdb dev` restarted: a fresh Vault dev server knows nothing; SetupDev restores the transit key from
-// its backup, re-creates the Vault connection and roles, and replaces the credentials Vault forgot.
-func TestSetupDevSurvivesAVaultRestart(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	c := pgtest.NewCluster(t)
-	appURL := pgtest.NewDBURL(t)
-	pool, err := pgxpool.New(ctx, appURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	backup := filepath.Join(t.TempDir(), "transit-key")
-	kr, _ := secrets.ParseKeyring(secrets.NewKeyEntry(1))
-	// A value stored by an earlier, keyring-only dev run.
-	var orgID int64
-	if err := pool.QueryRow(ctx, `INSERT INTO organizations (key, name) VALUES ('dev_legacy', 'x') RETURNING id`).Scan(&orgID); err != nil {
-		t.Fatal(err)
-	}
-	legacyBinding := secrets.Binding{Table: "service_integrations", Column: "secret_enc", Row: "svi_" + "l0000000000000000000000000"}
-	legacy, _ := kr.Encrypt(ctx, legacyBinding, []byte("legacy-secret"))
-	if _, err := pool.Exec(ctx, `INSERT INTO service_integrations (opaque_id, org_id, service, table_name, secret_enc) VALUES ($1, $2, 'stripe', 't', $3)`, legacyBinding.Row, orgID, legacy); err != nil {
-		t.Fatal(err)
-	}
-	spec := orgdb.ServerSpec{Name: "local", AdminURL: c.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: c.Port, SSLMode: "disable"}
-	start := func() (*vaultdev.Server, *vault.Dev) {
-		v, err := vaultdev.Start(ctx, vaultdev.Config{Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		client, err := v.Client()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dev, err := vault.SetupDev(ctx, vault.DevConfig{Client: client, Pool: pool, Keyring: kr, TransitBackupFile: backup, Server: spec, Issuer: vault.Config{Logger: quiet}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v, dev
-	}
-	v1, dev1 := start()
-	o, err := dev1.Service.CreateOrg(ctx, "dev_org", "Dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := dev1.Service.ProvisionOrg(ctx, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	cred1, err := dev1.Service.Connection(ctx, o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = v1.Stop()
-
-	v2, dev2 := start()
-	defer v2.Stop()
-	defer func() { _ = dev2.Service.DeleteOrg(context.Background(), o.ID) }()
-	if conn, err := pgx.Connect(ctx, cred1.URL); err == nil {
-		conn.Close(ctx)
-		t.Fatal("credentials the restarted Vault forgot still log in")
-	}
-	cred2, err := dev2.Service.Connection(ctx, o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cred2.Username == cred1.Username {
-		t.Fatal("Connection returned the forgotten credentials")
-	}
-	conn, err := pgx.Connect(ctx, cred2.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
-	if got, err := dev2.Box.Decrypt(ctx, legacyBinding, legacy); err != nil || string(got) != "legacy-secret" {
-		t.Fatalf("legacy keyring value: %q %v", got, err)
-	}
-	// keys rotate moves it to transit, and the backup keeps the new version for the next restart.
-	if _, err := secrets.Rotate(ctx, pool, dev2.Box.(secrets.Rotator), secrets.RotateOptions{RotateKey: true}); err != nil {
-		t.Fatal(err)
-	}
-	var stored string
-	if err := pool.QueryRow(ctx, `SELECT secret_enc FROM service_integrations WHERE opaque_id = $1`, legacyBinding.Row).Scan(&stored); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := dev2.Transit.Decrypt(ctx, legacyBinding, stored); err != nil || string(got) != "legacy-secret" || stored[:9] != "vault:v2:" {
-		t.Fatalf("after rotation: %q %v (%s)", got, err, stored[:9])
-	}
 }
 
 // Everything webhookdb does works with a token that has only Policy.

@@ -27,7 +27,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
-	"github.com/webhookdb-go/webhookdb/internal/server"
+	"github.com/webhookdb-go/webhookdb/internal/app"
 )
 
 // Config of a benchmark run.
@@ -106,12 +106,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	keyEntry := secrets.NewKeyEntry(1)
 	box, _ := secrets.ParseKeyring(keyEntry)
-	srv, err := server.New(ctx, server.Config{
-		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Secrets: box,
-		Credentials: server.CredentialsPostgres, Encryption: server.EncryptionKeyring,
+	srv, err := app.New(ctx, app.Config{
+		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Keyring: keyEntry,
+		Credentials: app.CredentialsPostgres, Encryption: app.EncryptionKeyring,
 		// The fanout has its own benchmark; here it would only park rows for the unprovisioned bench org.
-		NoFanout: true,
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Roles:  []app.Role{app.RoleIngest, app.RoleAPI, app.RoleMaintenance},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		return nil, err

@@ -9,52 +9,71 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/devenv"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
-	"github.com/webhookdb-go/webhookdb/internal/server"
 )
 
-func addServerFlags(cmd *cobra.Command, cfg *server.Config) {
-	f := cmd.Flags()
-	f.StringVar(&cfg.DatabaseURL, "database-url", envOr("WEBHOOKDB_DATABASE_URL", ""), "application database URL (WEBHOOKDB_DATABASE_URL)")
-	f.StringVar(&cfg.Listen, "listen", envOr("WEBHOOKDB_LISTEN", ":8080"), "HTTP listen address (WEBHOOKDB_LISTEN)")
-	f.StringVar(&cfg.PublicURL, "public-url", envOr("WEBHOOKDB_PUBLIC_URL", ""), "URL senders use to reach this server; default http://<listen> (WEBHOOKDB_PUBLIC_URL)")
-	f.StringVar(&cfg.VaultAddr, "vault-addr", envOr("VAULT_ADDR", ""), "Vault address (VAULT_ADDR)")
-	f.StringVar(&cfg.VaultToken, "vault-token", envOr("VAULT_TOKEN", ""), "Vault token (VAULT_TOKEN)")
-	f.StringVar(&cfg.Keyring, "keyring", envOr("WEBHOOKDB_KEYRING", ""), "local encryption keys, VERSION:BASE64KEY[,...] (WEBHOOKDB_KEYRING)")
-	f.StringVar(&cfg.KeyringFile, "keyring-file", envOr("WEBHOOKDB_KEYRING_FILE", ""), "file of local encryption keys, one VERSION:BASE64KEY a line (WEBHOOKDB_KEYRING_FILE)")
-	f.StringVar(&cfg.Credentials, "credentials", envOr("WEBHOOKDB_CREDENTIALS", "vault"), "how org read-only credentials are issued: vault, or postgres without Vault (WEBHOOKDB_CREDENTIALS)")
-	f.StringVar(&cfg.Encryption, "encryption", envOr("WEBHOOKDB_ENCRYPTION", ""), "encryption of stored secrets: transit (default with Vault) or keyring (WEBHOOKDB_ENCRYPTION)")
-	f.StringVar(&cfg.TransitMount, "transit-mount", envOr("WEBHOOKDB_TRANSIT_MOUNT", "transit"), "Vault transit mount (WEBHOOKDB_TRANSIT_MOUNT)")
-	f.StringVar(&cfg.TransitKey, "transit-key", envOr("WEBHOOKDB_TRANSIT_KEY", "webhookdb"), "Vault transit key (WEBHOOKDB_TRANSIT_KEY)")
-	f.StringVar(&cfg.DatabaseMount, "database-mount", envOr("WEBHOOKDB_DATABASE_MOUNT", "database"), "Vault database engine mount (WEBHOOKDB_DATABASE_MOUNT)")
-	f.StringVar(&cfg.Slot, "slot", envOr("WEBHOOKDB_SLOT_NAME", ""), "the fanout's replication slot; default webhookdb_fanout (WEBHOOKDB_SLOT_NAME)")
-	f.BoolVar(&cfg.NoFanout, "no-fanout", false, "do not run the fanout here (run `webhookdb fanout` as its own process)")
-	f.DurationVar(&cfg.Retention, "retention", 0, "how long staging rows are kept (default 168h)")
-	f.Int64Var(&cfg.BodyLimit, "body-limit", 0, "default webhook body limit in bytes (default 1048576)")
-	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long in-flight requests may take to finish on shutdown (default 15s)")
-}
-
 func newServeCommand(g *globalOptions) *cobra.Command {
-	cfg := server.Config{}
+	cfg := app.Config{}
+	var noFanout bool
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the webhookdb server (ingest, fanout, API) against an existing database",
-		Args:  cobra.NoArgs,
+		Short: "Run the webhookdb server (ingest, API, fanout, maintenance) against an existing database",
+		Long: "Runs every role in one process. With --no-fanout the fanout is left to a separate `webhookdb fanout`\n" +
+			"process, which must use the same --slot (WEBHOOKDB_SLOT_NAME).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			cfg.Logger = logger
-			srv, err := server.New(cmd.Context(), cfg)
+			cfg.Roles = app.AllRoles
+			if noFanout {
+				cfg.Roles = []app.Role{app.RoleIngest, app.RoleAPI, app.RoleMaintenance}
+			}
+			a, err := app.New(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			return srv.Run(cmd.Context())
+			return a.Run(cmd.Context())
 		},
 	}
-	addServerFlags(cmd, &cfg)
+	app.BindFlags(cmd.Flags(), &cfg, app.FlagsAll)
+	cmd.Flags().BoolVar(&noFanout, "no-fanout", false, "do not run the fanout here (run `webhookdb fanout` as its own process, with the same --slot)")
+	return cmd
+}
+
+func newFanoutCommand(g *globalOptions) *cobra.Command {
+	cfg := app.Config{}
+	cmd := &cobra.Command{
+		Use:   "fanout",
+		Short: "Run the fanout alone: replicate accepted webhooks from staging into the org databases",
+		Long: "Runs the fanout as its own process (serve and dev run it too). It consumes the staging publication\n" +
+			"through a persistent replication slot and applies typed upserts to each org's database with the same\n" +
+			"narrow writer login serve uses, so it takes the same encryption, Vault and --credentials settings.\n" +
+			"Run one per application database: a slot serves one consumer at a time, so a second one waits.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			cfg.Roles = []app.Role{app.RoleFanout}
+			a, err := app.New(cmd.Context(), cfg)
+			if err == nil {
+				err = a.Run(cmd.Context())
+			}
+			if cmd.Context().Err() != nil {
+				return nil // stopped by a signal, possibly while starting: not a failure
+			}
+			return err
+		},
+	}
+	app.BindFlags(cmd.Flags(), &cfg, app.FlagsCore|app.FlagsMetrics|app.FlagsFanout)
+	cmd.AddCommand(fanoutStatusCommand())
 	return cmd
 }
 
@@ -80,7 +99,7 @@ func newMigrateCommand(g *globalOptions) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dbURL, "database-url", envOr("WEBHOOKDB_DATABASE_URL", ""), "application database URL (WEBHOOKDB_DATABASE_URL)")
+	cmd.Flags().StringVar(&dbURL, "database-url", app.Env(app.EnvDatabaseURL), "application database URL (WEBHOOKDB_DATABASE_URL)")
 	return cmd
 }
 
@@ -101,7 +120,7 @@ func newDevCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&cfg.Dir, "dir", envOr("WEBHOOKDB_DEV_DIR", ".webhookdb"), "directory for the dev cluster's data, kept between runs (WEBHOOKDB_DEV_DIR)")
-	cmd.Flags().StringVar(&cfg.Listen, "listen", envOr("WEBHOOKDB_LISTEN", "127.0.0.1:8080"), "HTTP listen address (WEBHOOKDB_LISTEN)")
+	cmd.Flags().StringVar(&cfg.Listen, "listen", envOr(app.EnvListen, "127.0.0.1:8080"), "HTTP listen address (WEBHOOKDB_LISTEN)")
 	return cmd
 }
 
@@ -129,7 +148,7 @@ func newAdminCommand(g *globalOptions) *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&dbURL, "database-url", envOr("WEBHOOKDB_DATABASE_URL", ""), "application database URL (WEBHOOKDB_DATABASE_URL)")
+	create.Flags().StringVar(&dbURL, "database-url", app.Env(app.EnvDatabaseURL), "application database URL (WEBHOOKDB_DATABASE_URL)")
 	create.Flags().StringVar(&email, "email", "", "the user's email")
 	create.Flags().BoolVar(&serverAdmin, "server-admin", false, "may manage database servers, keys and the fanout")
 	admin.AddCommand(create)

@@ -15,20 +15,18 @@ import (
 	"strings"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
-	"github.com/webhookdb-go/webhookdb/internal/server"
 	"github.com/webhookdb-go/webhookdb/internal/vaultdev"
-	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 const (
@@ -89,51 +87,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer func() { _ = vaultSrv.Stop() }()
 	logger.InfoContext(ctx, "Vault dev server running", slog.String("addr", vaultSrv.Addr))
 
-	// Vault dev keeps nothing across restarts: restore the transit key from its backup, register the local
-	// cluster, and re-apply the Vault configuration the application database says should exist.
 	if _, err := migrate.Up(ctx, cluster.URL(appDatabase), logger); err != nil {
 		return err
 	}
-	appPool, err := pgxpool.New(ctx, cluster.URL(appDatabase))
-	if err != nil {
-		return fmt.Errorf("error connecting to the application database: %w", err)
-	}
-	defer appPool.Close()
-	vaultClient, err := vaultSrv.Client()
-	if err != nil {
-		return err
-	}
-	var keyring *secrets.Keyring
-	if _, err := os.Stat(filepath.Join(dir, "keyring")); err == nil {
-		// an earlier dev version encrypted with a local keyring: keep those values readable
-		if keyring, err = secrets.LoadKeyringFile(filepath.Join(dir, "keyring")); err != nil {
-			return err
-		}
-	}
 	transitBackup := filepath.Join(dir, "transit-key")
-	dev, err := vault.SetupDev(ctx, vault.DevConfig{
-		Client:            vaultClient,
-		Pool:              appPool,
-		Keyring:           keyring,
-		TransitBackupFile: transitBackup,
-		Server: orgdb.ServerSpec{
-			Name: LocalServerName, AdminURL: cluster.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: cluster.Port, SSLMode: "disable",
-		},
-		Issuer: vault.Config{Logger: logger},
-	})
-	if err != nil {
-		return fmt.Errorf("error setting up Vault: %w", err)
-	}
-
-	srv, err := server.New(ctx, server.Config{
-		DatabaseURL: cluster.URL(appDatabase),
-		Listen:      cfg.Listen,
-		VaultAddr:   vaultSrv.Addr,
-		VaultToken:  vaultSrv.Token,
-		Secrets:     dev.Box,
-		OrgDB:       dev.Service,
-		Encryption:  server.EncryptionTransit,
-		Logger:      logger,
+	a, err := assemble(ctx, assembly{
+		DatabaseURL: cluster.URL(appDatabase), Listen: cfg.Listen, Vault: vaultSrv, TransitBackupFile: transitBackup,
+		LegacyKeyringFile: filepath.Join(dir, "keyring"), Logger: logger,
+		Server: orgdb.ServerSpec{Name: LocalServerName, AdminURL: cluster.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: cluster.Port, SSLMode: "disable"},
 	})
 	if err != nil {
 		return err
@@ -143,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	apiURL := srv.URL()
+	apiURL := a.URL()
 	env := fmt.Sprintf("WEBHOOKDB_API_URL=%s\nWEBHOOKDB_TOKEN=%s\nWEBHOOKDB_DATABASE_URL=%s\nVAULT_ADDR=%s\nVAULT_TOKEN=%s\nWEBHOOKDB_TRANSIT_BACKUP_FILE=%s\n",
 		apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, vaultSrv.Token, transitBackup)
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
@@ -167,7 +128,7 @@ Stop: Ctrl-C (data stays in %s)
 
 `, apiURL, token, cluster.URL(appDatabase), vaultSrv.Addr, envFile, envFile, apiURL, apiURL, token, dir)
 
-	runErr := srv.Run(ctx)
+	runErr := a.Run(ctx)
 	_ = os.Remove(envFile)
 	return runErr
 }
@@ -229,4 +190,87 @@ func previousToken(path string) string {
 		}
 	}
 	return ""
+}
+
+// assembly is what dev brings to the one composition root.
+type assembly struct {
+	DatabaseURL string
+	Listen      string
+	Vault       *vaultdev.Server
+	// TransitBackupFile keeps the transit key across Vault dev server restarts.
+	TransitBackupFile string
+	// LegacyKeyringFile, when it exists, decrypts values an earlier keyring-only dev version stored; `keys
+	// rotate` moves them to transit.
+	LegacyKeyringFile string
+	// Server is the local cluster, registered as the default database server.
+	Server orgdb.ServerSpec
+	Logger *slog.Logger
+}
+
+// assemble builds every role the way serve does, on dev's own Vault. Vault dev keeps nothing across
+// restarts: the transit key comes back from its backup first, then the app reconciles Vault with what the
+// application database says should exist (roles, connections; credentials Vault forgot are revoked and the
+// next request issues new ones), and the local cluster is registered (again).
+func assemble(ctx context.Context, as assembly) (*app.App, error) {
+	client, err := as.Vault.Client()
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareTransit(ctx, client, as.TransitBackupFile); err != nil {
+		return nil, fmt.Errorf("error preparing the transit key: %w", err)
+	}
+	cfg := app.Config{
+		Roles:       app.AllRoles,
+		DatabaseURL: as.DatabaseURL,
+		Listen:      as.Listen,
+		VaultAddr:   as.Vault.Addr,
+		VaultToken:  as.Vault.Token,
+		Encryption:  app.EncryptionTransit,
+		Credentials: app.CredentialsVault,
+		Logger:      as.Logger,
+	}
+	if _, err := os.Stat(as.LegacyKeyringFile); err == nil {
+		cfg.KeyringFile = as.LegacyKeyringFile
+	}
+	a, err := app.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.Orgs().RegisterServer(ctx, as.Server); err != nil {
+		return nil, fmt.Errorf("error registering the local database server: %w", err)
+	}
+	return a, nil
+}
+
+// prepareTransit readies the transit key of a Vault dev server: when Vault lacks the key it is restored from
+// backupFile (written by an earlier run), or created backupable when there is no backup yet; the backup file
+// is then (re)written, so it also holds versions added by a rotation. Never for a real Vault: a backupable
+// key can leave Vault.
+func prepareTransit(ctx context.Context, client *vaultapi.Client, backupFile string) error {
+	tr, err := secrets.NewTransit(secrets.TransitConfig{Client: client, Backupable: true})
+	if err != nil {
+		return err
+	}
+	if _, _, err := tr.KeyVersions(ctx); errors.Is(err, secrets.ErrTransitKey) {
+		if b, readErr := os.ReadFile(backupFile); readErr == nil {
+			if err := tr.Restore(ctx, strings.TrimSpace(string(b))); err != nil {
+				return err
+			}
+		} else if !errors.Is(readErr, os.ErrNotExist) {
+			return fmt.Errorf("error reading the transit backup: %w", readErr)
+		}
+	} else if err != nil {
+		return err
+	}
+	if err := tr.EnsureKey(ctx); err != nil {
+		return err
+	}
+	backup, err := tr.Backup(ctx)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(backupFile, []byte(backup+"\n"), 0o600); err != nil {
+		return fmt.Errorf("error writing the transit backup: %w", err)
+	}
+	return nil
 }

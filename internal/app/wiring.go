@@ -1,10 +1,9 @@
-package server
+package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
@@ -19,15 +18,11 @@ import (
 	"github.com/webhookdb-go/webhookdb/vault"
 )
 
-// Credential modes and encryption modes.
-const (
-	CredentialsVault    = "vault"
-	CredentialsPostgres = "postgres"
-	EncryptionTransit   = "transit"
-	EncryptionKeyring   = "keyring"
-)
-
-func (c Config) vaultClient() (*vaultapi.Client, error) {
+// VaultClient returns a client of the configured Vault.
+func (c Config) VaultClient() (*vaultapi.Client, error) {
+	if c.VaultAddr == "" || c.VaultToken == "" {
+		return nil, errors.New("Vault address and token are required (--vault-addr/VAULT_ADDR, --vault-token/VAULT_TOKEN)")
+	}
 	vc := vaultapi.DefaultConfig()
 	vc.Address = c.VaultAddr
 	client, err := vaultapi.NewClient(vc)
@@ -38,68 +33,97 @@ func (c Config) vaultClient() (*vaultapi.Client, error) {
 	return client, nil
 }
 
-// buildOrgDB sets up encryption and the org credential service for the configured modes, unless the caller
-// (dev) brought its own.
-func buildOrgDB(ctx context.Context, cfg Config, pool *pgxpool.Pool, logger *slog.Logger) (secrets.Box, *orgdb.Service, error) {
-	if cfg.OrgDB != nil {
-		return cfg.Secrets, cfg.OrgDB, nil
-	}
-	var keyring *secrets.Keyring
+// Keys is the configured encryption of stored secrets.
+type Keys struct {
+	// Box encrypts with the current key: transit (falling back to the keyring for values written before a move
+	// to transit) or the keyring.
+	Box secrets.Box
+	// Transit is set with transit encryption; Keyring when a local keyring is configured.
+	Transit *secrets.Transit
+	Keyring *secrets.Keyring
+}
+
+// OpenKeys builds the configured encryption. ensureKey creates the transit key when missing: only what owns
+// the key (maintenance, `keys rotate`) should.
+func OpenKeys(ctx context.Context, cfg Config, ensureKey bool) (*Keys, error) {
+	cfg = cfg.WithDefaults()
+	k := &Keys{}
 	var err error
 	switch {
+	case cfg.Keyring != "" && cfg.KeyringFile != "":
+		return nil, errors.New("set only one of --keyring and --keyring-file (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE)")
 	case cfg.KeyringFile != "":
-		keyring, err = secrets.LoadKeyringFile(cfg.KeyringFile)
+		k.Keyring, err = secrets.LoadKeyringFile(cfg.KeyringFile)
 	case cfg.Keyring != "":
-		keyring, err = secrets.ParseKeyring(cfg.Keyring)
+		k.Keyring, err = secrets.ParseKeyring(cfg.Keyring)
 	}
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Encryption {
+	case EncryptionKeyring:
+		if k.Keyring == nil {
+			return nil, errors.New("no keyring: set --keyring or --keyring-file (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE)")
+		}
+		k.Box = k.Keyring
+		return k, nil
+	case EncryptionTransit:
+	default:
+		return nil, fmt.Errorf("--encryption %q: want transit or keyring", cfg.Encryption)
+	}
+	client, err := cfg.VaultClient()
+	if err != nil {
+		return nil, err
+	}
+	if k.Transit, err = secrets.NewTransit(secrets.TransitConfig{Client: client, Mount: cfg.TransitMount, Key: cfg.TransitKey}); err != nil {
+		return nil, err
+	}
+	if ensureKey {
+		if err := k.Transit.EnsureKey(ctx); err != nil {
+			return nil, fmt.Errorf("error preparing the transit key: %w", err)
+		}
+	}
+	k.Box = k.Transit
+	if k.Keyring != nil {
+		// Values written under the keyring stay readable until `keys rotate` moves them to transit.
+		k.Box = secrets.WithFallback(k.Transit, k.Keyring)
+	}
+	return k, nil
+}
+
+// buildSecrets sets up the encryption of stored secrets and the org database service (credentials and the
+// fanout's writer logins) for the configured modes. Only a process with the maintenance role creates the
+// transit key and reconciles Vault with the application database; the others use what it made.
+func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (secrets.Box, *orgdb.Service, error) {
+	keys, err := OpenKeys(ctx, cfg, cfg.Has(RoleMaintenance))
 	if err != nil {
 		return nil, nil, err
 	}
-
+	box := keys.Box
 	var client *vaultapi.Client
-	if cfg.Credentials == CredentialsVault || cfg.Encryption == EncryptionTransit {
-		if client, err = cfg.vaultClient(); err != nil {
+	if cfg.Credentials == CredentialsVault {
+		if client, err = cfg.VaultClient(); err != nil {
 			return nil, nil, err
 		}
 	}
-
-	var box secrets.Box
-	switch {
-	case cfg.Secrets != nil:
-		box = cfg.Secrets
-	case cfg.Encryption == EncryptionTransit:
-		transit, err := secrets.NewTransit(secrets.TransitConfig{Client: client, Mount: cfg.TransitMount, Key: cfg.TransitKey})
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := transit.EnsureKey(ctx); err != nil {
-			return nil, nil, fmt.Errorf("error preparing the transit key: %w", err)
-		}
-		box = transit
-		if keyring != nil {
-			// Values written under the keyring stay readable until `keys rotate` moves them to transit.
-			box = secrets.WithFallback(transit, keyring)
-		}
-	default:
-		box = keyring
-	}
-
 	var issuer orgdb.Issuer
 	if cfg.Credentials == CredentialsVault {
-		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: logger})
+		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: cfg.Logger})
 	} else {
 		issuer, err = orgdb.NewPostgresIssuer(pgroles.LoginPolicy{})
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := orgdb.New(pool, orgdb.Config{Issuer: issuer, Box: box, Logger: logger})
+	svc, err := orgdb.New(pool, orgdb.Config{Issuer: issuer, Box: box, Logger: cfg.Logger})
 	if err != nil {
 		return nil, nil, err
 	}
-	// Re-applies what the database says Vault should hold (roles, connections), and revokes what it forgot.
-	if err := svc.Reconcile(ctx); err != nil {
-		return nil, nil, fmt.Errorf("error reconciling credentials: %w", err)
+	if cfg.Has(RoleMaintenance) {
+		// Re-applies what the database says Vault should hold (roles, connections), and revokes what it forgot.
+		if err := svc.Reconcile(ctx); err != nil {
+			return nil, nil, fmt.Errorf("error reconciling credentials: %w", err)
+		}
 	}
 	return box, svc, nil
 }

@@ -1,0 +1,311 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/ingest"
+	"github.com/webhookdb-go/webhookdb/internal/api"
+	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
+	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
+)
+
+// App is one assembled webhookdb process: the roles of its config, sharing one application database pool,
+// one secrets box, one org database service and one metrics registry.
+type App struct {
+	cfg      Config
+	logger   *slog.Logger
+	pool     *pgxpool.Pool
+	registry *prometheus.Registry
+	box      secrets.Box
+	orgs     *orgdb.Service
+
+	// router and listener serve ingest and the API (nil when the process runs neither).
+	router   *mux.Router
+	listener net.Listener
+	// metricsListener serves /metrics and /healthz alone (nil unless MetricsListen is set).
+	metricsListener net.Listener
+
+	workers []func(ctx context.Context) error
+}
+
+// New validates the config, applies migrations, connects, builds the roles and binds the listen addresses.
+// With the ingest role the fanout's slot exists when New returns: nothing accepted later can be missed.
+func New(ctx context.Context, cfg Config) (_ *App, err error) {
+	publicURLGiven := cfg.PublicURL != ""
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	logger := cfg.Logger
+	for _, note := range cfg.deprecated {
+		logger.WarnContext(ctx, note)
+	}
+	if cfg.Has(RoleIngest) && os.Getenv("GOGC") == "" {
+		// The live heap is small and allocation-heavy per request; collecting at 4x instead of 2x the live heap
+		// costs a few MB and saves a measurable share of ingest CPU. GOGC still overrides.
+		debug.SetGCPercent(400)
+	}
+	if _, err := migrate.Up(ctx, cfg.DatabaseURL, logger); err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.pool, err = openPool(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if a.box, a.orgs, err = buildSecrets(ctx, cfg, a.pool); err != nil {
+		return nil, err
+	}
+	logger.InfoContext(ctx, "assembling webhookdb", slog.Any("roles", cfg.Roles), slog.String("credentials", a.orgs.Mode()),
+		slog.String("encryption", cfg.Encryption), slog.String("slot", cfg.Slot))
+
+	fanoutCfg := cfg.Fanout
+	fanoutCfg.Slot, fanoutCfg.Logger = cfg.Slot, logger
+	// The narrow writer login per org database server, whichever process runs the fanout.
+	fanoutCfg.Writers = a.orgs
+	consumer, err := fanout.New(cfg.DatabaseURL, a.pool, a.box, fanoutCfg, a.registry)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Has(RoleIngest) || cfg.Has(RoleFanout) {
+		// The slot must exist before ingest accepts anything, even when the fanout runs as its own process:
+		// rows committed earlier would never reach it.
+		if err := consumer.EnsureSlot(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.servesHTTP() {
+		a.router = mux.NewRouter()
+		a.router.HandleFunc("/healthz", a.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
+	}
+	if cfg.Has(RoleIngest) {
+		svc := ingest.New(a.pool, a.box, ingest.NewMetrics(a.registry), ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
+		// Webhook routes first: the API's /v1 subrouter authenticates everything it matches.
+		svc.Register(a.router)
+		a.workers = append(a.workers, svc.Run)
+	}
+	if cfg.Has(RoleAPI) {
+		adapter := orgdbAdapter{svc: a.orgs, box: a.box, db: a.pool}
+		state := fanoutState{pool: a.pool, slot: cfg.Slot}
+		api.New(api.Config{
+			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
+			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
+			Fanout: state, Errors: state,
+		}).Register(a.router)
+	}
+	if cfg.Has(RoleMaintenance) {
+		upkeep := staging.NewUpkeep(a.pool, staging.UpkeepConfig{
+			Retention: cfg.Retention, Slot: cfg.Slot, Logger: logger, Registerer: a.registry,
+			Holders: []staging.Holder{fanout.ParkedHolder{Pool: a.pool}},
+		})
+		a.workers = append(a.workers, upkeep.Run, a.orgs.Run)
+	}
+	if cfg.Has(RoleFanout) {
+		a.workers = append(a.workers, consumer.Run)
+	}
+
+	if a.router != nil {
+		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("error listening on %s: %w", cfg.Listen, err)
+		}
+		if !publicURLGiven {
+			// With port 0 only the listener knows the port senders must use.
+			a.cfg.PublicURL = loopbackURL(cfg.Listen, a.listener.Addr())
+		}
+	}
+	if cfg.MetricsListen != "" {
+		if a.metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("error listening on %s: %w", cfg.MetricsListen, err)
+		}
+	}
+	return a, nil
+}
+
+func openPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing the database URL: %w", err)
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		// The fanout's workers park, drain and look up orgs here, beside its heartbeat and lag loops; ingest's
+		// committers, the API and upkeep share the rest.
+		var n int32
+		if cfg.Has(RoleFanout) {
+			n += int32(cfg.Fanout.WithDefaults().Workers + 4)
+		}
+		if cfg.servesHTTP() || cfg.Has(RoleMaintenance) {
+			n += 16
+		}
+		poolCfg.MaxConns = n
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	return pool, nil
+}
+
+func loopbackURL(listen string, addr net.Addr) string {
+	host, _, _ := net.SplitHostPort(listen)
+	_, port, _ := net.SplitHostPort(addr.String())
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func (a *App) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry})
+}
+
+// Addr is the address ingest and the API listen on (useful with port 0); empty when the process serves neither.
+func (a *App) Addr() string {
+	if a.listener == nil {
+		return ""
+	}
+	return a.listener.Addr().String()
+}
+
+// MetricsAddr is the address of the separate metrics listener; empty without one.
+func (a *App) MetricsAddr() string {
+	if a.metricsListener == nil {
+		return ""
+	}
+	return a.metricsListener.Addr().String()
+}
+
+// URL is the base URL of ingest and the API on the loopback interface.
+func (a *App) URL() string {
+	_, port, _ := net.SplitHostPort(a.Addr())
+	return "http://127.0.0.1:" + port
+}
+
+// PublicURL is the URL senders use.
+func (a *App) PublicURL() string { return a.cfg.PublicURL }
+
+// Pool is the application database pool.
+func (a *App) Pool() *pgxpool.Pool { return a.pool }
+
+// Orgs is the org database service (dev registers its local cluster with it).
+func (a *App) Orgs() *orgdb.Service { return a.orgs }
+
+// Box encrypts and decrypts stored secrets.
+func (a *App) Box() secrets.Box { return a.box }
+
+// Handler is the HTTP handler of ingest and the API (for tests that drive it without a socket).
+func (a *App) Handler() http.Handler { return a.router }
+
+func (a *App) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/json")
+	if err := a.pool.Ping(ctx); err != nil {
+		a.logger.WarnContext(ctx, "health check failed", slog.String("error", err.Error()))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"ok":false,"database":"unreachable"}`))
+		return
+	}
+	_, _ = w.Write([]byte(`{"ok":true}`))
+}
+
+// Close releases what New acquired, for an App that is never Run (Run closes it itself).
+func (a *App) Close() { a.close() }
+
+func (a *App) close() {
+	if a.listener != nil {
+		_ = a.listener.Close()
+	}
+	if a.metricsListener != nil {
+		_ = a.metricsListener.Close()
+	}
+	if a.pool != nil {
+		a.pool.Close()
+	}
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully: in-flight requests finish (within
+// ShutdownTimeout) before the roles' background work stops and the pool closes.
+func (a *App) Run(ctx context.Context) error {
+	defer a.close()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	g, gctx := errgroup.WithContext(workCtx)
+	for _, w := range a.workers {
+		g.Go(func() error { return w(gctx) })
+	}
+	var servers []*http.Server
+	serveErr := make(chan error, 2)
+	serve := func(h http.Handler, ln net.Listener) {
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			// Handlers that need longer (db sql) extend their own deadline.
+			WriteTimeout: 60 * time.Second,
+			IdleTimeout:  120 * time.Second,
+			ErrorLog:     slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		}
+		servers = append(servers, srv)
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	if a.listener != nil {
+		serve(a.router, a.listener)
+		a.logger.InfoContext(ctx, "webhookdb serving", slog.String("addr", a.Addr()), slog.String("public_url", a.cfg.PublicURL))
+	}
+	if a.metricsListener != nil {
+		m := http.NewServeMux()
+		m.Handle("GET /metrics", a.metricsHandler())
+		m.HandleFunc("GET /healthz", a.handleHealthz)
+		serve(m, a.metricsListener)
+		a.logger.InfoContext(ctx, "metrics listening", slog.String("addr", a.MetricsAddr()))
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	case <-gctx.Done():
+	}
+	a.logger.InfoContext(ctx, "shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, srv := range servers {
+		if shutErr := srv.Shutdown(shutdownCtx); shutErr != nil && !errors.Is(shutErr, http.ErrServerClosed) {
+			err = errors.Join(err, fmt.Errorf("error shutting down HTTP server: %w", shutErr))
+		}
+	}
+	stopWork()
+	if werr := g.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
+		err = errors.Join(err, werr)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

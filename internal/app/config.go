@@ -1,0 +1,353 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/pflag"
+
+	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
+)
+
+// Role is one part of the system a process can run.
+type Role string
+
+const (
+	// RoleIngest receives webhooks at /v1/webhooks/{id} and stores them in staging.
+	RoleIngest Role = "ingest"
+	// RoleAPI serves the management API under /v1.
+	RoleAPI Role = "api"
+	// RoleFanout consumes staging's publication and applies rows to the org databases.
+	RoleFanout Role = "fanout"
+	// RoleMaintenance runs the periodic work: staging partitions and retention, credential expiry and
+	// reconciliation with Vault, the fanout's password rotation.
+	RoleMaintenance Role = "maintenance"
+)
+
+// AllRoles is what `serve` and `dev` run.
+var AllRoles = []Role{RoleIngest, RoleAPI, RoleFanout, RoleMaintenance}
+
+// Credential modes and encryption modes.
+const (
+	CredentialsVault    = "vault"
+	CredentialsPostgres = "postgres"
+	EncryptionTransit   = "transit"
+	EncryptionKeyring   = "keyring"
+)
+
+// Config is everything a webhookdb process needs, whatever roles it runs. Flags fill it (BindFlags), with
+// WEBHOOKDB_* environment variables as fallbacks: one set of names for every command.
+type Config struct {
+	// Roles are the parts this process runs; default AllRoles.
+	Roles []Role
+
+	// DatabaseURL is the application database (WEBHOOKDB_DATABASE_URL).
+	DatabaseURL string
+	// Listen is the HTTP listen address of ingest and the API (WEBHOOKDB_LISTEN), default ":8080". Unused by a
+	// process that runs neither.
+	Listen string
+	// PublicURL is how senders reach this server (WEBHOOKDB_PUBLIC_URL): webhook URLs are built from it and
+	// Twilio signs it. Default: http:// + Listen.
+	PublicURL string
+	// MetricsListen, when set, serves /metrics and /healthz on an address of their own
+	// (WEBHOOKDB_METRICS_LISTEN). Otherwise they are served on Listen when the process serves HTTP at all.
+	MetricsListen string
+
+	// VaultAddr and VaultToken reach Vault (VAULT_ADDR, VAULT_TOKEN).
+	VaultAddr  string
+	VaultToken string
+	// Keyring and KeyringFile hold the local AES-256-GCM keys that encrypt stored secrets
+	// (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE): "VERSION:BASE64KEY" entries, the highest version current.
+	// With transit encryption they still decrypt values written before a move to transit.
+	Keyring     string
+	KeyringFile string
+	// Credentials is how org read-only credentials and the fanout's writer logins are issued
+	// (WEBHOOKDB_CREDENTIALS): "vault" (default) through Vault's database engine, or "postgres" directly.
+	Credentials string
+	// Encryption of stored secrets (WEBHOOKDB_ENCRYPTION): "transit" (default with Vault) or "keyring".
+	Encryption string
+	// TransitMount, TransitKey and DatabaseMount name the Vault engines; defaults transit, webhookdb, database.
+	TransitMount  string
+	TransitKey    string
+	DatabaseMount string
+
+	// Slot is the fanout's replication slot (WEBHOOKDB_SLOT_NAME; WEBHOOKDB_FANOUT_SLOT is a deprecated alias);
+	// default webhookdb_fanout. Every process of one deployment must agree on it: the fanout consumes it, and
+	// ingest and maintenance read its progress.
+	Slot string
+	// Fanout tunes the fanout role (workers, batch sizes, timeouts). Its Slot, Writers and Logger are set here.
+	Fanout fanout.Config
+
+	// Retention is how long staging rows are kept (WEBHOOKDB_RETENTION); default 7 days.
+	Retention time.Duration
+	// BodyLimit is the default webhook body limit in bytes (WEBHOOKDB_BODY_LIMIT); default 1 MiB.
+	BodyLimit int64
+	// ShutdownTimeout bounds graceful shutdown (WEBHOOKDB_SHUTDOWN_TIMEOUT); default 15s.
+	ShutdownTimeout time.Duration
+
+	Logger *slog.Logger
+
+	// deprecated notes the deprecated environment variables BindFlags read, logged once a logger exists.
+	deprecated []string
+	// conflicts notes environment variables that cannot be used: a deprecated one set to another value than its
+	// replacement, a malformed number.
+	conflicts []error
+}
+
+// Has reports whether the config runs role r.
+func (c Config) Has(r Role) bool { return slices.Contains(c.Roles, r) }
+
+func (c Config) servesHTTP() bool { return c.Has(RoleIngest) || c.Has(RoleAPI) }
+
+// WithDefaults returns a copy of the config with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if len(c.Roles) == 0 {
+		c.Roles = slices.Clone(AllRoles)
+	}
+	if c.Listen == "" && c.servesHTTP() {
+		c.Listen = ":8080"
+	}
+	if c.PublicURL == "" && c.Listen != "" {
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err == nil {
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "localhost"
+			}
+			c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		}
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.Slot == "" {
+		c.Slot = staging.DefaultSlot
+	}
+	if c.Credentials == "" {
+		c.Credentials = CredentialsVault
+	}
+	if c.Encryption == "" {
+		c.Encryption = EncryptionKeyring
+		if c.VaultAddr != "" {
+			c.Encryption = EncryptionTransit
+		}
+	}
+	if c.TransitMount == "" {
+		c.TransitMount = "transit"
+	}
+	if c.TransitKey == "" {
+		c.TransitKey = "webhookdb"
+	}
+	if c.DatabaseMount == "" {
+		c.DatabaseMount = "database"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	errs := slices.Clone(c.conflicts)
+	for _, r := range c.Roles {
+		if !slices.Contains(AllRoles, r) {
+			errs = append(errs, fmt.Errorf("unknown role %q: want ingest, api, fanout or maintenance", r))
+		}
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("database URL is required (--database-url or WEBHOOKDB_DATABASE_URL)"))
+	} else if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("database URL is not valid (--database-url or WEBHOOKDB_DATABASE_URL): %w", err))
+	}
+	if c.servesHTTP() {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q is not host:port (--listen or WEBHOOKDB_LISTEN): %w", c.Listen, err))
+		}
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("public URL %q must be an absolute http(s) URL (--public-url or WEBHOOKDB_PUBLIC_URL)", c.PublicURL))
+		}
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics listen address %q is not host:port (--metrics-listen or WEBHOOKDB_METRICS_LISTEN): %w", c.MetricsListen, err))
+		}
+	}
+	if c.VaultAddr != "" && c.VaultToken == "" {
+		errs = append(errs, errors.New("VAULT_ADDR is set but VAULT_TOKEN is not (--vault-token or VAULT_TOKEN)"))
+	}
+	switch c.Credentials {
+	case CredentialsVault:
+		if c.VaultAddr == "" {
+			errs = append(errs, errors.New("credentials mode vault needs VAULT_ADDR and VAULT_TOKEN; without Vault, run with --credentials=postgres (WEBHOOKDB_CREDENTIALS=postgres)"))
+		}
+	case CredentialsPostgres:
+	default:
+		errs = append(errs, fmt.Errorf("--credentials %q: want vault or postgres", c.Credentials))
+	}
+	switch c.Encryption {
+	case EncryptionTransit:
+		if c.VaultAddr == "" {
+			errs = append(errs, errors.New("encryption transit needs VAULT_ADDR and VAULT_TOKEN; without Vault use --encryption=keyring with WEBHOOKDB_KEYRING"))
+		}
+	case EncryptionKeyring:
+		if c.Keyring == "" && c.KeyringFile == "" {
+			errs = append(errs, errors.New("no encryption key for stored secrets: set WEBHOOKDB_KEYRING or WEBHOOKDB_KEYRING_FILE (generate one with `webhookdb keys generate`)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--encryption %q: want transit or keyring", c.Encryption))
+	}
+	if c.Keyring != "" && c.KeyringFile != "" {
+		errs = append(errs, errors.New("set only one of WEBHOOKDB_KEYRING and WEBHOOKDB_KEYRING_FILE"))
+	}
+	if c.Retention < 0 || c.BodyLimit < 0 {
+		errs = append(errs, errors.New("retention and body limit must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// FlagGroup selects the flags a command takes: every command shares the names, not every command needs all.
+type FlagGroup int
+
+const (
+	// FlagsDatabase: the application database.
+	FlagsDatabase FlagGroup = 1 << iota
+	// FlagsSecrets: encryption of stored secrets, the keyring, Vault and its mounts.
+	FlagsSecrets
+	// flagsRuntime: credentials mode and the slot.
+	flagsRuntime
+	// FlagsHTTP: listen and public URL, body limit, shutdown timeout (ingest and API).
+	FlagsHTTP
+	// FlagsMetrics: a separate /metrics and /healthz listener.
+	FlagsMetrics
+	// FlagsFanout: the fanout's tuning.
+	FlagsFanout
+	// FlagsMaintenance: retention.
+	FlagsMaintenance
+	// FlagsCore is what every server command takes.
+	FlagsCore = FlagsDatabase | FlagsSecrets | flagsRuntime
+	// FlagsAll is what `serve` takes.
+	FlagsAll = FlagsCore | FlagsHTTP | FlagsMetrics | FlagsFanout | FlagsMaintenance
+)
+
+// Environment variable names; the README's configuration table lists the same.
+const (
+	EnvDatabaseURL     = "WEBHOOKDB_DATABASE_URL"
+	EnvListen          = "WEBHOOKDB_LISTEN"
+	EnvPublicURL       = "WEBHOOKDB_PUBLIC_URL"
+	EnvMetricsListen   = "WEBHOOKDB_METRICS_LISTEN"
+	EnvVaultAddr       = "VAULT_ADDR"
+	EnvVaultToken      = "VAULT_TOKEN"
+	EnvKeyring         = "WEBHOOKDB_KEYRING"
+	EnvKeyringFile     = "WEBHOOKDB_KEYRING_FILE"
+	EnvCredentials     = "WEBHOOKDB_CREDENTIALS"
+	EnvEncryption      = "WEBHOOKDB_ENCRYPTION"
+	EnvTransitMount    = "WEBHOOKDB_TRANSIT_MOUNT"
+	EnvTransitKey      = "WEBHOOKDB_TRANSIT_KEY"
+	EnvDatabaseMount   = "WEBHOOKDB_DATABASE_MOUNT"
+	EnvSlot            = "WEBHOOKDB_SLOT_NAME"
+	EnvRetention       = "WEBHOOKDB_RETENTION"
+	EnvBodyLimit       = "WEBHOOKDB_BODY_LIMIT"
+	EnvShutdownTimeout = "WEBHOOKDB_SHUTDOWN_TIMEOUT"
+
+	// Deprecated names, read when the new one is unset.
+	envFanoutSlotDeprecated    = "WEBHOOKDB_FANOUT_SLOT"
+	envFanoutMetricsDeprecated = "WEBHOOKDB_FANOUT_METRICS_LISTEN"
+)
+
+// Env reads an environment variable; empty counts as unset.
+func Env(name string) string {
+	v, _ := os.LookupEnv(name)
+	return v
+}
+
+// envAlias reads name, falling back to a deprecated alias: the fallback is noted for a warning, and the two set
+// to different values is an error rather than a silent choice (a deployment must not move to another slot).
+func (c *Config) envAlias(name, deprecated string) string {
+	v, old := Env(name), Env(deprecated)
+	switch {
+	case old == "":
+		return v
+	case v == "":
+		c.deprecated = append(c.deprecated, fmt.Sprintf("%s is deprecated: use %s", deprecated, name))
+		return old
+	case v != old:
+		c.conflicts = append(c.conflicts, fmt.Errorf("%s=%q and the deprecated %s=%q disagree: unset %s", name, v, deprecated, old, deprecated))
+	}
+	return v
+}
+
+// BindFlags adds the flags of groups to fs, each defaulting to its environment variable.
+func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
+	if groups&FlagsDatabase != 0 {
+		fs.StringVar(&c.DatabaseURL, "database-url", Env(EnvDatabaseURL), "application database URL ("+EnvDatabaseURL+")")
+	}
+	if groups&FlagsSecrets != 0 {
+		fs.StringVar(&c.VaultAddr, "vault-addr", Env(EnvVaultAddr), "Vault address ("+EnvVaultAddr+")")
+		fs.StringVar(&c.VaultToken, "vault-token", Env(EnvVaultToken), "Vault token ("+EnvVaultToken+")")
+		fs.StringVar(&c.Keyring, "keyring", Env(EnvKeyring), "local encryption keys, VERSION:BASE64KEY[,...] ("+EnvKeyring+")")
+		fs.StringVar(&c.KeyringFile, "keyring-file", Env(EnvKeyringFile), "file of local encryption keys, one VERSION:BASE64KEY a line ("+EnvKeyringFile+")")
+		fs.StringVar(&c.Encryption, "encryption", Env(EnvEncryption), "encryption of stored secrets: transit (default with Vault) or keyring ("+EnvEncryption+")")
+		fs.StringVar(&c.TransitMount, "transit-mount", Env(EnvTransitMount), "Vault transit mount; default transit ("+EnvTransitMount+")")
+		fs.StringVar(&c.TransitKey, "transit-key", Env(EnvTransitKey), "Vault transit key; default webhookdb ("+EnvTransitKey+")")
+		fs.StringVar(&c.DatabaseMount, "database-mount", Env(EnvDatabaseMount), "Vault database engine mount; default database ("+EnvDatabaseMount+")")
+	}
+	if groups&flagsRuntime != 0 {
+		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
+		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")
+	}
+	if groups&FlagsHTTP != 0 {
+		fs.StringVar(&c.Listen, "listen", Env(EnvListen), "HTTP listen address of ingest and the API; default :8080 ("+EnvListen+")")
+		fs.StringVar(&c.PublicURL, "public-url", Env(EnvPublicURL), "URL senders use to reach this server; default http://<listen> ("+EnvPublicURL+")")
+		fs.Int64Var(&c.BodyLimit, "body-limit", c.envInt(EnvBodyLimit), "default webhook body limit in bytes; default 1048576 ("+EnvBodyLimit+")")
+		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration(EnvShutdownTimeout), "how long in-flight requests may take to finish on shutdown; default 15s ("+EnvShutdownTimeout+")")
+	}
+	if groups&FlagsMetrics != 0 {
+		fs.StringVar(&c.MetricsListen, "metrics-listen", c.envAlias(EnvMetricsListen, envFanoutMetricsDeprecated), "serve /metrics and /healthz on this address of their own; empty: on --listen when the process serves HTTP, else off ("+EnvMetricsListen+")")
+	}
+	if groups&FlagsFanout != 0 {
+		f := &c.Fanout
+		fs.IntVar(&f.Workers, "workers", 0, "fanout: org transactions in flight at once (default 8)")
+		fs.IntVar(&f.MaxOrgConns, "max-org-connections", 0, "fanout: connections to org databases across all orgs (default 64)")
+		fs.IntVar(&f.MaxApplyRows, "max-apply-rows", 0, "fanout: staging rows per org transaction at most (default 1000)")
+		fs.Int64Var(&f.MaxInFlightBytes, "max-in-flight-bytes", 0, "fanout: bytes of staging rows received and not yet applied; reading pauses at the cap (default 64 MiB)")
+		fs.DurationVar(&f.ApplyTimeout, "apply-timeout", 0, "fanout: how long an org transaction may take before its changes are parked (default 10s)")
+		fs.DurationVar(&f.HeartbeatInterval, "heartbeat-interval", 0, "fanout: how often a heartbeat is written into the WAL (default 15s)")
+	}
+	if groups&FlagsMaintenance != 0 {
+		fs.DurationVar(&c.Retention, "retention", c.envDuration(EnvRetention), "how long staging rows are kept; default 168h ("+EnvRetention+")")
+	}
+}
+
+// envInt and envDuration read numeric defaults; a malformed value is an error at start, not a silent default.
+func (c *Config) envInt(name string) int64 {
+	v := Env(name)
+	if v == "" {
+		return 0
+	}
+	var n int64
+	if _, err := fmt.Sscan(v, &n); err != nil {
+		c.conflicts = append(c.conflicts, fmt.Errorf("%s=%q is not a whole number", name, v))
+	}
+	return n
+}
+
+func (c *Config) envDuration(name string) time.Duration {
+	v := Env(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.conflicts = append(c.conflicts, fmt.Errorf("%s=%q is not a duration (like 30s or 168h)", name, v))
+	}
+	return d
+}
