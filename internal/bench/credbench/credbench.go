@@ -1,4 +1,4 @@
-package vaultbench
+package credbench
 
 import (
 	"context"
@@ -72,7 +72,7 @@ func Run(ctx context.Context, out io.Writer) error {
 func RunConfig(ctx context.Context, cfg Config) ([]Result, error) {
 	cfg = cfg.withDefaults()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dir, err := os.MkdirTemp("", "whdb-vaultbench-")
+	dir, err := os.MkdirTemp("", "whdb-credbench-")
 	if err != nil {
 		return nil, err
 	}
