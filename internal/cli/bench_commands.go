@@ -8,11 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/webhookdb-go/webhookdb/ingest/ingestbench"
+	"github.com/webhookdb-go/webhookdb/internal/bench/credbench"
+	"github.com/webhookdb-go/webhookdb/internal/bench/fanoutbench"
+	"github.com/webhookdb-go/webhookdb/internal/bench/ingestbench"
 )
-
-// benchSubcommands are the benchmarks under `webhookdb bench`; `bench all` runs them in order.
-var benchSubcommands []func() *cobra.Command
 
 func newBenchCommand(_ *globalOptions) *cobra.Command {
 	var cpuProfile string
@@ -39,10 +38,7 @@ func newBenchCommand(_ *globalOptions) *cobra.Command {
 		},
 	}
 	bench.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server and load generator) to this file")
-	subs := []*cobra.Command{newIngestBenchCommand()}
-	for _, f := range benchSubcommands {
-		subs = append(subs, f())
-	}
+	subs := benchSubcommands()
 	bench.AddCommand(subs...)
 	bench.AddCommand(&cobra.Command{
 		Use:   "all",
@@ -63,6 +59,16 @@ func newBenchCommand(_ *globalOptions) *cobra.Command {
 	return bench
 }
 
+// benchSubcommands are the benchmarks under `webhookdb bench`, listed here and nowhere else, in the order
+// `bench all` (and so `make bench`) runs them.
+func benchSubcommands() []*cobra.Command {
+	return []*cobra.Command{
+		newIngestBenchCommand(),
+		newFanoutBenchCommand(),
+		newCredentialsBenchCommand(),
+	}
+}
+
 func newIngestBenchCommand() *cobra.Command {
 	var cfg ingestbench.Config
 	cmd := &cobra.Command{
@@ -79,5 +85,45 @@ func newIngestBenchCommand() *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 64, "concurrent keep-alive clients (and baseline connections)")
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 5*time.Second, "duration of each round")
 	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 3, "alternating rounds; medians are compared")
+	return cmd
+}
+
+func newFanoutBenchCommand() *cobra.Command {
+	var cfg fanoutbench.Config
+	cmd := &cobra.Command{
+		Use:   "fanout",
+		Short: "Drain rate of preloaded staging rows into org databases against native logical replication, and steady-state lag",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out = cmd.OutOrStdout()
+			_, err := fanoutbench.Run(cmd.Context(), cfg)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.AdminURL, "admin-url", "", "superuser URL of an existing cluster to use (it creates and drops databases); empty starts a private cluster")
+	f.IntVar(&cfg.Rows, "rows", 100_000, "staging rows to preload")
+	f.IntVar(&cfg.Orgs, "orgs", 100, "orgs (one database each) the rows are spread over")
+	f.IntVar(&cfg.Workers, "workers", 0, "fanout workers (default: the fanout's default)")
+	f.IntVar(&cfg.MaxOrgConns, "max-org-connections", 0, "fanout connections to org databases (default: the fanout's default)")
+	f.IntVar(&cfg.Rate, "rate", 2_000, "webhooks per second of the steady-state lag phase (0 skips it)")
+	f.DurationVar(&cfg.SteadyDuration, "steady-duration", 10*time.Second, "duration of the steady-state lag phase")
+	return cmd
+}
+
+func newCredentialsBenchCommand() *cobra.Command {
+	var cfg credbench.Config
+	cmd := &cobra.Command{
+		Use:   "credentials",
+		Short: "db connection and db roll-credentials through Vault, against issuing directly (--credentials=postgres)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out = cmd.OutOrStdout()
+			_, err := credbench.RunConfig(cmd.Context(), cfg)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&cfg.Connections, "connections", 200, "db connection calls timed per mode")
+	cmd.Flags().IntVar(&cfg.Rolls, "rolls", 15, "roll-credentials calls timed per mode")
 	return cmd
 }

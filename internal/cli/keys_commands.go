@@ -15,7 +15,6 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/vault"
-	"github.com/webhookdb-go/webhookdb/vault/vaultbench"
 )
 
 func newKeysCommand(_ *globalOptions) *cobra.Command {
@@ -161,24 +160,4 @@ func newVaultCommand(_ *globalOptions) *cobra.Command {
 	rotateRoot.Flags().StringVar(&o.DatabaseMount, "database-mount", app.Env(app.EnvDatabaseMount), "database secrets engine mount path; default database ("+app.EnvDatabaseMount+")")
 	v.AddCommand(rotateRoot)
 	return v
-}
-
-// The credentials benchmark joins `webhookdb bench` (and so `make bench`).
-func init() { benchSubcommands = append(benchSubcommands, newCredentialsBenchCommand) }
-
-func newCredentialsBenchCommand() *cobra.Command {
-	var cfg vaultbench.Config
-	cmd := &cobra.Command{
-		Use:   "credentials",
-		Short: "db connection and db roll-credentials through Vault, against issuing directly (--credentials=postgres)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Out = cmd.OutOrStdout()
-			_, err := vaultbench.RunConfig(cmd.Context(), cfg)
-			return err
-		},
-	}
-	cmd.Flags().IntVar(&cfg.Connections, "connections", 200, "db connection calls timed per mode")
-	cmd.Flags().IntVar(&cfg.Rolls, "rolls", 15, "roll-credentials calls timed per mode")
-	return cmd
 }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,7 +133,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 
-	basePool, err := pgxpool.New(ctx, dbURL+"&pool_max_conns="+strconv.Itoa(cfg.Concurrency))
+	// Set on the parsed config: appending "&pool_max_conns=" broke a --database-url without a query string.
+	baseCfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing the database URL: %w", err)
+	}
+	baseCfg.MaxConns = int32(cfg.Concurrency)
+	basePool, err := pgxpool.NewWithConfig(ctx, baseCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -144,11 +151,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	url := srv.URL() + "/v1/webhooks/" + in.OpaqueID
 	runIngest := func(d time.Duration) (Result, error) {
-		return driveHTTP(ctx, url, secret, cfg.Concurrency, d), nil
+		return driveHTTP(ctx, url, secret, cfg.Concurrency, d)
 	}
 	runBaseline := func(d time.Duration) (Result, error) {
-		return driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, d), nil
+		return driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, d)
 	}
+	warmIngest := func() error { _, err := runIngest(time.Second); return err }
+	warmBaseline := func() error { _, err := runBaseline(time.Second); return err }
 	generators := "Go HTTP client / pgx (install wrk for a lighter HTTP load generator)"
 	if wrk, err := newWrkDriver(dir, secret, 20_000); err == nil {
 		if binDir, err := pgcluster.FindBinDir(); err == nil {
@@ -156,17 +165,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				generators = "wrk / pgbench"
 				runIngest = func(d time.Duration) (Result, error) { return wrk.run(ctx, url, cfg.Concurrency, d) }
 				runBaseline = func(d time.Duration) (Result, error) { return pgb.run(ctx, cfg.Concurrency, d) }
+				warmBaseline = func() error { return pgb.warmUp(ctx, cfg.Concurrency) }
 			}
 		}
 	}
 	fmt.Fprintf(cfg.Out, "ingest benchmark: %d concurrent clients, %s rounds x %d, ~%d-byte signed Stripe events, load from %s\n",
 		cfg.Concurrency, cfg.Duration, cfg.Rounds, len(event("evt_000000000000000000000000")), generators)
-	// warm up both paths
-	if _, err := runIngest(time.Second); err != nil {
-		return nil, err
+	// Warm up both paths; a warm-up that completes nothing fails like a round would.
+	if err := warmIngest(); err != nil {
+		return nil, fmt.Errorf("error warming up ingest: %w", err)
 	}
-	if _, err := runBaseline(time.Second); err != nil {
-		return nil, err
+	if err := warmBaseline(); err != nil {
+		return nil, fmt.Errorf("error warming up the baseline: %w", err)
 	}
 
 	rep := &Report{}
@@ -174,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		roundStart := time.Now()
 		ing, err := runIngest(cfg.Duration)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("round %d, ingest: %w", r+1, err)
 		}
 		var rows, txns int
 		if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM staging.webhooks WHERE received_at >= $1 AND path <> '/baseline'`, roundStart).Scan(&rows, &txns); err == nil && txns > 0 {
@@ -182,7 +192,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		base, err := runBaseline(cfg.Duration)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("round %d, baseline: %w", r+1, err)
 		}
 		rep.Ingest = append(rep.Ingest, ing)
 		rep.Baseline = append(rep.Baseline, base)
@@ -228,11 +238,11 @@ func sign(secret string, body []byte, now time.Time) string {
 
 var seq atomic.Int64
 
-func driveHTTP(ctx context.Context, url, secret string, n int, d time.Duration) Result {
+func driveHTTP(ctx context.Context, url, secret string, n int, d time.Duration) (Result, error) {
 	transport := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
-	return drive(ctx, n, d, func() error {
+	return drive(ctx, "the Go HTTP client", n, d, func() error {
 		body := event(fmt.Sprintf("evt_%024d", seq.Add(1)))
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -250,9 +260,9 @@ func driveHTTP(ctx context.Context, url, secret string, n int, d time.Duration) 
 	})
 }
 
-func driveInsert(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64, n int, d time.Duration) Result {
+func driveInsert(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64, n int, d time.Duration) (Result, error) {
 	headers := []byte(`{"Content-Type":"application/json","User-Agent":"Stripe/1.0 (+https://stripe.com/docs/webhooks)"}`)
-	return drive(ctx, n, d, func() error {
+	return drive(ctx, "pgx", n, d, func() error {
 		id := fmt.Sprintf("evt_%024d", seq.Add(1))
 		_, err := pool.Exec(ctx, `INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type, headers, body, accepted)
 			VALUES (now(), $1, $2, $3, 'POST', '/baseline', '', 'application/json', $4, $5, true)`,
@@ -261,10 +271,14 @@ func driveInsert(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID i
 	})
 }
 
-func drive(ctx context.Context, n int, d time.Duration, op func() error) Result {
+// drive runs op from n goroutines for d. Without one successful op it returns an error with the first
+// failures, the Go drivers' counterpart of an external generator's output.
+func drive(ctx context.Context, name string, n int, d time.Duration, op func() error) (Result, error) {
 	var wg sync.WaitGroup
 	lat := make([][]time.Duration, n)
 	errs := make([]int, n)
+	var firstMu sync.Mutex
+	var first []string // the first few distinct failures
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -275,6 +289,11 @@ func drive(ctx context.Context, n int, d time.Duration, op func() error) Result 
 				t0 := time.Now()
 				if err := op(); err != nil {
 					errs[i]++
+					firstMu.Lock()
+					if len(first) < 3 && !slices.Contains(first, err.Error()) {
+						first = append(first, err.Error())
+					}
+					firstMu.Unlock()
 					continue
 				}
 				lat[i] = append(lat[i], time.Since(t0))
@@ -289,10 +308,14 @@ func drive(ctx context.Context, n int, d time.Duration, op func() error) Result 
 		res.Errors += errs[i]
 	}
 	res.Ops = len(all)
-	if len(all) > 0 {
-		slices.Sort(all)
-		res.P50 = all[len(all)/2]
-		res.P99 = all[len(all)*99/100]
+	if res.Ops == 0 {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		return res, fmt.Errorf("%s completed no successful request in %s (%d errors): %s", name, d, res.Errors, strings.Join(first, "; "))
 	}
-	return res
+	slices.Sort(all)
+	res.P50 = all[len(all)/2]
+	res.P99 = all[len(all)*99/100]
+	return res, nil
 }

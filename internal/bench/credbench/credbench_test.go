@@ -1,18 +1,18 @@
-package vaultbench_test
+package credbench_test
 
 import (
 	"context"
 	"strings"
 	"testing"
 
-	"github.com/webhookdb-go/webhookdb/vault/vaultbench"
+	"github.com/webhookdb-go/webhookdb/internal/bench/credbench"
 )
 
 // A short run proves the benchmark works end to end (make bench runs the full one).
 func TestRunShort(t *testing.T) {
 	t.Parallel()
 	var out strings.Builder
-	results, err := vaultbench.RunConfig(context.Background(), vaultbench.Config{Connections: 20, Rolls: 3, Out: &out})
+	results, err := credbench.RunConfig(context.Background(), credbench.Config{Connections: 20, Rolls: 3, Out: &out})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ package fanoutbench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,6 +102,10 @@ type benchOrg struct {
 // Run runs the benchmark and prints its report.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	cfg = cfg.withDefaults()
+	// Negative rows or orgs would "measure" a drain of nothing (or index an empty org list) rather than fail.
+	if cfg.Rows < 0 || cfg.Orgs < 0 || cfg.Rate < 0 || cfg.SteadyDuration < 0 {
+		return nil, fmt.Errorf("rows (%d), orgs (%d), rate (%d) and steady duration (%s) must not be negative", cfg.Rows, cfg.Orgs, cfg.Rate, cfg.SteadyDuration)
+	}
 	b := &bench{cfg: cfg, adminURL: cfg.AdminURL, suffix: fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -344,11 +347,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	for settled.Load() < int64(cfg.Rows) {
 		select {
 		case err := <-done:
-			return nil, fmt.Errorf("the fanout stopped: %v", err)
+			return nil, fmt.Errorf("the fanout stopped after applying %d of %d rows: %w", settled.Load(), cfg.Rows, err)
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Since(start) > 30*time.Minute {
-			return nil, errors.New("the fanout did not drain the preload in 30 minutes")
+			return nil, fmt.Errorf("the fanout applied %d of %d preloaded rows in 30 minutes", settled.Load(), cfg.Rows)
 		}
 	}
 	rep.FanoutDuration = time.Since(start)
@@ -450,7 +453,7 @@ func (b *bench) runNative(ctx context.Context) (time.Duration, error) {
 			return d, err
 		}
 		if time.Since(start) > 30*time.Minute {
-			return 0, errors.New("native replication did not finish in 30 minutes")
+			return 0, fmt.Errorf("native replication copied %d of %d rows in 30 minutes", n, b.cfg.Rows)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -503,7 +506,7 @@ func (b *bench) steady(ctx context.Context, rep *Report, steadyFrom *atomic.Int6
 	wait := time.Now()
 	for settled.Load()-before < int64(sent) {
 		if time.Since(wait) > time.Minute {
-			return errors.New("the fanout did not catch up within a minute of the steady phase")
+			return fmt.Errorf("the fanout applied %d of the steady phase's %d rows within a minute of its end", settled.Load()-before, sent)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -512,7 +515,7 @@ func (b *bench) steady(ctx context.Context, rep *Report, steadyFrom *atomic.Int6
 	lagMu.Unlock()
 	slices.Sort(l)
 	if len(l) == 0 {
-		return errors.New("no lag samples")
+		return fmt.Errorf("the steady phase produced no lag samples: %d rows sent, %d applied", sent, settled.Load()-before)
 	}
 	rep.SteadyRows = len(l)
 	rep.LagP50 = l[len(l)/2]

@@ -1,4 +1,4 @@
-package vaultbench
+package credbench
 
 import (
 	"context"
@@ -72,7 +72,7 @@ func Run(ctx context.Context, out io.Writer) error {
 func RunConfig(ctx context.Context, cfg Config) ([]Result, error) {
 	cfg = cfg.withDefaults()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dir, err := os.MkdirTemp("", "whdb-vaultbench-")
+	dir, err := os.MkdirTemp("", "whdb-credbench-")
 	if err != nil {
 		return nil, err
 	}
@@ -164,18 +164,18 @@ func measure(ctx context.Context, cfg Config, cluster *pgcluster.Cluster, pool *
 	start := time.Now()
 	cred, err := svc.Connection(ctx, org.ID)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("error issuing the first credentials: %w", err)
 	}
 	res.FirstIssue = time.Since(start)
 	// The URL works (a benchmark of credentials that do not log in would measure nothing).
 	if err := ping(ctx, cred.URL); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("error logging in with the issued credentials: %w", err)
 	}
 	conns := make([]time.Duration, 0, cfg.Connections)
 	for i := 0; i < cfg.Connections; i++ {
 		start := time.Now()
 		if _, err := svc.Connection(ctx, org.ID); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("error in db connection call %d of %d: %w", i+1, cfg.Connections, err)
 		}
 		conns = append(conns, time.Since(start))
 	}
@@ -184,13 +184,17 @@ func measure(ctx context.Context, cfg Config, cluster *pgcluster.Cluster, pool *
 		start := time.Now()
 		next, err := svc.RollCredentials(ctx, org.ID)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("error in roll-credentials call %d of %d: %w", i+1, cfg.Rolls, err)
 		}
 		rolls = append(rolls, time.Since(start))
 		if err := ping(ctx, cred.URL); err == nil {
 			return nil, errors.New("the old credentials still log in after roll-credentials")
 		}
 		cred = next
+	}
+	if len(conns) == 0 || len(rolls) == 0 {
+		// A zero median would print as far under target.
+		return nil, fmt.Errorf("nothing timed: %d db connection and %d roll-credentials calls", len(conns), len(rolls))
 	}
 	res.ConnectionMedian, res.ConnectionP95 = quantile(conns, 0.5), quantile(conns, 0.95)
 	res.RollMedian, res.RollP95 = quantile(rolls, 0.5), quantile(rolls, 0.95)
