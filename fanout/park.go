@@ -64,7 +64,7 @@ func (c *Consumer) park(ctx context.Context, orgID int64, changes []*change, rea
 func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 	rows, err := c.pool.Query(ctx, `
 		SELECT p.id, p.integration_id, p.received_at, p.webhook_id, p.commit_lsn::text, p.seq,
-			w.id IS NOT NULL, coalesce(w.content_type, ''), coalesce(w.headers, '{}'), coalesce(w.body, '')
+			w.id IS NOT NULL, coalesce(w.delivery_id, ''), coalesce(w.content_type, ''), coalesce(w.headers, '{}'), coalesce(w.body, '')
 		FROM fanout.parked_changes p
 		LEFT JOIN staging.webhooks w ON w.received_at = p.received_at AND w.id = p.webhook_id
 		WHERE p.org_id = $1
@@ -84,7 +84,7 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 		var id int64
 		ch := &change{orgID: o.id}
 		if err := rows.Scan(&id, &ch.integrationID, &ch.receivedAt, &ch.webhookID, &lsnText, &ch.pos.seq,
-			&inStaged, &ch.contentType, &ch.headers, &ch.body); err != nil {
+			&inStaged, &ch.deliveryID, &ch.contentType, &ch.headers, &ch.body); err != nil {
 			rows.Close()
 			return jobResult{}, fmt.Errorf("error reading parked changes: %w", err)
 		}
