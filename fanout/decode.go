@@ -30,6 +30,7 @@ type change struct {
 	receivedAt    time.Time
 	orgID         int64
 	integrationID int64
+	deliveryID    string // "" when staging's delivery_id is NULL
 	contentType   string
 	headers       []byte // JSON object: canonical header name -> value
 	body          []byte
@@ -45,7 +46,7 @@ type relation struct {
 	namespace, name string
 	ncols           int
 	// column indexes
-	colID, colReceivedAt, colOrgID, colIntegrationID, colContentType, colHeaders, colBody int
+	colID, colReceivedAt, colOrgID, colIntegrationID, colDeliveryID, colContentType, colHeaders, colBody int
 }
 
 var errNotStaging = errors.New("not the staging table")
@@ -64,7 +65,7 @@ func newRelation(m *pglogrepl.RelationMessage) (*relation, error) {
 		dst  *int
 	}{
 		{"id", &r.colID}, {"received_at", &r.colReceivedAt}, {"org_id", &r.colOrgID}, {"integration_id", &r.colIntegrationID},
-		{"content_type", &r.colContentType}, {"headers", &r.colHeaders}, {"body", &r.colBody},
+		{"delivery_id", &r.colDeliveryID}, {"content_type", &r.colContentType}, {"headers", &r.colHeaders}, {"body", &r.colBody},
 	} {
 		i, ok := idx[f.name]
 		if !ok {
@@ -128,12 +129,13 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	if c.receivedAt, err = textTimestamptz(vals[rel.colReceivedAt]); err != nil {
 		return nil, fmt.Errorf("received_at: %w", err)
 	}
+	c.deliveryID = string(vals[rel.colDeliveryID]) // NULL decodes as nil, so ""
 	c.contentType = string(vals[rel.colContentType])
 	c.headers = append([]byte(nil), vals[rel.colHeaders]...)
 	if c.body, err = textBytea(vals[rel.colBody]); err != nil {
 		return nil, fmt.Errorf("body: %w", err)
 	}
-	c.size = int64(len(c.headers)+len(c.body)+len(c.contentType)) + changeOverhead
+	c.size = int64(len(c.headers)+len(c.body)+len(c.contentType)+len(c.deliveryID)) + changeOverhead
 	return c, nil
 }
 

@@ -112,7 +112,7 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 			missing = append(missing, failure{ch, "the staging row no longer exists"})
 			continue
 		}
-		ch.contentType, ch.headers, ch.body = w.ContentType, w.Headers, w.Body
+		ch.deliveryID, ch.contentType, ch.headers, ch.body = w.DeliveryID, w.ContentType, w.Headers, w.Body
 		changes = append(changes, ch)
 	}
 	if len(ids) == 0 {

@@ -97,7 +97,7 @@ type CreateParams struct {
 	Secret string
 	// VerifierOverride replaces the service's default verifier (nil keeps it).
 	VerifierOverride *verify.Config
-	// Config is the replicator's configuration (json_v1 and standard_event_v1 need one).
+	// Config is the replicator's configuration (json_v1 needs one; standard_event_v1 takes one optionally).
 	Config         json.RawMessage
 	BodyLimitBytes *int64
 }

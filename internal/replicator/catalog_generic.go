@@ -23,7 +23,8 @@ func genericServices() []*Service {
 	return []*Service{
 		genericService("json_v1", "Any JSON webhook, keyed by a configured path.", VerifierSecretHeader),
 		genericService("standard_event_v1",
-			"Standard Webhooks events ({type, timestamp, data}); type and timestamp are read by default.",
+			"Standard Webhooks events ({type, timestamp, data}): one row per delivery, keyed by its webhook-id "+
+				"unless remote_key_path is configured; type and timestamp are read by default.",
 			VerifierStandard),
 	}
 }

@@ -16,6 +16,7 @@
 // their validating patterns, so a row gets the same typed value whichever way it was written.
 //
 // Services are looked up with [All], [Lookup] and [Resolve]; the configurable ones (standard_event_v1 and
-// json_v1) need [Resolve] with the integration's JSON configuration before they can extract anything.
+// json_v1) need [Resolve] with the integration's JSON configuration (standard_event_v1 accepts an empty one)
+// before they can extract anything.
 // Renaming a column or changing its type is never done in place: it takes a new _vN service.
 package replicator

@@ -22,6 +22,9 @@ type Webhook struct {
 	Body        []byte
 	// ReceivedAt is when webhookdb first received the request (kept across replays).
 	ReceivedAt time.Time
+	// DeliveryID is the sender's id of this delivery as ingest stored it (staging's delivery_id: webhook-id
+	// or svix-id for Standard Webhooks senders), or "" when the request had none.
+	DeliveryID string
 }
 
 // Row is one upsertable row of a service's table.
@@ -36,7 +39,7 @@ type Row struct {
 // Extract turns one webhook into rows: none when the event does not carry the service's resource, one per
 // element when the resource is an array. Errors wrap ErrMalformed, or ErrNotConfigured.
 func (s *Service) Extract(w Webhook) ([]Row, error) {
-	if s.configurable && s.RemoteKey.Path == "" {
+	if s.configurable && s.RemoteKey.Path == "" && s.RemoteKey.From != FromDeliveryID {
 		return nil, fmt.Errorf("error extracting %s: %w", s.Name, ErrNotConfigured)
 	}
 	event, err := s.parseBody(w.Body)
@@ -73,8 +76,11 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 }
 
 func (s *Service) row(w Webhook, event, resource any) (Row, error) {
-	key, ok := keyText(s.RemoteKey, event, resource, w.Header)
+	key, ok := keyText(s.RemoteKey, w, event, resource)
 	if !ok {
+		if s.RemoteKey.From == FromDeliveryID {
+			return Row{}, fmt.Errorf("%w: no delivery id (webhook-id or svix-id header) to key the row by", ErrMalformed)
+		}
 		return Row{}, fmt.Errorf("%w: no remote key at %q", ErrMalformed, s.RemoteKey.Path)
 	}
 	data, err := marshalJSON(resource)
@@ -89,10 +95,13 @@ func (s *Service) row(w Webhook, event, resource any) (Row, error) {
 }
 
 // keyText is the remote key: the scalar text at the key column's paths, joined when composite. Empty is missing.
-func keyText(c Column, event, resource any, h http.Header) (string, bool) {
-	if c.From == FromHeader {
-		v := h.Get(c.Header)
+func keyText(c Column, w Webhook, event, resource any) (string, bool) {
+	switch c.From {
+	case FromHeader:
+		v := w.Header.Get(c.Header)
 		return v, v != ""
+	case FromDeliveryID:
+		return w.DeliveryID, w.DeliveryID != ""
 	}
 	root := resource
 	if c.From == FromEvent {
@@ -136,6 +145,11 @@ func columnValue(c Column, w Webhook, event, resource any) any {
 			return nil
 		}
 		return normTime(w.ReceivedAt)
+	case FromDeliveryID:
+		if w.DeliveryID == "" {
+			return nil
+		}
+		return w.DeliveryID
 	}
 	root := resource
 	if c.From == FromEvent {

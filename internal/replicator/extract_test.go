@@ -414,7 +414,6 @@ func TestResolve(t *testing.T) {
 		{"stripe_charge_v1", `{} {}`},
 		{"json_v1", ``},
 		{"json_v1", `{}`},
-		{"standard_event_v1", `{}`},
 		{"json_v1", `{"timestamp_path":"ts"}`},
 		{"json_v1", `{"remote_key_path":"id","extra":1}`},
 		{"json_v1", `{"remote_key_path":"a..b"}`},

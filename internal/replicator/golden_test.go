@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/webhookdb-go/webhookdb/ingest/verify"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from the current Extract output")
@@ -49,7 +51,8 @@ func loadFixture(t testing.TB, name string) fixture {
 	return f
 }
 
-// fixtureService resolves the service with its fixture's config, and the fixture's webhook.
+// fixtureService resolves the service with its fixture's config, and the fixture's webhook with the delivery
+// id ingest would store for it under the service's default verifier.
 func fixtureService(t testing.TB, name string) (*Service, Webhook) {
 	t.Helper()
 	f := loadFixture(t, name)
@@ -57,7 +60,9 @@ func fixtureService(t testing.TB, name string) (*Service, Webhook) {
 	if err != nil {
 		t.Fatalf("Resolve(%s): %v", name, err)
 	}
-	return s, f.webhook()
+	w := f.webhook()
+	w.DeliveryID = verify.DeliveryID(s.Verifier, w.Header, w.Body)
+	return s, w
 }
 
 // fixtureRows extracts the fixture of name, which must give at least one row.

@@ -13,7 +13,8 @@ import (
 // Config is the integration configuration of the configurable services (standard_event_v1, json_v1). Paths
 // are dot-separated, into the whole body, which is also the stored data.
 type Config struct {
-	// RemoteKeyPath locates the remote key. Required.
+	// RemoteKeyPath locates the remote key. Required for json_v1; standard_event_v1 without it keys each row
+	// by the delivery's webhook-id (one row per delivery).
 	RemoteKeyPath string `json:"remote_key_path"`
 	// TimestampPath locates the event's time (ISO 8601, or Unix seconds or milliseconds). With it the policy is
 	// newer-wins on that time; without it, data-changed.
@@ -24,8 +25,8 @@ type Config struct {
 	EventTypes []string `json:"event_types,omitempty"`
 }
 
-// Resolve returns the service named name as configured by an integration's JSON config. Configurable services
-// require a config; the others accept only an empty one ({}, null or nothing) and return the catalog entry.
+// Resolve returns the service named name as configured by an integration's JSON config. json_v1 requires a
+// config, standard_event_v1 works without one; the others accept only an empty one ({}, null or nothing) and return the catalog entry.
 // Errors wrap ErrUnknownService or ErrInvalidConfig.
 func Resolve(name string, config json.RawMessage) (*Service, error) {
 	base, ok := Lookup(name)
@@ -78,8 +79,10 @@ const (
 )
 
 func configure(base *Service, cfg Config) (*Service, error) {
-	// Senders following the Standard Webhooks payload shape name these fields; explicit config overrides.
-	if base.Name == "standard_event_v1" {
+	// Senders following the Standard Webhooks payload shape name these fields, and every delivery carries a
+	// unique webhook-id that keys it when the body has no id of its own; explicit config overrides.
+	standard := base.Name == "standard_event_v1"
+	if standard {
 		if cfg.EventTypePath == "" {
 			cfg.EventTypePath = "type"
 		}
@@ -87,8 +90,9 @@ func configure(base *Service, cfg Config) (*Service, error) {
 			cfg.TimestampPath = "timestamp"
 		}
 	}
-	if cfg.RemoteKeyPath == "" {
-		return nil, errors.New("remote_key_path is required")
+	if cfg.RemoteKeyPath == "" && !standard {
+		return nil, fmt.Errorf(`remote_key_path is required: the dot-separated path of each row's unique key in the body, `+
+			`e.g. webhookdb integrations create %s --config '{"remote_key_path":"id"}'`, base.Name)
 	}
 	for field, p := range map[string]string{"remote_key_path": cfg.RemoteKeyPath, "timestamp_path": cfg.TimestampPath, "event_type_path": cfg.EventTypePath} {
 		if p != "" && slices.Contains(strings.Split(p, "."), "") {
@@ -104,6 +108,9 @@ func configure(base *Service, cfg Config) (*Service, error) {
 
 	s := *base
 	s.RemoteKey.Path = cfg.RemoteKeyPath
+	if cfg.RemoteKeyPath == "" {
+		s.RemoteKey.From = FromDeliveryID
+	}
 	s.Columns = slices.Clone(base.Columns)
 	for i := range s.Columns {
 		switch s.Columns[i].Name {

@@ -99,6 +99,9 @@ const (
 	FromHeader
 	// FromReceivedAt takes the time webhookdb received the request (for senders without an update time).
 	FromReceivedAt
+	// FromDeliveryID takes the sender's id of the delivery (Webhook.DeliveryID), for events that have no id of
+	// their own in the body.
+	FromDeliveryID
 )
 
 // Converter says how a timestamptz column parses its source value. Other types take no converter: numbers,
@@ -259,6 +262,10 @@ func (c Column) validate() error {
 	case FromReceivedAt:
 		if c.Type != TypeTimestamptz || c.Path != "" || c.Header != "" {
 			return errors.New("received-at column must be a timestamptz without path")
+		}
+	case FromDeliveryID:
+		if c.Type != TypeText || c.Path != "" || c.Header != "" || len(c.Fallbacks) > 0 || len(c.Concat) > 0 {
+			return errors.New("delivery-id column must be text without path or header")
 		}
 	default:
 		return fmt.Errorf("unknown source %d", c.From)
