@@ -46,15 +46,14 @@ func TestSplitTopologyServeAndFanout(t *testing.T) {
 		"WEBHOOKDB_CREDENTIALS=postgres",
 		"WEBHOOKDB_SLOT_NAME="+slot,
 		"WEBHOOKDB_LISTEN="+listen,
-		"WEBHOOKDB_METRICS_LISTEN="+metrics,
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"WEBHOOKDB_API_URL=", "WEBHOOKDB_TOKEN=",
 		// Neither process may find a Vault: the modes above need none.
 		"VAULT_ADDR=", "VAULT_TOKEN=",
 	)
-	start := func(name string, args ...string) {
+	start := func(name string, extraEnv []string, args ...string) {
 		cmd := exec.Command(bin, args...)
-		cmd.Env = env
+		cmd.Env = append(env, extraEnv...)
 		out := &bytes.Buffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
@@ -74,9 +73,9 @@ func TestSplitTopologyServeAndFanout(t *testing.T) {
 			}
 		})
 	}
-	start("serve", "serve", "--no-fanout", "--log-level", "warn")
+	start("serve", nil, "serve", "--no-fanout", "--log-level", "warn")
 	waitHTTP(t, "http://"+listen+"/healthz")
-	start("fanout", "fanout", "--log-level", "warn")
+	start("fanout", []string{"WEBHOOKDB_METRICS_LISTEN=" + metrics}, "fanout", "--log-level", "warn")
 	waitHTTP(t, "http://"+metrics+"/healthz")
 
 	cli := func(args ...string) string {

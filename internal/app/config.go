@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -333,8 +334,8 @@ func (c *Config) envInt(name string) int64 {
 	if v == "" {
 		return 0
 	}
-	var n int64
-	if _, err := fmt.Sscan(v, &n); err != nil {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
 		c.conflicts = append(c.conflicts, fmt.Errorf("%s=%q is not a whole number", name, v))
 	}
 	return n

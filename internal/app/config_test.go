@@ -1,0 +1,88 @@
+package app
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func bind(t *testing.T, groups FlagGroup, args ...string) Config {
+	t.Helper()
+	var c Config
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	BindFlags(fs, &c, groups)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The deprecated slot and metrics names still work, with a warning; a deployment that sets old and new
+// names to different values refuses to start instead of silently moving to another slot.
+func TestDeprecatedAliases(t *testing.T) {
+	t.Setenv(EnvSlot, "")
+	t.Setenv("WEBHOOKDB_FANOUT_SLOT", "old_slot")
+	t.Setenv("WEBHOOKDB_FANOUT_METRICS_LISTEN", "127.0.0.1:9100")
+	c := bind(t, FlagsCore|FlagsMetrics)
+	if c.Slot != "old_slot" || c.MetricsListen != "127.0.0.1:9100" {
+		t.Fatalf("aliases not read: slot %q, metrics %q", c.Slot, c.MetricsListen)
+	}
+	if len(c.deprecated) != 2 || !strings.Contains(strings.Join(c.deprecated, "\n"), "WEBHOOKDB_FANOUT_SLOT is deprecated: use WEBHOOKDB_SLOT_NAME") {
+		t.Fatalf("deprecation notes: %q", c.deprecated)
+	}
+
+	t.Setenv(EnvSlot, "old_slot")
+	if c := bind(t, FlagsCore); len(c.conflicts) != 0 || c.Slot != "old_slot" {
+		t.Fatalf("the same value under both names is fine: %v", c.conflicts)
+	}
+	t.Setenv(EnvSlot, "new_slot")
+	c = bind(t, FlagsCore)
+	c.DatabaseURL, c.Credentials, c.Keyring = "postgres://localhost/x", CredentialsPostgres, "1:x"
+	err := c.WithDefaults().validate()
+	if err == nil || !strings.Contains(err.Error(), `WEBHOOKDB_SLOT_NAME="new_slot" and the deprecated WEBHOOKDB_FANOUT_SLOT="old_slot" disagree`) {
+		t.Fatalf("conflicting slot names: %v", err)
+	}
+	// A flag still wins over both.
+	if c := bind(t, FlagsCore, "--slot", "flag_slot"); c.Slot != "flag_slot" {
+		t.Fatalf("flag: %q", c.Slot)
+	}
+}
+
+func TestMalformedEnvironmentIsAnError(t *testing.T) {
+	t.Setenv(EnvRetention, "a week")
+	t.Setenv(EnvBodyLimit, "1MB")
+	c := bind(t, FlagsAll)
+	c.DatabaseURL, c.Credentials, c.Keyring = "postgres://localhost/x", CredentialsPostgres, "1:x"
+	err := c.WithDefaults().validate()
+	if err == nil || !strings.Contains(err.Error(), `WEBHOOKDB_RETENTION="a week" is not a duration`) || !strings.Contains(err.Error(), `WEBHOOKDB_BODY_LIMIT="1MB" is not a whole number`) {
+		t.Fatalf("malformed values: %v", err)
+	}
+}
+
+func TestRolesDecideWhatIsRequired(t *testing.T) {
+	base := Config{DatabaseURL: "postgres://localhost/x", Credentials: CredentialsPostgres, Keyring: "1:x"}
+	fanoutOnly := base
+	fanoutOnly.Roles = []Role{RoleFanout}
+	fanoutOnly.Listen = "not an address" // unused without ingest or the API
+	if err := fanoutOnly.WithDefaults().validate(); err != nil {
+		t.Fatalf("fanout alone needs no HTTP listener: %v", err)
+	}
+	if d := fanoutOnly.WithDefaults(); d.Listen != "not an address" || d.servesHTTP() {
+		t.Fatalf("fanout alone: %+v", d)
+	}
+	serve := base
+	serve.Listen = "not an address"
+	if err := serve.WithDefaults().validate(); err == nil || !strings.Contains(err.Error(), "--listen") {
+		t.Fatalf("serve with a bad listen address: %v", err)
+	}
+	bad := base
+	bad.Roles = []Role{"web"}
+	if err := bad.WithDefaults().validate(); err == nil || !strings.Contains(err.Error(), `unknown role "web"`) {
+		t.Fatalf("unknown role: %v", err)
+	}
+	vault := Config{DatabaseURL: "postgres://localhost/x"}
+	if err := vault.WithDefaults().validate(); err == nil || !strings.Contains(err.Error(), "credentials mode vault needs VAULT_ADDR") {
+		t.Fatalf("vault credentials without Vault: %v", err)
+	}
+}
