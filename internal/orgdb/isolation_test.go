@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
@@ -31,14 +32,6 @@ func TestIsolation(t *testing.T) {
 			testIsolation(t, mode)
 		})
 	}
-}
-
-func sqlstate(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }
 
 // asOwner runs statements in an org database as its owner role (what the fanout does).
@@ -108,7 +101,7 @@ func testIsolation(t *testing.T, mode string) {
 		t.Helper()
 		conn, err := pgx.Connect(ctx, rawURL)
 		// A backend of a connection closed a moment ago may still hold its slot under the connection limit.
-		for deadline := time.Now().Add(3 * time.Second); sqlstate(err) == "53300" && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(3 * time.Second); pgerr.Code(err) == pgerrcode.TooManyConnections && time.Now().Before(deadline); {
 			time.Sleep(50 * time.Millisecond)
 			conn, err = pgx.Connect(ctx, rawURL)
 		}
@@ -200,7 +193,7 @@ func testIsolation(t *testing.T, mode string) {
 				t.Errorf("succeeded: %s", sql)
 			} else if len(parts) > 1 {
 				// Past read-only mode the privileges themselves refuse.
-				if code := sqlstate(err); code != "42501" {
+				if code := pgerr.Code(err); code != pgerrcode.InsufficientPrivilege {
 					t.Errorf("%s: SQLSTATE %s (%v), want 42501 (privilege, not merely read-only)", sql, code, err)
 				}
 			}
@@ -281,7 +274,7 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("statement timeout cuts a long query", func(t *testing.T) {
 		start := time.Now()
 		_, err := conn.Exec(ctx, `SELECT pg_sleep(10)`)
-		if code := sqlstate(err); code != "57014" {
+		if code := pgerr.Code(err); code != pgerrcode.QueryCanceled {
 			t.Fatalf("long query: %v (SQLSTATE %s), want 57014", err, code)
 		}
 		if d := time.Since(start); d > 4*time.Second {
@@ -308,7 +301,7 @@ func testIsolation(t *testing.T, mode string) {
 			over.Close(ctx)
 			t.Fatal("4th connection accepted with CONNECTION LIMIT 3")
 		}
-		if code := sqlstate(err); code != "53300" {
+		if code := pgerr.Code(err); code != pgerrcode.TooManyConnections {
 			t.Fatalf("4th connection: %v (SQLSTATE %s), want 53300", err, code)
 		}
 		for _, x := range extra {

@@ -33,9 +33,22 @@ const (
 	stepIssuer = "issuer" // the issuer was set up for the org (Vault: its role)
 )
 
-// CreateOrg stores a new org (not provisioned yet). The key names database objects and is validated
-// (pgroles.ValidateOrgKey); the name is free text (1 to 200 characters), only ever passed as a bind parameter.
+// CreateOrg stores a new org (not provisioned yet); see InsertOrg.
 func (s *Service) CreateOrg(ctx context.Context, key, name string) (*Org, error) {
+	return InsertOrg(ctx, s.pool, key, name)
+}
+
+// RowQuerier is a pool, a connection or a transaction.
+type RowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// InsertOrg stores a new org (not provisioned yet) through q, so a caller can add more in the same
+// transaction (the API adds its creator's membership). The key names database objects and is validated
+// (pgroles.ValidateOrgKey); the name is free text (1 to 200 characters once trimmed), only ever passed as a
+// bind parameter. Errors: ErrInvalidOrg, ErrOrgExists.
+func InsertOrg(ctx context.Context, q RowQuerier, key, name string) (*Org, error) {
+	name = strings.TrimSpace(name)
 	if err := pgroles.ValidateOrgKey(key); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOrg, err)
 	}
@@ -43,7 +56,7 @@ func (s *Service) CreateOrg(ctx context.Context, key, name string) (*Org, error)
 		return nil, fmt.Errorf("%w: name must be 1 to 200 characters of valid text", ErrInvalidOrg)
 	}
 	o := &Org{}
-	err := s.pool.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		INSERT INTO organizations (key, name) VALUES ($1, $2)
 		RETURNING id, key, name, database_server_id, database_name, provision_state, created_at, deleted_at`, key, name).
 		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
