@@ -38,7 +38,8 @@ type App struct {
 	box      secrets.Box
 	orgs     *orgdb.Service
 
-	// router and listener serve ingest and the API (nil when the process runs neither).
+	// router and listener serve ingest and the API (nil when the process runs neither). The listener is bound
+	// before ingest and the API are built: with port 0 only it knows the port of their public URL.
 	router   *mux.Router
 	listener net.Listener
 	// metricsListener serves /metrics and /healthz alone (nil unless MetricsListen is set).
@@ -100,6 +101,14 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 
 	if cfg.servesHTTP() {
+		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("error listening on %s: %w", cfg.Listen, err)
+		}
+		if !publicURLGiven {
+			// With port 0 only the listener knows the port senders must use.
+			cfg.PublicURL = loopbackURL(cfg.Listen, a.listener.Addr())
+			a.cfg.PublicURL = cfg.PublicURL
+		}
 		a.router = mux.NewRouter()
 		a.router.HandleFunc("/healthz", a.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
@@ -130,15 +139,6 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.workers = append(a.workers, consumer.Run)
 	}
 
-	if a.router != nil {
-		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return nil, fmt.Errorf("error listening on %s: %w", cfg.Listen, err)
-		}
-		if !publicURLGiven {
-			// With port 0 only the listener knows the port senders must use.
-			a.cfg.PublicURL = loopbackURL(cfg.Listen, a.listener.Addr())
-		}
-	}
 	if cfg.MetricsListen != "" {
 		if a.metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			return nil, fmt.Errorf("error listening on %s: %w", cfg.MetricsListen, err)

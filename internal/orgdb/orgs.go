@@ -45,10 +45,9 @@ type RowQuerier interface {
 
 // InsertOrg stores a new org (not provisioned yet) through q, so a caller can add more in the same
 // transaction (the API adds its creator's membership). The key names database objects and is validated
-// (pgroles.ValidateOrgKey); the name is free text (1 to 200 characters once trimmed), only ever passed as a
+// (pgroles.ValidateOrgKey); the name is free text (1 to 200 characters), only ever passed as a
 // bind parameter. Errors: ErrInvalidOrg, ErrOrgExists.
 func InsertOrg(ctx context.Context, q RowQuerier, key, name string) (*Org, error) {
-	name = strings.TrimSpace(name)
 	if err := pgroles.ValidateOrgKey(key); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOrg, err)
 	}
