@@ -24,17 +24,19 @@ func (p position) after(q position) bool {
 
 // change is one accepted staging row on its way to an org database.
 type change struct {
-	pos           position
-	txn           *txnState // nil for changes read back from fanout.parked_changes
-	webhookID     int64
-	receivedAt    time.Time
-	orgID         int64
-	integrationID int64
-	deliveryID    string // "" when staging's delivery_id is NULL
-	contentType   string
-	headers       []byte // JSON object: canonical header name -> value
-	body          []byte
-	size          int64
+	pos        position
+	txn        *txnState // nil for changes read back from fanout.parked_changes
+	webhookID  int64
+	receivedAt time.Time
+	// originalReceivedAt is when a copy's original arrived (zero for an original); see deliveredAt.
+	originalReceivedAt time.Time
+	orgID              int64
+	integrationID      int64
+	deliveryID         string // "" when staging's delivery_id is NULL
+	contentType        string
+	headers            []byte // JSON object: canonical header name -> value
+	body               []byte
+	size               int64
 }
 
 // changeOverhead approximates the memory of a change besides its variable-length fields.
@@ -47,6 +49,8 @@ type relation struct {
 	ncols           int
 	// column indexes
 	colID, colReceivedAt, colOrgID, colIntegrationID, colDeliveryID, colContentType, colHeaders, colBody int
+	// colOriginalReceivedAt is -1 on a stream from before the column existed.
+	colOriginalReceivedAt int
 }
 
 var errNotStaging = errors.New("not the staging table")
@@ -72,6 +76,10 @@ func newRelation(m *pglogrepl.RelationMessage) (*relation, error) {
 			return nil, fmt.Errorf("staging.webhooks has no column %s in the replication stream", f.name)
 		}
 		*f.dst = i
+	}
+	r.colOriginalReceivedAt = -1
+	if i, ok := idx["original_received_at"]; ok {
+		r.colOriginalReceivedAt = i
 	}
 	return r, nil
 }
@@ -129,6 +137,12 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	if c.receivedAt, err = textTimestamptz(vals[rel.colReceivedAt]); err != nil {
 		return nil, fmt.Errorf("received_at: %w", err)
 	}
+	if i := rel.colOriginalReceivedAt; i >= 0 && !nulls[i] {
+		// a replayed, retried or resynced copy: replicators read when the delivery first arrived
+		if c.originalReceivedAt, err = textTimestamptz(vals[i]); err != nil {
+			return nil, fmt.Errorf("original_received_at: %w", err)
+		}
+	}
 	c.deliveryID = string(vals[rel.colDeliveryID]) // NULL decodes as nil, so ""
 	c.contentType = string(vals[rel.colContentType])
 	c.headers = append([]byte(nil), vals[rel.colHeaders]...)
@@ -166,4 +180,12 @@ func textBytea(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// deliveredAt is when the delivery first arrived: a copy's received_at is when it was stored again.
+func (c *change) deliveredAt() time.Time {
+	if !c.originalReceivedAt.IsZero() {
+		return c.originalReceivedAt
+	}
+	return c.receivedAt
 }

@@ -113,6 +113,7 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 			continue
 		}
 		ch.deliveryID, ch.contentType, ch.headers, ch.body = w.DeliveryID, w.ContentType, w.Headers, w.Body
+		ch.originalReceivedAt = w.OriginalReceivedAt
 		changes = append(changes, ch)
 	}
 	if len(ids) == 0 {

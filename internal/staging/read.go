@@ -36,11 +36,27 @@ type Filter struct {
 
 // summaryColumns leave the body out: lists show its length, never its bytes.
 const summaryColumns = `id, received_at, org_id, integration_id, coalesce(delivery_id, ''), method, path, query, content_type,
-	headers, body_truncated, accepted, coalesce(rejected_reason, ''), coalesce(replay_of, 0), length(body)`
+	headers, body_truncated, accepted, coalesce(rejected_reason, ''), coalesce(replay_of, 0), length(body),
+	original_received_at`
 
-func scanSummary(row pgx.Row, s *Stored) error {
-	return row.Scan(&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
-		&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes)
+// fullColumns add the body.
+const fullColumns = summaryColumns + `, body`
+
+// scan reads summaryColumns, and the body when withBody (fullColumns).
+func scan(row pgx.Row, s *Stored, withBody bool) error {
+	var original *time.Time
+	dst := []any{&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
+		&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &original}
+	if withBody {
+		dst = append(dst, &s.Body)
+	}
+	if err := row.Scan(dst...); err != nil {
+		return err
+	}
+	if original != nil {
+		s.OriginalReceivedAt = *original
+	}
+	return nil
 }
 
 // List returns an org's newest stored rows, without their bodies.
@@ -56,7 +72,7 @@ func List(ctx context.Context, db DB, f Filter) ([]Stored, error) {
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Stored, error) {
 		var s Stored
-		err := scanSummary(row, &s)
+		err := scan(row, &s, false)
 		return s, err
 	})
 	if err != nil {
@@ -68,9 +84,7 @@ func List(ctx context.Context, db DB, f Filter) ([]Stored, error) {
 // Get returns one of an org's stored rows with its body, or ErrNotFound.
 func Get(ctx context.Context, db DB, orgID, id int64) (*Stored, error) {
 	var s Stored
-	err := db.QueryRow(ctx, `SELECT `+summaryColumns+`, body FROM staging.webhooks WHERE org_id = $1 AND id = $2`, orgID, id).
-		Scan(&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
-			&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &s.Body)
+	err := scan(db.QueryRow(ctx, `SELECT `+fullColumns+` FROM staging.webhooks WHERE org_id = $1 AND id = $2`, orgID, id), &s, true)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -113,7 +127,7 @@ func Lookup(ctx context.Context, db DB, refs []Ref) (Found, error) {
 	for i, r := range refs {
 		received[i], ids[i] = r.ReceivedAt, r.ID
 	}
-	rows, err := db.Query(ctx, `SELECT `+summaryColumns+`, body FROM staging.webhooks
+	rows, err := db.Query(ctx, `SELECT `+fullColumns+` FROM staging.webhooks
 		WHERE (received_at, id) IN (SELECT * FROM unnest($1::timestamptz[], $2::bigint[]))`, received, ids)
 	if err != nil {
 		return nil, fmt.Errorf("error reading staged webhooks: %w", err)
@@ -121,8 +135,7 @@ func Lookup(ctx context.Context, db DB, refs []Ref) (Found, error) {
 	defer rows.Close()
 	for rows.Next() {
 		s := &Stored{}
-		if err := rows.Scan(&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
-			&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &s.Body); err != nil {
+		if err := scan(rows, s, true); err != nil {
 			return nil, fmt.Errorf("error reading staged webhooks: %w", err)
 		}
 		out[refKey{s.ReceivedAt.UnixMicro(), s.ID}] = s

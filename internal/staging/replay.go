@@ -31,7 +31,7 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, w Window) (int64, error) {
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		after := Ref{ReceivedAt: w.Since, ID: 0}
 		for {
-			rows, err := tx.Query(ctx, `SELECT `+summaryColumns+`, body FROM staging.webhooks
+			rows, err := tx.Query(ctx, `SELECT `+fullColumns+` FROM staging.webhooks
 				WHERE org_id = $1 AND integration_id = ANY($2) AND accepted AND replay_of IS NULL
 				  AND received_at < $3 AND (received_at, id) > ($4, $5)
 				ORDER BY received_at, id LIMIT $6`, w.OrgID, w.IntegrationIDs, w.Until, after.ReceivedAt, after.ID, copyPageRows)
@@ -45,7 +45,7 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, w Window) (int64, error) {
 			if len(page) == 0 {
 				return nil
 			}
-			if err := insert(ctx, tx, copies(page)); err != nil {
+			if err := storeCopies(ctx, tx, page); err != nil {
 				return err
 			}
 			total += int64(len(page))
@@ -71,7 +71,7 @@ func Resubmit(ctx context.Context, tx pgx.Tx, refs []Ref) (int64, error) {
 		for _, s := range found {
 			page = append(page, s)
 		}
-		if err := insert(ctx, tx, copies(page)); err != nil {
+		if err := storeCopies(ctx, tx, page); err != nil {
 			return 0, err
 		}
 		total += int64(len(page))
@@ -84,8 +84,7 @@ func collectFull(rows pgx.Rows) ([]*Stored, error) {
 	var out []*Stored
 	for rows.Next() {
 		s := &Stored{}
-		if err := rows.Scan(&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
-			&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &s.Body); err != nil {
+		if err := scan(rows, s, true); err != nil {
 			return nil, fmt.Errorf("error reading staged webhooks: %w", err)
 		}
 		out = append(out, s)
@@ -96,8 +95,9 @@ func collectFull(rows pgx.Rows) ([]*Stored, error) {
 	return out, nil
 }
 
-// copies turns stored rows into new accepted rows that point at the first delivery of each.
-func copies(stored []*Stored) []Row {
+// copies turns stored rows into new accepted rows received now (in a partition upkeep keeps until the fanout
+// has read them) that point at the first delivery of each and keep its receive time.
+func copies(stored []*Stored, now time.Time) []Row {
 	out := make([]Row, len(stored))
 	for i, s := range stored {
 		r := s.Row
@@ -105,7 +105,19 @@ func copies(stored []*Stored) []Row {
 		if r.ReplayOf == 0 {
 			r.ReplayOf = s.ID
 		}
+		r.OriginalReceivedAt = s.Time()
+		r.ReceivedAt = now
 		out[i] = r
 	}
 	return out
+}
+
+// storeCopies inserts copies of stored rows within tx, received now.
+func storeCopies(ctx context.Context, tx pgx.Tx, stored []*Stored) error {
+	now := time.Now()
+	// Today's partition is made days ahead by upkeep; make sure anyway, as a transaction cannot retry.
+	if _, err := tx.Exec(ctx, `SELECT staging.ensure_partitions($1::date, 1)`, now.UTC().Format(time.DateOnly)); err != nil {
+		return fmt.Errorf("error creating today's staging partition: %w", err)
+	}
+	return insert(ctx, tx, copies(stored, now))
 }

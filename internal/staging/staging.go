@@ -44,8 +44,20 @@ type Row struct {
 	BodyTruncated  bool
 	Accepted       bool
 	RejectedReason string
-	// ReplayOf points a replayed or retried row at the original delivery; 0 for a new one.
+	// ReplayOf points a replayed, retried or resynced row at the original delivery; 0 for a new one.
 	ReplayOf int64
+	// OriginalReceivedAt is when the original delivery arrived, for a copy (zero for an original): a copy's
+	// ReceivedAt is when it was stored again, so upkeep cannot drop it before the fanout reads it, while
+	// replicators go on reading the original time. See [Row.Time].
+	OriginalReceivedAt time.Time
+}
+
+// Time is when the delivery first arrived: what replicators read as its receive time.
+func (r *Row) Time() time.Time {
+	if !r.OriginalReceivedAt.IsZero() {
+		return r.OriginalReceivedAt
+	}
+	return r.ReceivedAt
 }
 
 // Ref identifies a stored row (the table's primary key).
@@ -56,9 +68,9 @@ type Ref struct {
 
 const insertSQL = `
 INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
-	headers, body, body_truncated, accepted, rejected_reason, replay_of)
+	headers, body, body_truncated, accepted, rejected_reason, replay_of, original_received_at)
 SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[])`
+	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[], $15::timestamptz[])`
 
 // Insert writes rows in one statement. A row whose day has no partition yet (a clock jump, upkeep not run)
 // makes Insert create the partition and try once more rather than fail the batch.
@@ -93,6 +105,7 @@ func insert(ctx context.Context, db DB, rows []Row) error {
 		accepted      = make([]bool, n)
 		reason        = make([]*string, n)
 		replayOf      = make([]*int64, n)
+		original      = make([]*time.Time, n)
 	)
 	for i := range rows {
 		r := &rows[i]
@@ -108,9 +121,12 @@ func insert(ctx context.Context, db DB, rows []Row) error {
 		if r.ReplayOf != 0 {
 			replayOf[i] = &r.ReplayOf
 		}
+		if !r.OriginalReceivedAt.IsZero() {
+			original[i] = &r.OriginalReceivedAt
+		}
 	}
 	if _, err := db.Exec(ctx, insertSQL, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
-		headers, body, truncated, accepted, reason, replayOf); err != nil {
+		headers, body, truncated, accepted, reason, replayOf, original); err != nil {
 		return fmt.Errorf("error inserting %d webhooks into staging: %w", n, err)
 	}
 	return nil

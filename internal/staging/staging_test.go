@@ -2,10 +2,14 @@ package staging_test
 
 import (
 	"context"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
@@ -118,8 +122,10 @@ func TestReplayAndResubmitCopyOriginals(t *testing.T) {
 	if err != nil || n != 450 {
 		t.Fatalf("replayed %d, %v; want 450", n, err)
 	}
+	// Copies are received now (upkeep keeps today's partition) and keep the original's receive time.
 	var copies, wrong int
-	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE o.id IS NULL OR o.body <> c.body OR c.integration_id <> 50)
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE o.id IS NULL OR o.body <> c.body OR c.integration_id <> 50
+			OR c.original_received_at IS DISTINCT FROM o.received_at OR c.received_at <= o.received_at)
 		FROM staging.webhooks c LEFT JOIN staging.webhooks o ON o.id = c.replay_of AND o.replay_of IS NULL
 		WHERE c.replay_of IS NOT NULL`).Scan(&copies, &wrong); err != nil || copies != 450 || wrong != 0 {
 		t.Fatalf("copies %d (want 450), wrong %d, %v", copies, wrong, err)
@@ -142,8 +148,17 @@ func TestReplayAndResubmitCopyOriginals(t *testing.T) {
 		t.Fatal(err)
 	}
 	var replayOf int64
-	if err := pool.QueryRow(ctx, `SELECT replay_of FROM staging.webhooks WHERE integration_id = 51 AND replay_of IS NOT NULL`).Scan(&replayOf); err != nil || replayOf != list[0].ID {
+	var original time.Time
+	if err := pool.QueryRow(ctx, `SELECT replay_of, original_received_at FROM staging.webhooks WHERE integration_id = 51 AND replay_of IS NOT NULL`).Scan(&replayOf, &original); err != nil || replayOf != list[0].ID {
 		t.Fatalf("resubmitted row points at %d, want %d (%v)", replayOf, list[0].ID, err)
+	}
+	if !original.Equal(list[0].ReceivedAt) {
+		t.Fatalf("resubmitted row's original receive time %s, want %s", original, list[0].ReceivedAt)
+	}
+	// A copy of a copy keeps the first delivery's time.
+	copyRow, _ := staging.List(ctx, pool, staging.Filter{OrgID: 5, IntegrationID: 51, Limit: 1})
+	if copyRow[0].ReplayOf != list[0].ID || !copyRow[0].Time().Equal(list[0].ReceivedAt) || copyRow[0].Time().Equal(copyRow[0].ReceivedAt) {
+		t.Fatalf("copy read back: %+v", copyRow[0])
 	}
 }
 
@@ -186,5 +201,119 @@ func TestUpkeepKeepsWhatHoldersNeed(t *testing.T) {
 	res, err = up.RunOnce(ctx)
 	if err != nil || len(res.Dropped) != 1 {
 		t.Fatalf("without holders the old partition goes: %+v, %v", res, err)
+	}
+}
+
+// A resync stores again every original accepted delivery since a time, across orgs, page by page; while it is
+// pending, upkeep keeps the partitions it still has to read even when the slot has moved past them.
+func TestResyncCopiesAndHoldsPartitions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	var dbName string
+	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	slot := "resync_" + dbName[len(dbName)-8:]
+	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -12)
+	var rows []staging.Row
+	for i := range 250 {
+		rows = append(rows, row(int64(1+i%3), int64(10+i%3), old.Add(time.Duration(i)*time.Second), "x"))
+	}
+	rejected := row(1, 10, old.Add(time.Hour), "rejected")
+	rejected.Accepted, rejected.RejectedReason = false, "bad"
+	beforeSince := row(1, 10, old.Add(-time.Hour), "before")
+	if err := staging.Insert(ctx, pool, append(rows, rejected, beforeSince)); err != nil {
+		t.Fatal(err)
+	}
+	up := staging.NewUpkeep(pool, staging.UpkeepConfig{Slot: slot})
+	if _, err := up.RunOnce(ctx); err != nil { // closes the old days
+		t.Fatal(err)
+	}
+	// The slot is (re-)created now: its position is past every old partition.
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) })
+	rs, err := staging.StartResync(ctx, pool, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPart := "webhooks_" + old.Format("20060102")
+	res, err := up.RunOnce(ctx)
+	if err != nil || slices.Contains(res.Dropped, oldPart) || !slices.Contains(res.Kept, oldPart) {
+		t.Fatalf("a pending resync must keep what it reads (%s): %+v, %v", oldPart, res, err)
+	}
+	// The day before its start is not its business.
+	if before := "webhooks_" + old.AddDate(0, 0, -1).Format("20060102"); !slices.Contains(res.Dropped, before) {
+		t.Fatalf("the day before the resync's start is kept: %+v", res)
+	}
+	n, done, err := staging.ResyncStep(ctx, pool, rs.ID)
+	if err != nil || done || n != 200 {
+		t.Fatalf("first page: %d, done %v, %v", n, done, err)
+	}
+	var progress []int64
+	if err := staging.RunResync(ctx, pool, rs.ID, func(c int64) { progress = append(progress, c) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(progress) != 1 || progress[0] != 50 {
+		t.Fatalf("progress %v", progress)
+	}
+	var copies, orgs int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT org_id) FROM staging.webhooks WHERE replay_of IS NOT NULL AND received_at > now() - interval '1 hour'`).Scan(&copies, &orgs); err != nil || copies != 250 || orgs != 3 {
+		t.Fatalf("resync copies %d over %d orgs (%v), want 250 over 3", copies, orgs, err)
+	}
+	list, _ := staging.Resyncs(ctx, pool)
+	if len(list) != 1 || list[0].FinishedAt == nil || list[0].Copied != 250 {
+		t.Fatalf("resyncs: %+v", list)
+	}
+	// Finished: nothing holds the old partitions any more.
+	res, err = up.RunOnce(ctx)
+	if err != nil || !slices.Contains(res.Dropped, oldPart) {
+		t.Fatalf("after the resync the old partitions go: %+v, %v", res, err)
+	}
+}
+
+var seqScan = regexp.MustCompile(`Seq Scan on (webhooks_\d{8})`)
+
+// Lists and gets of one org read an index, never every tenant's partitions.
+func TestListAndGetUseIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC()
+	var rows []staging.Row
+	for i := range 2000 {
+		rows = append(rows, row(int64(i%50), 1, now.Add(-time.Duration(i)*time.Second), "x"))
+	}
+	if err := staging.Insert(ctx, pool, rows); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE staging.webhooks`); err != nil {
+		t.Fatal(err)
+	}
+	for name, q := range map[string]string{
+		"list": `EXPLAIN SELECT id FROM staging.webhooks WHERE org_id = 7 AND (0 = 0 OR integration_id = 0) ORDER BY received_at DESC, id DESC LIMIT 50`,
+		"get":  `EXPLAIN SELECT id FROM staging.webhooks WHERE org_id = 7 AND id = 12`,
+	} {
+		r, err := pool.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(r, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := strings.Join(lines, "\n")
+		if !strings.Contains(plan, "_org_id_") { // partitions name their copies of the org indexes webhooks_YYYYMMDD_org_id_...
+			t.Fatalf("%s plan does not use the org index:\n%s", name, plan)
+		}
+		// The planner may scan an empty partition; never one that holds rows.
+		for _, m := range seqScan.FindAllStringSubmatch(plan, -1) {
+			var n int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM staging.`+m[1]).Scan(&n); err != nil || n > 0 {
+				t.Fatalf("%s plan scans %s, which holds %d rows:\n%s", name, m[1], n, plan)
+			}
+		}
 	}
 }

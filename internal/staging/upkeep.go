@@ -91,6 +91,9 @@ func (u *Upkeep) Run(ctx context.Context) error {
 		if _, err := u.RunOnce(ctx); err != nil && ctx.Err() == nil {
 			u.cfg.Logger.ErrorContext(ctx, "partition upkeep failed", slog.String("error", err.Error()))
 		}
+		if err := RunPendingResyncs(ctx, u.pool, u.cfg.Logger); err != nil && ctx.Err() == nil {
+			u.cfg.Logger.ErrorContext(ctx, "resync failed", slog.String("error", err.Error()))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -212,6 +215,13 @@ func (u *Upkeep) safeToDrop(ctx context.Context, p *partition) (bool, string, er
 	}
 	if caughtUp == nil || !*caughtUp {
 		return false, fmt.Sprintf("the fanout has confirmed %s, before the partition closed at %s", *confirmed, *closed), nil
+	}
+	// A resync re-reads partitions after the slot was lost or re-created: the slot's position says nothing
+	// about them until it is done.
+	if needed, err := pendingResyncNeeds(ctx, u.pool, p.day.AddDate(0, 0, 1)); err != nil {
+		return false, "", err
+	} else if needed {
+		return false, "a pending resync still has to read it", nil
 	}
 	for _, h := range u.cfg.Holders {
 		n, err := h.RowsHeld(ctx, p.day, p.day.AddDate(0, 0, 1))
