@@ -211,20 +211,16 @@ func (a *API) dbTables(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return sqlError(err)
 	}
-	type table struct {
-		Name         string `json:"name"`
-		EstimateRows int64  `json:"estimated_rows"`
-	}
-	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
-		var t table
+	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Table, error) {
+		var t Table
 		return t, row.Scan(&t.Name, &t.EstimateRows)
 	})
 	if err != nil {
 		return sqlError(err)
 	}
 	if tables == nil {
-		tables = []table{}
+		tables = []Table{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tables": tables})
+	writeJSON(w, http.StatusOK, TableList{Tables: tables})
 	return nil
 }
