@@ -36,6 +36,7 @@ func newFanoutCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	fanoutcmd.AddFlags(cmd.Flags(), o)
+	cmd.AddCommand(fanoutStatusCommand())
 	return cmd
 }
 

@@ -58,11 +58,6 @@ func NewRootCommand() *cobra.Command {
 	)
 	root.AddCommand(clientCommands()...)
 	root.AddCommand(newSignCommand())
-	for _, c := range root.Commands() {
-		if c.Name() == "fanout" {
-			c.AddCommand(fanoutStatusCommand())
-		}
-	}
 	return root
 }
 
