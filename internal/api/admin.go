@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -47,7 +46,7 @@ func (a *API) listErrors(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []fanout.ChangeError{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"errors": list})
+	writeJSON(w, http.StatusOK, ErrorList{Errors: list})
 	return nil
 }
 
@@ -63,17 +62,8 @@ func (a *API) retryErrors(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"retrying": n})
+	writeJSON(w, http.StatusOK, RetryResult{Retrying: n})
 	return nil
-}
-
-type serverView struct {
-	Name       string    `json:"name"`
-	PublicHost string    `json:"public_host"`
-	PublicPort int       `json:"public_port"`
-	SSLMode    string    `json:"sslmode"`
-	Orgs       int       `json:"orgs"`
-	CreatedAt  time.Time `json:"created_at"`
 }
 
 func (a *API) listServers(w http.ResponseWriter, r *http.Request) error {
@@ -84,17 +74,17 @@ func (a *API) listServers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return wrapf(err, "error listing servers")
 	}
-	servers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (serverView, error) {
-		var s serverView
+	servers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ServerView, error) {
+		var s ServerView
 		return s, row.Scan(&s.Name, &s.PublicHost, &s.PublicPort, &s.SSLMode, &s.Orgs, &s.CreatedAt)
 	})
 	if err != nil {
 		return wrapf(err, "error listing servers")
 	}
 	if servers == nil {
-		servers = []serverView{}
+		servers = []ServerView{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"servers": servers})
+	writeJSON(w, http.StatusOK, ServerList{Servers: servers})
 	return nil
 }
 
@@ -128,7 +118,7 @@ func (a *API) addServer(w http.ResponseWriter, r *http.Request) error {
 	if err := a.cfg.Servers.RegisterServer(r.Context(), in.Name, in.AdminURL, in.PublicHost, in.PublicPort, in.SSLMode); err != nil {
 		return errInvalid("admin_url", err.Error())
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"server": serverView{Name: in.Name, PublicHost: in.PublicHost, PublicPort: in.PublicPort, SSLMode: in.SSLMode}})
+	writeJSON(w, http.StatusCreated, ServerEnvelope{Server: ServerView{Name: in.Name, PublicHost: in.PublicHost, PublicPort: in.PublicPort, SSLMode: in.SSLMode}})
 	return nil
 }
 
@@ -151,7 +141,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"user": u, "token": secret})
+	writeJSON(w, http.StatusCreated, UserCreated{User: u, Token: secret})
 	return nil
 }
 

@@ -50,7 +50,7 @@ type ServerRegistry interface {
 
 // KeyRotator rotates the key that encrypts stored secrets and rewraps every value.
 type KeyRotator interface {
-	RotateKeys(ctx context.Context, progress func(done, total int)) (map[string]any, error)
+	RotateKeys(ctx context.Context, progress func(done, total int)) (*KeyRotation, error)
 }
 
 // FanoutStatus reports the fanout's state (slot lag, parked and failed counts).
@@ -135,7 +135,7 @@ func (a *API) wrap(h handlerFunc) http.Handler {
 				a.logger.ErrorContext(r.Context(), "api error", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
 				apiErr = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
 			}
-			writeJSON(w, apiErr.Status, map[string]any{"error": apiErr})
+			writeJSON(w, apiErr.Status, ErrorEnvelope{Error: apiErr})
 		}
 	})
 }
@@ -178,7 +178,7 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
-			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": &Error{Code: "unauthorized", Message: "missing bearer token (Authorization: Bearer whdb_...)"}})
+			writeJSON(w, http.StatusUnauthorized, ErrorEnvelope{Error: &Error{Code: "unauthorized", Message: "missing bearer token (Authorization: Bearer whdb_...)"}})
 			return
 		}
 		user, err := accounts.Authenticate(r.Context(), a.pool, strings.TrimSpace(token))
@@ -187,7 +187,7 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 			if !errors.Is(err, accounts.ErrInvalidToken) {
 				status, code, msg = http.StatusServiceUnavailable, "unavailable", "cannot check the token right now"
 			}
-			writeJSON(w, status, map[string]any{"error": &Error{Code: code, Message: msg}})
+			writeJSON(w, status, ErrorEnvelope{Error: &Error{Code: code, Message: msg}})
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey, user)))
@@ -283,7 +283,7 @@ func (a *API) me(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"user": u, "orgs": orgs})
+	writeJSON(w, http.StatusOK, Me{User: u, Orgs: orgs})
 	return nil
 }
 

@@ -32,12 +32,25 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, nil)
+}
+
+// newFixtureWith lets a test change the API's config and the HTTP server (timeouts, middleware) before start.
+func newFixtureWith(t *testing.T, config func(*api.Config), server func(*http.Server)) *fixture {
+	t.Helper()
 	pool := pgtest.NewDB(t)
 	box, _ := secrets.ParseKeyring(secrets.NewKeyEntry(1))
+	cfg := api.Config{Pool: pool, Box: box, PublicURL: "http://hooks.example"}
+	if config != nil {
+		config(&cfg)
+	}
 	r := mux.NewRouter()
-	a := api.New(api.Config{Pool: pool, Box: box, PublicURL: "http://hooks.example"})
-	a.Register(r)
-	srv := httptest.NewServer(r)
+	api.New(cfg).Register(r)
+	srv := httptest.NewUnstartedServer(r)
+	if server != nil {
+		server(srv.Config)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, pool: pool, srv: srv}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -79,6 +80,15 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		}
 		timeout = d
 	}
+	rc := http.NewResponseController(w)
+	// The server's write timeout (60 s for every request) would cut the answer of a longer query, so this
+	// request gets its query's timeout plus the usual budget for connecting and streaming the rows. The read
+	// timeout needs no change: the body is read, and net/http stops applying it to the connection then.
+	if err := rc.SetWriteDeadline(time.Now().Add(timeout + sqlDeadlineMargin)); err != nil {
+		// A ResponseWriter wrapper without Unwrap hides the connection: the query still runs, but an answer
+		// after the server's write timeout is lost.
+		a.logger.WarnContext(r.Context(), "cannot extend the write deadline of a db sql request", slog.String("error", err.Error()))
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	conn, err := a.readOnlyConn(ctx, orgFrom(r).ID)
@@ -95,7 +105,6 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 
 	// Stream: columns first, then rows as they arrive, then the summary.
 	bw := bufio.NewWriter(w)
-	flusher, _ := w.(http.Flusher)
 	started := false
 	start := func() {
 		started = true
@@ -134,9 +143,7 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		n++
 		if n%200 == 0 {
 			bw.Flush()
-			if flusher != nil {
-				flusher.Flush()
-			}
+			_ = rc.Flush()
 		}
 	}
 	rows.Close()
@@ -169,6 +176,10 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 	bw.WriteString("}\n")
 	return bw.Flush()
 }
+
+// sqlDeadlineMargin is how long a db sql request may take beyond its query's timeout: as long as the server
+// gives any request.
+const sqlDeadlineMargin = time.Minute
 
 func jsonInt(n int) string { b, _ := json.Marshal(n); return string(b) }
 
@@ -211,20 +222,16 @@ func (a *API) dbTables(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return sqlError(err)
 	}
-	type table struct {
-		Name         string `json:"name"`
-		EstimateRows int64  `json:"estimated_rows"`
-	}
-	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (table, error) {
-		var t table
+	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Table, error) {
+		var t Table
 		return t, row.Scan(&t.Name, &t.EstimateRows)
 	})
 	if err != nil {
 		return sqlError(err)
 	}
 	if tables == nil {
-		tables = []table{}
+		tables = []Table{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tables": tables})
+	writeJSON(w, http.StatusOK, TableList{Tables: tables})
 	return nil
 }

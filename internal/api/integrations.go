@@ -14,20 +14,8 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
-type integrationView struct {
-	OpaqueID       string          `json:"opaque_id"`
-	Service        string          `json:"service"`
-	TableName      string          `json:"table_name"`
-	WebhookURL     string          `json:"webhook_url"`
-	Verifier       verify.Config   `json:"verifier"`
-	Config         json.RawMessage `json:"config"`
-	BodyLimitBytes *int64          `json:"body_limit_bytes,omitempty"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
-}
-
-func (a *API) view(in *integrations.Integration) integrationView {
-	v := integrationView{
+func (a *API) view(in *integrations.Integration) Integration {
+	v := Integration{
 		OpaqueID: in.OpaqueID, Service: in.Service, TableName: in.TableName,
 		WebhookURL: a.cfg.PublicURL + "/v1/webhooks/" + in.OpaqueID,
 		Config:     in.Config, BodyLimitBytes: in.BodyLimitBytes, CreatedAt: in.CreatedAt, UpdatedAt: in.UpdatedAt,
@@ -60,7 +48,7 @@ func (a *API) listIntegrations(w http.ResponseWriter, r *http.Request) error {
 		ids = append(ids, id)
 	}
 	rows.Close()
-	out := []integrationView{}
+	out := []Integration{}
 	for _, id := range ids {
 		in, err := integrations.ByOpaqueID(r.Context(), a.pool, id)
 		if err != nil {
@@ -68,7 +56,7 @@ func (a *API) listIntegrations(w http.ResponseWriter, r *http.Request) error {
 		}
 		out = append(out, a.view(in))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"integrations": out})
+	writeJSON(w, http.StatusOK, IntegrationList{Integrations: out})
 	return nil
 }
 
@@ -107,7 +95,7 @@ func (a *API) createIntegration(w http.ResponseWriter, r *http.Request) error {
 			a.logger.WarnContext(r.Context(), "table not created yet; the fanout creates it on the first webhook", "opaque_id", created.OpaqueID, "error", err.Error())
 		}
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"integration": a.view(created), "secret": secret})
+	writeJSON(w, http.StatusCreated, IntegrationCreated{Integration: a.view(created), Secret: secret})
 	return nil
 }
 
@@ -116,7 +104,7 @@ func (a *API) getIntegration(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"integration": a.view(in)})
+	writeJSON(w, http.StatusOK, IntegrationEnvelope{Integration: a.view(in)})
 	return nil
 }
 
@@ -161,7 +149,7 @@ func (a *API) updateIntegration(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"integration": a.view(in)})
+	writeJSON(w, http.StatusOK, IntegrationEnvelope{Integration: a.view(in)})
 	return nil
 }
 
@@ -173,7 +161,7 @@ func (a *API) deleteIntegration(w http.ResponseWriter, r *http.Request) error {
 	if err := integrations.Delete(r.Context(), a.pool, in.OpaqueID); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": in.OpaqueID, "note": "its URL now answers 410 Gone; the table stays in your database"})
+	writeJSON(w, http.StatusOK, Deleted{Deleted: in.OpaqueID, Note: "its URL now answers 410 Gone; the table stays in your database"})
 	return nil
 }
 
@@ -202,7 +190,7 @@ func (a *API) rollSecret(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"integration": a.view(in), "secret": secret, "previous_valid_until": time.Now().Add(grace).UTC()})
+	writeJSON(w, http.StatusOK, SecretRolled{Integration: a.view(in), Secret: secret, PreviousValidUntil: time.Now().Add(grace).UTC()})
 	return nil
 }
 
@@ -219,12 +207,12 @@ func (a *API) integrationStats(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"integration":         a.view(in),
-		"accepted_last_7d":    accepted,
-		"rejected_last_7d":    rejected,
-		"recent_deliveries":   recent,
-		"counts_window_start": time.Now().Add(-7 * 24 * time.Hour).UTC(),
+	writeJSON(w, http.StatusOK, IntegrationStats{
+		Integration:       a.view(in),
+		AcceptedLast7d:    accepted,
+		RejectedLast7d:    rejected,
+		RecentDeliveries:  recent,
+		CountsWindowStart: time.Now().Add(-7 * 24 * time.Hour).UTC(),
 	})
 	return nil
 }

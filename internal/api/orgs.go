@@ -80,7 +80,7 @@ func (a *API) listOrgs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"orgs": orgs})
+	writeJSON(w, http.StatusOK, OrgList{Orgs: orgs})
 	return nil
 }
 
@@ -144,7 +144,7 @@ func (a *API) createOrg(w http.ResponseWriter, r *http.Request) error {
 		}
 		_ = a.pool.QueryRow(ctx, `SELECT database_name, provision_state FROM organizations WHERE id = $1`, o.ID).Scan(&o.Database, &o.ProvisionState)
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"org": o})
+	writeJSON(w, http.StatusCreated, OrgEnvelope{Org: o})
 	return nil
 }
 
@@ -155,7 +155,7 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 }
 
 func (a *API) getOrg(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]any{"org": orgFrom(r)})
+	writeJSON(w, http.StatusOK, OrgEnvelope{Org: orgFrom(r)})
 	return nil
 }
 
@@ -174,7 +174,7 @@ func (a *API) updateOrg(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.pool.Exec(r.Context(), `UPDATE organizations SET name = $2 WHERE id = $1`, o.ID, o.Name); err != nil {
 		return wrapf(err, "error renaming organization")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"org": o})
+	writeJSON(w, http.StatusOK, OrgEnvelope{Org: o})
 	return nil
 }
 
@@ -192,14 +192,8 @@ func (a *API) deleteOrg(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.pool.Exec(ctx, `UPDATE service_integrations SET deleted_at = now() WHERE org_id = $1 AND deleted_at IS NULL`, o.ID); err != nil {
 		return wrapf(err, "error deleting integrations")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": o.Key})
+	writeJSON(w, http.StatusOK, Deleted{Deleted: o.Key})
 	return nil
-}
-
-type member struct {
-	Email   string    `json:"email"`
-	Role    string    `json:"role"`
-	AddedAt time.Time `json:"added_at"`
 }
 
 func (a *API) listMembers(w http.ResponseWriter, r *http.Request) error {
@@ -207,14 +201,14 @@ func (a *API) listMembers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return wrapf(err, "error listing members")
 	}
-	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (member, error) {
-		var m member
+	members, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Member, error) {
+		var m Member
 		return m, row.Scan(&m.Email, &m.Role, &m.AddedAt)
 	})
 	if err != nil {
 		return wrapf(err, "error listing members")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": members})
+	writeJSON(w, http.StatusOK, MemberList{Members: members})
 	return nil
 }
 
@@ -257,7 +251,7 @@ func (a *API) addMember(w http.ResponseWriter, r *http.Request) error {
 	if tag.RowsAffected() == 0 {
 		return errConflict(u.Email + " is a member already (change their role instead)")
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"member": member{Email: u.Email, Role: in.Role, AddedAt: time.Now()}})
+	writeJSON(w, http.StatusCreated, MemberEnvelope{Member: Member{Email: u.Email, Role: in.Role, AddedAt: time.Now()}})
 	return nil
 }
 
@@ -312,7 +306,7 @@ func (a *API) changeRole(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"member": member{Email: u.Email, Role: in.Role}})
+	writeJSON(w, http.StatusOK, MemberEnvelope{Member: Member{Email: u.Email, Role: in.Role}})
 	return nil
 }
 
@@ -338,7 +332,7 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"removed": u.Email})
+	writeJSON(w, http.StatusOK, Removed{Removed: u.Email})
 	return nil
 }
 
@@ -367,7 +361,7 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return wrapf(err, "error listing tokens")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
+	writeJSON(w, http.StatusOK, TokenList{Tokens: tokens})
 	return nil
 }
 
@@ -382,7 +376,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": secret})
+	writeJSON(w, http.StatusCreated, TokenCreated{Token: t, Secret: secret})
 	return nil
 }
 
@@ -398,31 +392,15 @@ func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	if tag.RowsAffected() == 0 {
 		return errNotFound("token")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": id})
+	writeJSON(w, http.StatusOK, Revoked{Revoked: id})
 	return nil
 }
 
-type serviceInfo struct {
-	Name        string          `json:"name"`
-	Description string          `json:"description"`
-	Verifier    string          `json:"verifier"`
-	Policy      string          `json:"policy"`
-	RemoteKey   string          `json:"remote_key"`
-	Columns     []serviceColumn `json:"columns,omitempty"`
-	DDL         []string        `json:"ddl,omitempty"`
-}
-
-type serviceColumn struct {
-	Name    string `json:"name"`
-	Type    string `json:"type"`
-	Indexed bool   `json:"indexed"`
-}
-
-func describe(s *replicator.Service, full bool) serviceInfo {
-	info := serviceInfo{Name: s.Name, Description: s.Description, Verifier: s.Verifier, Policy: s.Policy.String(), RemoteKey: s.RemoteKey.Name}
+func describe(s *replicator.Service, full bool) Service {
+	info := Service{Name: s.Name, Description: s.Description, Verifier: s.Verifier, Policy: s.Policy.String(), RemoteKey: s.RemoteKey.Name}
 	if full {
 		for _, c := range s.Columns {
-			info.Columns = append(info.Columns, serviceColumn{Name: c.Name, Type: c.Type, Indexed: c.Index})
+			info.Columns = append(info.Columns, ServiceColumn{Name: c.Name, Type: c.Type, Indexed: c.Index})
 		}
 		info.DDL = s.EnsureTableSQL("public", s.Name)
 	}
@@ -430,11 +408,11 @@ func describe(s *replicator.Service, full bool) serviceInfo {
 }
 
 func (a *API) listServices(w http.ResponseWriter, _ *http.Request) error {
-	var out []serviceInfo
+	var out []Service
 	for _, s := range replicator.All() {
 		out = append(out, describe(s, false))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"services": out})
+	writeJSON(w, http.StatusOK, ServiceList{Services: out})
 	return nil
 }
 
@@ -443,6 +421,6 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errNotFound("service")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"service": describe(s, true)})
+	writeJSON(w, http.StatusOK, ServiceEnvelope{Service: describe(s, true)})
 	return nil
 }

@@ -13,27 +13,6 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
-// delivery is one stored webhook request.
-type delivery struct {
-	ID            int64             `json:"id"`
-	ReceivedAt    time.Time         `json:"received_at"`
-	Integration   string            `json:"integration"`
-	Service       string            `json:"service"`
-	DeliveryID    *string           `json:"delivery_id"`
-	Method        string            `json:"method"`
-	Path          string            `json:"path"`
-	Outcome       string            `json:"outcome"`
-	Reason        *string           `json:"reason,omitempty"`
-	ReplayOf      *int64            `json:"replay_of,omitempty"`
-	Bytes         int               `json:"bytes"`
-	Headers       map[string]string `json:"headers,omitempty"`
-	Body          *string           `json:"body,omitempty"`
-	BodyBase64    []byte            `json:"body_base64,omitempty"`
-	BodyTruncated bool              `json:"body_truncated,omitempty"`
-	ContentType   string            `json:"content_type,omitempty"`
-	Query         string            `json:"query,omitempty"`
-}
-
 type deliveryFilter struct {
 	integrationID int64
 	outcome       string
@@ -60,8 +39,8 @@ func (a *API) integrationNames(r *http.Request) (map[int64][2]string, error) {
 	return out, nil
 }
 
-func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bool) delivery {
-	d := delivery{
+func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bool) Delivery {
+	d := Delivery{
 		ID: s.ID, ReceivedAt: s.ReceivedAt, Integration: names[s.IntegrationID][0], Service: names[s.IntegrationID][1],
 		Method: s.Method, Path: s.Path, Outcome: "accepted", Bytes: s.BodyBytes,
 		BodyTruncated: s.BodyTruncated, ContentType: s.ContentType, Query: s.Query,
@@ -88,7 +67,7 @@ func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bo
 	return d
 }
 
-func (a *API) deliveries(r *http.Request, f deliveryFilter) ([]delivery, error) {
+func (a *API) deliveries(r *http.Request, f deliveryFilter) ([]Delivery, error) {
 	sf := staging.Filter{OrgID: orgFrom(r).ID, IntegrationID: f.integrationID, Limit: f.limit}
 	if f.outcome != "" {
 		accepted := f.outcome == "accepted"
@@ -102,7 +81,7 @@ func (a *API) deliveries(r *http.Request, f deliveryFilter) ([]delivery, error) 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]delivery, len(list))
+	out := make([]Delivery, len(list))
 	for i := range list {
 		out[i] = a.deliveryView(&list[i], names, false)
 	}
@@ -145,7 +124,7 @@ func (a *API) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"webhooks": list})
+	writeJSON(w, http.StatusOK, DeliveryList{Webhooks: list})
 	return nil
 }
 
@@ -165,7 +144,7 @@ func (a *API) getWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"webhook": a.deliveryView(stored, names, true)})
+	writeJSON(w, http.StatusOK, DeliveryEnvelope{Webhook: a.deliveryView(stored, names, true)})
 	return nil
 }
 
@@ -213,6 +192,6 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": n, "since": in.Since, "until": in.Until})
+	writeJSON(w, http.StatusAccepted, ReplayResult{Replayed: n, Since: in.Since, Until: in.Until})
 	return nil
 }

@@ -165,7 +165,7 @@ func (a orgdbAdapter) RegisterServer(ctx context.Context, name, adminURL, public
 	return err
 }
 
-func (a orgdbAdapter) RotateKeys(ctx context.Context, _ func(done, total int)) (map[string]any, error) {
+func (a orgdbAdapter) RotateKeys(ctx context.Context, _ func(done, total int)) (*api.KeyRotation, error) {
 	rot, ok := a.box.(secrets.Rotator)
 	if !ok {
 		return nil, errors.New("this encryption cannot be rotated")
@@ -175,7 +175,7 @@ func (a orgdbAdapter) RotateKeys(ctx context.Context, _ func(done, total int)) (
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"version": rep.Version, "columns": rep.Columns, "min_decryption_version": rep.MinDecryptionVersion}, nil
+	return &api.KeyRotation{Version: rep.Version, Columns: rep.Columns, MinDecryptionVersion: rep.MinDecryptionVersion}, nil
 }
 
 // translate maps orgdb's errors onto the API's.

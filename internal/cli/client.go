@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +12,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/webhookdb-go/webhookdb/internal/api"
 )
 
 // clientConfig is what `auth login` and `org use` remember, in $XDG_CONFIG_HOME/webhookdb/config.json (0600).
@@ -91,7 +94,7 @@ func (o *clientOptions) client() (*client, *clientConfig, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &client{baseURL: envOr("WEBHOOKDB_API_URL", cfg.APIURL), token: envOr("WEBHOOKDB_TOKEN", cfg.Token), http: &http.Client{Timeout: 5 * time.Minute}}
+	c := &client{baseURL: envOr("WEBHOOKDB_API_URL", cfg.APIURL), token: envOr("WEBHOOKDB_TOKEN", cfg.Token), http: &http.Client{Timeout: clientTimeout}}
 	if c.baseURL == "" || c.token == "" {
 		return nil, nil, errors.New("not logged in: run `webhookdb auth login --url URL --token TOKEN`, or set WEBHOOKDB_API_URL and WEBHOOKDB_TOKEN")
 	}
@@ -113,12 +116,15 @@ func (o *clientOptions) orgKey(cfg *clientConfig) (string, error) {
 	return cfg.Org, nil
 }
 
-// apiError is the API's error shape.
+// clientTimeout bounds one API call; `db sql` allows more when its query may run longer.
+const clientTimeout = 5 * time.Minute
+
+// apiError is an error answer of the API (api.Error) with its HTTP status.
 type apiError struct {
 	Status  int
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field"`
+	Code    string
+	Message string
+	Field   string
 }
 
 func (e *apiError) Error() string {
@@ -128,7 +134,9 @@ func (e *apiError) Error() string {
 	return e.Message
 }
 
-func (c *client) do(method, path string, body any, out any) error {
+// do calls the API and decodes its answer into out (one of the api package's response types). The request is
+// bound to ctx, so interrupting the command cancels it.
+func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -137,7 +145,7 @@ func (c *client) do(method, path string, body any, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, c.baseURL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, rd)
 	if err != nil {
 		return fmt.Errorf("error building request: %w", err)
 	}
@@ -147,6 +155,9 @@ func (c *client) do(method, path string, body any, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("error calling webhookdb: %w", context.Cause(ctx))
+		}
 		return fmt.Errorf("cannot reach webhookdb at %s: %w", c.baseURL, err)
 	}
 	defer resp.Body.Close()
@@ -155,12 +166,13 @@ func (c *client) do(method, path string, body any, out any) error {
 		return fmt.Errorf("error reading the answer: %w", err)
 	}
 	if resp.StatusCode >= 400 {
-		var env struct {
-			Error apiError `json:"error"`
-		}
+		var env api.ErrorEnvelope
 		_ = json.Unmarshal(b, &env)
-		env.Error.Status = resp.StatusCode
-		return &env.Error
+		e := &apiError{Status: resp.StatusCode}
+		if env.Error != nil {
+			e.Code, e.Message, e.Field = env.Error.Code, env.Error.Message, env.Error.Field
+		}
+		return e
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -192,8 +204,8 @@ func (p *printer) json(v any) error {
 	return enc.Encode(v)
 }
 
-// table prints rows (maps) with the given columns, or JSON in json mode (jsonValue is printed then).
-func (p *printer) table(jsonValue any, rows []map[string]any, columns ...string) error {
+// table prints rows under the given column names, or jsonValue in json mode.
+func (p *printer) table(jsonValue any, columns []string, rows [][]any) error {
 	if p.format == "json" {
 		return p.json(jsonValue)
 	}
@@ -205,32 +217,37 @@ func (p *printer) table(jsonValue any, rows []map[string]any, columns ...string)
 	fmt.Fprintln(tw, strings.ToUpper(strings.Join(columns, "\t")))
 	for _, r := range rows {
 		cells := make([]string, len(columns))
-		for i, c := range columns {
-			cells[i] = cell(r[c])
+		for i := range columns {
+			var v any
+			if i < len(r) {
+				v = r[i]
+			}
+			cells[i] = cell(v)
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
 
-// record prints one object as "key  value" lines, or JSON.
-func (p *printer) record(jsonValue any, fields map[string]any, order ...string) error {
+// field is one line of a record.
+type field struct {
+	name  string
+	value any
+}
+
+// record prints one object as "name  value" lines, or jsonValue in json mode.
+func (p *printer) record(jsonValue any, fields ...field) error {
 	if p.format == "json" {
 		return p.json(jsonValue)
 	}
-	if len(order) == 0 {
-		for k := range fields {
-			order = append(order, k)
-		}
-		sort.Strings(order)
-	}
 	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	for _, k := range order {
-		fmt.Fprintf(tw, "%s\t%s\n", k, cell(fields[k]))
+	for _, f := range fields {
+		fmt.Fprintf(tw, "%s\t%s\n", f.name, cell(f.value))
 	}
 	return tw.Flush()
 }
 
+// cell renders one value of an answer; absent values (nil, empty, zero times) show as "-".
 func cell(v any) string {
 	switch x := v.(type) {
 	case nil:
@@ -240,28 +257,50 @@ func cell(v any) string {
 			return "-"
 		}
 		return strings.ReplaceAll(x, "\n", " ")
+	case *string:
+		if x == nil {
+			return "-"
+		}
+		return cell(*x)
+	case time.Time:
+		if x.IsZero() {
+			return "-"
+		}
+		return x.Format(time.RFC3339Nano) // as the API wrote it
+	case *time.Time:
+		if x == nil {
+			return "-"
+		}
+		return cell(*x)
+	case *int64:
+		if x == nil {
+			return "-"
+		}
+		return strconv.FormatInt(*x, 10)
+	case *bool:
+		if x == nil {
+			return "-"
+		}
+		return strconv.FormatBool(*x)
 	case float64:
 		if x == float64(int64(x)) {
 			return fmt.Sprintf("%d", int64(x))
 		}
 		return fmt.Sprint(x)
-	case map[string]any, []any:
-		b, _ := json.Marshal(x)
-		return string(b)
-	default:
-		return fmt.Sprint(x)
-	}
-}
-
-func asMaps(v any) []map[string]any {
-	list, _ := v.([]any)
-	out := make([]map[string]any, 0, len(list))
-	for _, item := range list {
-		if m, ok := item.(map[string]any); ok {
-			out = append(out, m)
+	case json.RawMessage:
+		var buf bytes.Buffer
+		if len(x) == 0 || string(x) == "null" || json.Compact(&buf, x) != nil {
+			return "-"
 		}
+		return buf.String()
+	default:
+		// numbers, booleans, objects and arrays as their JSON
+		b, err := json.Marshal(x)
+		if err != nil {
+			return fmt.Sprint(x)
+		}
+		return string(b)
 	}
-	return out
 }
 
 func isTerminal(f *os.File) bool {

@@ -7,10 +7,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/api"
 )
 
 // clientCommands builds the commands that talk to the management API.
@@ -55,36 +59,45 @@ func run(o *clientOptions, needsOrg bool, f func(cmd *cobra.Command, args []stri
 	}
 }
 
-// listCommand is a command that GETs a list and prints it as a table of columns (or the API's JSON).
-func listCommand(o *clientOptions, use, short string, inOrg bool, path, key string, columns ...string) *cobra.Command {
+// listCommand is a command that GETs a list (answer T) and prints it as a table of columns (or the API's JSON).
+func listCommand[T any](o *clientOptions, use, short string, inOrg bool, path string, columns []string, rows func(*T) [][]any) *cobra.Command {
 	return &cobra.Command{
 		Use: use, Short: short, Args: cobra.NoArgs,
-		RunE: run(o, inOrg, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+path, nil, &out); err != nil {
+		RunE: run(o, inOrg, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			var out T
+			if err := c.do(cmd.Context(), "GET", orgPath+path, nil, &out); err != nil {
 				return err
 			}
-			return p.table(out, asMaps(out[key]), columns...)
+			return p.table(&out, columns, rows(&out))
 		}),
 	}
 }
 
 // deleteCommand is a destructive command on one named thing: it confirms (what + the name), DELETEs
-// path + name, and prints the answer.
-func deleteCommand(o *clientOptions, use, short string, inOrg bool, what, path string) *cobra.Command {
+// path + name, and prints the answer (T) as fields says.
+func deleteCommand[T any](o *clientOptions, use, short string, inOrg bool, what, path string, fields func(*T) []field) *cobra.Command {
 	return &cobra.Command{
 		Use: use, Short: short, Args: cobra.ExactArgs(1),
 		RunE: run(o, inOrg, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
 			if err := o.confirm(cmd, what+args[0], args[0]); err != nil {
 				return err
 			}
-			var out map[string]any
-			if err := c.do("DELETE", orgPath+path+pathEscape(args[0]), nil, &out); err != nil {
+			var out T
+			if err := c.do(cmd.Context(), "DELETE", orgPath+path+pathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
-			return p.record(out, out)
+			return p.record(&out, fields(&out)...)
 		}),
 	}
+}
+
+// deletedFields prints an api.Deleted; the note only when the API sent one.
+func deletedFields(d *api.Deleted) []field {
+	fields := []field{{"deleted", d.Deleted}}
+	if d.Note != "" {
+		fields = append(fields, field{"note", d.Note})
+	}
+	return fields
 }
 
 func authCommand(o *clientOptions) *cobra.Command {
@@ -99,8 +112,8 @@ func authCommand(o *clientOptions) *cobra.Command {
 				return errors.New("--url and --token are required (or WEBHOOKDB_API_URL and WEBHOOKDB_TOKEN)")
 			}
 			c := &client{baseURL: strings.TrimRight(apiURL, "/"), token: token, http: &http.Client{Timeout: time.Minute}}
-			var me map[string]any
-			if err := c.do("GET", "/v1/me", nil, &me); err != nil {
+			var me api.Me
+			if err := c.do(cmd.Context(), "GET", "/v1/me", nil, &me); err != nil {
 				return err
 			}
 			cfg, err := loadClientConfig()
@@ -111,8 +124,11 @@ func authCommand(o *clientOptions) *cobra.Command {
 			if err := cfg.save(); err != nil {
 				return err
 			}
-			user, _ := me["user"].(map[string]any)
-			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s as %s.\n", c.baseURL, cell(user["email"]))
+			var email string
+			if me.User != nil {
+				email = me.User.Email
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Logged in to %s as %s.\n", c.baseURL, cell(email))
 			return nil
 		},
 	}
@@ -120,17 +136,22 @@ func authCommand(o *clientOptions) *cobra.Command {
 	login.Flags().StringVar(&token, "token", envOr("WEBHOOKDB_TOKEN", ""), "API token (WEBHOOKDB_TOKEN)")
 	whoami := &cobra.Command{
 		Use: "whoami", Short: "Show the logged-in user and their organizations", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var me map[string]any
-			if err := c.do("GET", "/v1/me", nil, &me); err != nil {
+		RunE: run(o, false, func(cmd *cobra.Command, _ []string, c *client, p *printer, _ string) error {
+			var me api.Me
+			if err := c.do(cmd.Context(), "GET", "/v1/me", nil, &me); err != nil {
 				return err
 			}
-			user, _ := me["user"].(map[string]any)
-			var keys []string
-			for _, org := range asMaps(me["orgs"]) {
-				keys = append(keys, fmt.Sprintf("%s (%s)", cell(org["key"]), cell(org["role"])))
+			var email, serverAdmin any
+			if me.User != nil {
+				email, serverAdmin = me.User.Email, me.User.ServerAdmin
 			}
-			return p.record(me, map[string]any{"email": user["email"], "server_admin": user["server_admin"], "orgs": strings.Join(keys, ", ")}, "email", "server_admin", "orgs")
+			var keys []string
+			for _, org := range me.Orgs {
+				if org != nil {
+					keys = append(keys, fmt.Sprintf("%s (%s)", cell(org.Key), cell(org.Role)))
+				}
+			}
+			return p.record(&me, field{"email", email}, field{"server_admin", serverAdmin}, field{"orgs", strings.Join(keys, ", ")})
 		}),
 	}
 	logout := &cobra.Command{
@@ -152,29 +173,51 @@ func authCommand(o *clientOptions) *cobra.Command {
 	return auth
 }
 
+// orgFields prints an org; an answer without one prints dashes.
+func orgFields(org *api.Org) []field {
+	if org == nil {
+		org = &api.Org{}
+	}
+	return []field{
+		{"key", org.Key}, {"name", org.Name}, {"role", org.Role}, {"database", org.Database},
+		{"provision_state", org.ProvisionState}, {"created_at", org.CreatedAt},
+	}
+}
+
+func memberFields(m *api.Member) []field { return []field{{"email", m.Email}, {"role", m.Role}} }
+
 func orgCommand(o *clientOptions) *cobra.Command {
 	org := &cobra.Command{Use: "org", Short: "Organizations and their members"}
 	var name, role string
 	create := &cobra.Command{
 		Use: "create KEY", Short: "Create an organization (and its database)", Args: cobra.ExactArgs(1),
 		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("POST", "/v1/orgs", map[string]any{"key": args[0], "name": name}, &out); err != nil {
+			var out api.OrgEnvelope
+			if err := c.do(cmd.Context(), "POST", "/v1/orgs", map[string]any{"key": args[0], "name": name}, &out); err != nil {
 				return err
 			}
 			if p.format == "table" {
 				fmt.Fprintf(p.w, "Created organization %s. Make it the default with: webhookdb org use %s\n", args[0], args[0])
 				return nil
 			}
-			return p.json(out)
+			return p.json(&out)
 		}),
 	}
 	create.Flags().StringVar(&name, "name", "", "display name (default: the key)")
-	list := listCommand(o, "list", "List your organizations", false, "/v1/orgs", "orgs", "key", "name", "role", "database", "provision_state")
+	list := listCommand(o, "list", "List your organizations", false, "/v1/orgs",
+		[]string{"key", "name", "role", "database", "provision_state"},
+		func(l *api.OrgList) (rows [][]any) {
+			for _, org := range l.Orgs {
+				if org != nil {
+					rows = append(rows, []any{org.Key, org.Name, org.Role, org.Database, org.ProvisionState})
+				}
+			}
+			return rows
+		})
 	use := &cobra.Command{
 		Use: "use KEY", Short: "Make KEY the default organization of later commands", Args: cobra.ExactArgs(1),
 		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, _ *printer, _ string) error {
-			if err := c.do("GET", "/v1/orgs/"+pathEscape(args[0]), nil, nil); err != nil {
+			if err := c.do(cmd.Context(), "GET", "/v1/orgs/"+pathEscape(args[0]), nil, nil); err != nil {
 				return err
 			}
 			cfg, err := loadClientConfig()
@@ -191,38 +234,42 @@ func orgCommand(o *clientOptions) *cobra.Command {
 	}
 	info := &cobra.Command{
 		Use: "info", Short: "Show the organization", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath, nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			var out api.OrgEnvelope
+			if err := c.do(cmd.Context(), "GET", orgPath, nil, &out); err != nil {
 				return err
 			}
-			org, _ := out["org"].(map[string]any)
-			return p.record(out, org, "key", "name", "role", "database", "provision_state", "created_at")
+			return p.record(&out, orgFields(out.Org)...)
 		}),
 	}
-	members := listCommand(o, "members", "List members", true, "/members", "members", "email", "role", "added_at")
+	members := listCommand(o, "members", "List members", true, "/members", []string{"email", "role", "added_at"},
+		func(l *api.MemberList) (rows [][]any) {
+			for _, m := range l.Members {
+				rows = append(rows, []any{m.Email, m.Role, m.AddedAt})
+			}
+			return rows
+		})
 	addMember := &cobra.Command{
 		Use: "add-member EMAIL", Short: "Add a member (--role admin|member)", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("POST", orgPath+"/members", map[string]any{"email": args[0], "role": role}, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.MemberEnvelope
+			if err := c.do(cmd.Context(), "POST", orgPath+"/members", map[string]any{"email": args[0], "role": role}, &out); err != nil {
 				return err
 			}
-			m, _ := out["member"].(map[string]any)
-			return p.record(out, m, "email", "role")
+			return p.record(&out, memberFields(&out.Member)...)
 		}),
 	}
 	addMember.Flags().StringVar(&role, "role", "member", "admin or member")
-	removeMember := deleteCommand(o, "remove-member EMAIL", "Remove a member (or yourself: leave)", true, "Removing ", "/members/")
+	removeMember := deleteCommand(o, "remove-member EMAIL", "Remove a member (or yourself: leave)", true, "Removing ", "/members/",
+		func(r *api.Removed) []field { return []field{{"removed", r.Removed}} })
 	changeRole := &cobra.Command{
 		Use: "change-role EMAIL ROLE", Short: "Make a member admin or member", Args: cobra.ExactArgs(2),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("PATCH", orgPath+"/members/"+pathEscape(args[0]), map[string]any{"role": args[1]}, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.MemberEnvelope
+			if err := c.do(cmd.Context(), "PATCH", orgPath+"/members/"+pathEscape(args[0]), map[string]any{"role": args[1]}, &out); err != nil {
 				return err
 			}
-			m, _ := out["member"].(map[string]any)
-			return p.record(out, m, "email", "role")
+			return p.record(&out, memberFields(&out.Member)...)
 		}),
 	}
 	del := &cobra.Command{
@@ -232,11 +279,11 @@ func orgCommand(o *clientOptions) *cobra.Command {
 			if err := o.confirm(cmd, "Deleting organization "+key+" drops its database", key); err != nil {
 				return err
 			}
-			var out map[string]any
-			if err := c.do("DELETE", orgPath, nil, &out); err != nil {
+			var out api.Deleted
+			if err := c.do(cmd.Context(), "DELETE", orgPath, nil, &out); err != nil {
 				return err
 			}
-			return p.record(out, out)
+			return p.record(&out, deletedFields(&out)...)
 		}),
 	}
 	org.AddCommand(create, list, use, info, members, addMember, removeMember, changeRole, del)
@@ -248,61 +295,79 @@ func tokensCommand(o *clientOptions) *cobra.Command {
 	var name string
 	create := &cobra.Command{
 		Use: "create", Short: "Create a token (shown once)", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("POST", "/v1/tokens", map[string]any{"name": name}, &out); err != nil {
+		RunE: run(o, false, func(cmd *cobra.Command, _ []string, c *client, p *printer, _ string) error {
+			var out api.TokenCreated
+			if err := c.do(cmd.Context(), "POST", "/v1/tokens", map[string]any{"name": name}, &out); err != nil {
 				return err
 			}
 			if p.format == "table" {
-				fmt.Fprintf(p.w, "%s\n\nThis token is shown only once. Store it now.\n", cell(out["secret"]))
+				fmt.Fprintf(p.w, "%s\n\nThis token is shown only once. Store it now.\n", cell(out.Secret))
 				return nil
 			}
-			return p.json(out)
+			return p.json(&out)
 		}),
 	}
 	create.Flags().StringVar(&name, "name", "", "a name to tell it apart")
-	list := listCommand(o, "list", "List your tokens", false, "/v1/tokens", "tokens", "id", "name", "hint", "created_at", "last_used_at", "revoked_at")
-	revoke := deleteCommand(o, "revoke ID", "Revoke a token", false, "Revoking token ", "/v1/tokens/")
+	list := listCommand(o, "list", "List your tokens", false, "/v1/tokens",
+		[]string{"id", "name", "hint", "created_at", "last_used_at", "revoked_at"},
+		func(l *api.TokenList) (rows [][]any) {
+			for _, t := range l.Tokens {
+				rows = append(rows, []any{t.ID, t.Name, t.Hint, t.CreatedAt, t.LastUsedAt, t.RevokedAt})
+			}
+			return rows
+		})
+	revoke := deleteCommand(o, "revoke ID", "Revoke a token", false, "Revoking token ", "/v1/tokens/",
+		func(r *api.Revoked) []field { return []field{{"revoked", r.Revoked}} })
 	tokens.AddCommand(create, list, revoke)
 	return tokens
 }
 
 func servicesCommand(o *clientOptions) *cobra.Command {
 	services := &cobra.Command{Use: "services", Short: "The catalog of services webhookdb understands"}
-	list := listCommand(o, "list", "List services", false, "/v1/services", "services", "name", "verifier", "policy", "description")
-	get := func(c *client, name string) (map[string]any, map[string]any, error) {
-		var out map[string]any
-		if err := c.do("GET", "/v1/services/"+pathEscape(name), nil, &out); err != nil {
-			return nil, nil, err
+	list := listCommand(o, "list", "List services", false, "/v1/services", []string{"name", "verifier", "policy", "description"},
+		func(l *api.ServiceList) (rows [][]any) {
+			for _, s := range l.Services {
+				rows = append(rows, []any{s.Name, s.Verifier, s.Policy, s.Description})
+			}
+			return rows
+		})
+	get := func(cmd *cobra.Command, c *client, name string) (*api.ServiceEnvelope, error) {
+		var out api.ServiceEnvelope
+		if err := c.do(cmd.Context(), "GET", "/v1/services/"+pathEscape(name), nil, &out); err != nil {
+			return nil, err
 		}
-		svc, _ := out["service"].(map[string]any)
-		return out, svc, nil
+		return &out, nil
 	}
 	info := &cobra.Command{
 		Use: "info SERVICE", Short: "A service's columns", Args: cobra.ExactArgs(1),
-		RunE: run(o, false, func(_ *cobra.Command, args []string, c *client, p *printer, _ string) error {
-			out, svc, err := get(c, args[0])
+		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
+			out, err := get(cmd, c, args[0])
 			if err != nil {
 				return err
 			}
 			if p.format == "json" {
 				return p.json(out)
 			}
-			fmt.Fprintf(p.w, "%s: %s\nverifier: %s, conflict policy: %s, remote key: %s\n\n", cell(svc["name"]), cell(svc["description"]), cell(svc["verifier"]), cell(svc["policy"]), cell(svc["remote_key"]))
-			return p.table(out, asMaps(svc["columns"]), "name", "type", "indexed")
+			svc := out.Service
+			fmt.Fprintf(p.w, "%s: %s\nverifier: %s, conflict policy: %s, remote key: %s\n\n", cell(svc.Name), cell(svc.Description), cell(svc.Verifier), cell(svc.Policy), cell(svc.RemoteKey))
+			var rows [][]any
+			for _, col := range svc.Columns {
+				rows = append(rows, []any{col.Name, col.Type, col.Indexed})
+			}
+			return p.table(out, []string{"name", "type", "indexed"}, rows)
 		}),
 	}
 	fixture := &cobra.Command{
 		Use: "fixture SERVICE", Short: "Print the table DDL of a service", Args: cobra.ExactArgs(1),
-		RunE: run(o, false, func(_ *cobra.Command, args []string, c *client, p *printer, _ string) error {
-			out, svc, err := get(c, args[0])
+		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
+			out, err := get(cmd, c, args[0])
 			if err != nil {
 				return err
 			}
 			if p.format == "json" {
 				return p.json(out)
 			}
-			for _, stmt := range svc["ddl"].([]any) {
+			for _, stmt := range out.Service.DDL {
 				fmt.Fprintf(p.w, "%s;\n", stmt)
 			}
 			return nil
@@ -330,7 +395,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	}
 	create := &cobra.Command{
 		Use: "create SERVICE", Short: "Create an integration and print its webhook URL", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
 			body := map[string]any{"service": args[0], "secret": secret}
 			if err := jsonFlag("config", config, body); err != nil {
 				return err
@@ -341,26 +406,26 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 			if bodyLimit > 0 {
 				body["body_limit_bytes"] = bodyLimit
 			}
-			var out map[string]any
-			if err := c.do("POST", orgPath+"/integrations", body, &out); err != nil {
+			var out api.IntegrationCreated
+			if err := c.do(cmd.Context(), "POST", orgPath+"/integrations", body, &out); err != nil {
 				return err
 			}
 			if p.format == "json" {
-				return p.json(out)
+				return p.json(&out)
 			}
-			in, _ := out["integration"].(map[string]any)
+			in := &out.Integration
 			if quiet {
-				fmt.Fprintln(p.w, cell(in["webhook_url"]))
+				fmt.Fprintln(p.w, cell(in.WebhookURL))
 				return nil
 			}
-			fmt.Fprintf(p.w, "Created %s integration %s; rows land in table %s.\n\n", cell(in["service"]), cell(in["opaque_id"]), cell(in["table_name"]))
-			fmt.Fprintf(p.w, "1. In the sender's dashboard, add this webhook endpoint URL:\n\n     %s\n\n", cell(in["webhook_url"]))
+			fmt.Fprintf(p.w, "Created %s integration %s; rows land in table %s.\n\n", cell(in.Service), cell(in.OpaqueID), cell(in.TableName))
+			fmt.Fprintf(p.w, "1. In the sender's dashboard, add this webhook endpoint URL:\n\n     %s\n\n", cell(in.WebhookURL))
 			if secret != "" {
-				fmt.Fprintf(p.w, "2. webhookdb verifies deliveries with the secret you gave (%s scheme).\n", cell(mapGet(in, "verifier", "scheme")))
+				fmt.Fprintf(p.w, "2. webhookdb verifies deliveries with the secret you gave (%s scheme).\n", cell(in.Verifier.Scheme))
 			} else {
-				fmt.Fprintf(p.w, "2. Set this as the endpoint's signing secret (%s scheme). It is shown only once:\n\n     %s\n", cell(mapGet(in, "verifier", "scheme")), cell(out["secret"]))
+				fmt.Fprintf(p.w, "2. Set this as the endpoint's signing secret (%s scheme). It is shown only once:\n\n     %s\n", cell(in.Verifier.Scheme), cell(out.Secret))
 			}
-			fmt.Fprintf(p.w, "\nIf the sender generates its own secret, pass it instead: webhookdb integrations roll-secret %s --secret ...\n", cell(in["opaque_id"]))
+			fmt.Fprintf(p.w, "\nIf the sender generates its own secret, pass it instead: webhookdb integrations roll-secret %s --secret ...\n", cell(in.OpaqueID))
 			return nil
 		}),
 	}
@@ -370,27 +435,32 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	create.Flags().Int64Var(&bodyLimit, "body-limit", 0, "largest body accepted, in bytes (default 1 MiB)")
 	create.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the webhook URL (for scripts)")
 
-	integrationTable := func(out map[string]any, p *printer) error {
-		in, _ := out["integration"].(map[string]any)
-		return p.record(out, map[string]any{
-			"opaque_id": in["opaque_id"], "service": in["service"], "table_name": in["table_name"], "webhook_url": in["webhook_url"],
-			"verifier": in["verifier"], "config": in["config"], "body_limit_bytes": in["body_limit_bytes"], "created_at": in["created_at"],
-		}, "opaque_id", "service", "table_name", "webhook_url", "verifier", "config", "body_limit_bytes", "created_at")
+	integrationTable := func(out *api.IntegrationEnvelope, p *printer) error {
+		in := &out.Integration
+		return p.record(out,
+			field{"opaque_id", in.OpaqueID}, field{"service", in.Service}, field{"table_name", in.TableName}, field{"webhook_url", in.WebhookURL},
+			field{"verifier", in.Verifier}, field{"config", in.Config}, field{"body_limit_bytes", in.BodyLimitBytes}, field{"created_at", in.CreatedAt})
 	}
-	list := listCommand(o, "list", "List integrations", true, "/integrations", "integrations", "opaque_id", "service", "table_name", "webhook_url")
+	list := listCommand(o, "list", "List integrations", true, "/integrations", []string{"opaque_id", "service", "table_name", "webhook_url"},
+		func(l *api.IntegrationList) (rows [][]any) {
+			for _, in := range l.Integrations {
+				rows = append(rows, []any{in.OpaqueID, in.Service, in.TableName, in.WebhookURL})
+			}
+			return rows
+		})
 	info := &cobra.Command{
 		Use: "info ID", Short: "Show an integration", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/integrations/"+pathEscape(args[0]), nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.IntegrationEnvelope
+			if err := c.do(cmd.Context(), "GET", orgPath+"/integrations/"+pathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
-			return integrationTable(out, p)
+			return integrationTable(&out, p)
 		}),
 	}
 	update := &cobra.Command{
 		Use: "update ID", Short: "Change verifier, config or body limit", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
 			body := map[string]any{}
 			if err := jsonFlag("config", config, body); err != nil {
 				return err
@@ -404,28 +474,28 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 			if len(body) == 0 {
 				return errors.New("nothing to change: pass --config, --verifier or --body-limit")
 			}
-			var out map[string]any
-			if err := c.do("PATCH", orgPath+"/integrations/"+pathEscape(args[0]), body, &out); err != nil {
+			var out api.IntegrationEnvelope
+			if err := c.do(cmd.Context(), "PATCH", orgPath+"/integrations/"+pathEscape(args[0]), body, &out); err != nil {
 				return err
 			}
-			return integrationTable(out, p)
+			return integrationTable(&out, p)
 		}),
 	}
 	update.Flags().StringVar(&config, "config", "", "replicator settings as JSON")
 	update.Flags().StringVar(&verifier, "verifier", "", "verifier override as JSON")
 	update.Flags().Int64Var(&bodyLimit, "body-limit", 0, "largest body accepted, in bytes")
-	del := deleteCommand(o, "delete ID", "Delete an integration (its URL then answers 410)", true, "Deleting integration ", "/integrations/")
+	del := deleteCommand(o, "delete ID", "Delete an integration (its URL then answers 410)", true, "Deleting integration ", "/integrations/", deletedFields)
 	roll := &cobra.Command{
 		Use: "roll-secret ID", Short: "New signing secret; the old one keeps working for --grace", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("POST", orgPath+"/integrations/"+pathEscape(args[0])+"/roll-secret", map[string]any{"secret": secret, "grace_period": grace}, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.SecretRolled
+			if err := c.do(cmd.Context(), "POST", orgPath+"/integrations/"+pathEscape(args[0])+"/roll-secret", map[string]any{"secret": secret, "grace_period": grace}, &out); err != nil {
 				return err
 			}
 			if p.format == "json" {
-				return p.json(out)
+				return p.json(&out)
 			}
-			fmt.Fprintf(p.w, "New secret (shown once):\n\n     %s\n\nThe previous secret is accepted until %s.\n", cell(out["secret"]), cell(out["previous_valid_until"]))
+			fmt.Fprintf(p.w, "New secret (shown once):\n\n     %s\n\nThe previous secret is accepted until %s.\n", cell(out.Secret), cell(out.PreviousValidUntil))
 			return nil
 		}),
 	}
@@ -433,32 +503,34 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	roll.Flags().StringVar(&grace, "grace", "24h", "how long the previous secret stays valid")
 	stats := &cobra.Command{
 		Use: "stats ID", Short: "Deliveries of the last 7 days", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/integrations/"+pathEscape(args[0])+"/stats", nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.IntegrationStats
+			if err := c.do(cmd.Context(), "GET", orgPath+"/integrations/"+pathEscape(args[0])+"/stats", nil, &out); err != nil {
 				return err
 			}
 			if p.format == "json" {
-				return p.json(out)
+				return p.json(&out)
 			}
-			fmt.Fprintf(p.w, "last 7 days: %s accepted, %s rejected\n\n", cell(out["accepted_last_7d"]), cell(out["rejected_last_7d"]))
-			return p.table(out, asMaps(out["recent_deliveries"]), "id", "received_at", "outcome", "reason", "delivery_id")
+			fmt.Fprintf(p.w, "last 7 days: %s accepted, %s rejected\n\n", cell(out.AcceptedLast7d), cell(out.RejectedLast7d))
+			var rows [][]any
+			for _, d := range out.RecentDeliveries {
+				rows = append(rows, []any{d.ID, d.ReceivedAt, d.Outcome, d.Reason, d.DeliveryID})
+			}
+			return p.table(&out, []string{"id", "received_at", "outcome", "reason", "delivery_id"}, rows)
 		}),
 	}
 	ints.AddCommand(create, list, info, update, del, roll, stats)
 	return ints
 }
 
-func mapGet(m map[string]any, keys ...string) any {
-	var v any = m
-	for _, k := range keys {
-		mm, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = mm[k]
+// sqlClientTimeout is the client's timeout for `db sql --timeout flag`: the query's own timeout plus a minute
+// to connect and stream the rows, and never less than any other call gets.
+func sqlClientTimeout(flag string) time.Duration {
+	d, err := time.ParseDuration(flag)
+	if err != nil {
+		return clientTimeout // empty (the server's default) or invalid (the server says why)
 	}
-	return v
+	return max(clientTimeout, d+time.Minute)
 }
 
 func dbCommand(o *clientOptions) *cobra.Command {
@@ -472,15 +544,15 @@ func dbCommand(o *clientOptions) *cobra.Command {
 						return err
 					}
 				}
-				var out map[string]any
-				if err := c.do(method, orgPath+suffix, nil, &out); err != nil {
+				var out api.Credential
+				if err := c.do(cmd.Context(), method, orgPath+suffix, nil, &out); err != nil {
 					return err
 				}
 				if p.format == "json" {
-					return p.json(out)
+					return p.json(&out)
 				}
-				fmt.Fprintf(p.w, "%s\n", cell(out["url"]))
-				fmt.Fprintf(cmd.ErrOrStderr(), "user %s, valid until %s\n", cell(out["username"]), cell(out["expires_at"]))
+				fmt.Fprintf(p.w, "%s\n", cell(out.URL))
+				fmt.Fprintf(cmd.ErrOrStderr(), "user %s, valid until %s\n", cell(out.Username), cell(out.ExpiresAt))
 				return nil
 			}),
 		}
@@ -489,36 +561,27 @@ func dbCommand(o *clientOptions) *cobra.Command {
 	conn.Use, conn.Short = "connection", "Print the read-only connection URL (for psql or a BI tool)"
 	roll := credential("POST", "/db/roll-credentials")
 	roll.Use, roll.Short = "roll-credentials", "New credentials; the old ones stop working at once"
-	tables := listCommand(o, "tables", "List tables", true, "/db/tables", "tables", "name", "estimated_rows")
+	tables := listCommand(o, "tables", "List tables", true, "/db/tables", []string{"name", "estimated_rows"},
+		func(l *api.TableList) (rows [][]any) {
+			for _, t := range l.Tables {
+				rows = append(rows, []any{t.Name, t.EstimateRows})
+			}
+			return rows
+		})
 	var maxRows int
 	var timeout string
 	sql := &cobra.Command{
 		Use: "sql QUERY", Short: "Run a query on your read-only credentials", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out struct {
-				Columns   []string `json:"columns"`
-				Rows      [][]any  `json:"rows"`
-				RowCount  int      `json:"row_count"`
-				Truncated bool     `json:"truncated"`
-				MaxRows   int      `json:"max_rows"`
-				Error     string   `json:"error"`
-			}
-			if err := c.do("POST", orgPath+"/db/sql", map[string]any{"query": args[0], "max_rows": maxRows, "timeout": timeout}, &out); err != nil {
+			c.http.Timeout = sqlClientTimeout(timeout)
+			var out api.SQLResult
+			if err := c.do(cmd.Context(), "POST", orgPath+"/db/sql", map[string]any{"query": args[0], "max_rows": maxRows, "timeout": timeout}, &out); err != nil {
 				return err
 			}
 			if p.format == "json" {
-				return p.json(out)
+				return p.json(&out)
 			}
-			rows := make([]map[string]any, len(out.Rows))
-			for i, r := range out.Rows {
-				rows[i] = map[string]any{}
-				for j, col := range out.Columns {
-					if j < len(r) {
-						rows[i][col] = r[j]
-					}
-				}
-			}
-			if err := p.table(out, rows, out.Columns...); err != nil {
+			if err := p.table(&out, out.Columns, out.Rows); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "(%d rows)\n", out.RowCount)
@@ -532,7 +595,7 @@ func dbCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	sql.Flags().IntVar(&maxRows, "max-rows", 0, "row cap (default 1000)")
-	sql.Flags().StringVar(&timeout, "timeout", "", "query timeout, e.g. 30s")
+	sql.Flags().StringVar(&timeout, "timeout", "", "query timeout, e.g. 30s (at most 5m)")
 	db.AddCommand(conn, tables, sql, roll)
 	return db
 }
@@ -543,7 +606,7 @@ func webhooksCommand(o *clientOptions) *cobra.Command {
 	var limit int
 	list := &cobra.Command{
 		Use: "list", Short: "Recent deliveries with their outcome", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
 			q := url.Values{}
 			if integration != "" {
 				q.Set("integration", integration)
@@ -554,11 +617,15 @@ func webhooksCommand(o *clientOptions) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
 			}
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/webhooks?"+q.Encode(), nil, &out); err != nil {
+			var out api.DeliveryList
+			if err := c.do(cmd.Context(), "GET", orgPath+"/webhooks?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
-			return p.table(out, asMaps(out["webhooks"]), "id", "received_at", "integration", "outcome", "reason", "delivery_id", "bytes")
+			var rows [][]any
+			for _, d := range out.Webhooks {
+				rows = append(rows, []any{d.ID, d.ReceivedAt, d.Integration, d.Outcome, d.Reason, d.DeliveryID, d.Bytes})
+			}
+			return p.table(&out, []string{"id", "received_at", "integration", "outcome", "reason", "delivery_id", "bytes"}, rows)
 		}),
 	}
 	list.Flags().StringVar(&integration, "integration", "", "only this integration (opaque id)")
@@ -566,26 +633,38 @@ func webhooksCommand(o *clientOptions) *cobra.Command {
 	list.Flags().IntVar(&limit, "limit", 50, "how many")
 	show := &cobra.Command{
 		Use: "show ID", Short: "One delivery with headers and body", Args: cobra.ExactArgs(1),
-		RunE: run(o, true, func(_ *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/webhooks/"+pathEscape(args[0]), nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.DeliveryEnvelope
+			if err := c.do(cmd.Context(), "GET", orgPath+"/webhooks/"+pathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
 			if p.format == "json" {
-				return p.json(out)
+				return p.json(&out)
 			}
-			w, _ := out["webhook"].(map[string]any)
-			if err := p.record(out, w, "id", "received_at", "integration", "service", "outcome", "reason", "delivery_id", "method", "path", "query", "content_type", "replay_of", "bytes", "body_truncated"); err != nil {
+			w := &out.Webhook
+			err := p.record(&out,
+				field{"id", w.ID}, field{"received_at", w.ReceivedAt}, field{"integration", w.Integration}, field{"service", w.Service},
+				field{"outcome", w.Outcome}, field{"reason", w.Reason}, field{"delivery_id", w.DeliveryID}, field{"method", w.Method},
+				field{"path", w.Path}, field{"query", w.Query}, field{"content_type", w.ContentType}, field{"replay_of", w.ReplayOf},
+				field{"bytes", w.Bytes}, field{"body_truncated", w.BodyTruncated})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(p.w, "\nheaders:")
-			if h, ok := w["headers"].(map[string]any); ok {
-				if err := p.record(nil, h); err != nil {
-					return err
-				}
+			names := make([]string, 0, len(w.Headers))
+			for name := range w.Headers {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			headers := make([]field, len(names))
+			for i, name := range names {
+				headers[i] = field{name, w.Headers[name]}
+			}
+			if err := p.record(nil, headers...); err != nil {
+				return err
 			}
 			fmt.Fprintln(p.w, "\nbody:")
-			fmt.Fprintln(p.w, cell(w["body"]))
+			fmt.Fprintln(p.w, cell(w.Body))
 			return nil
 		}),
 	}
@@ -615,15 +694,15 @@ func replayCommand(o *clientOptions) *cobra.Command {
 			if isTerminal(os.Stderr) {
 				fmt.Fprint(cmd.ErrOrStderr(), "replaying...")
 			}
-			var out map[string]any
-			err = c.do("POST", orgPath+"/replay", body, &out)
+			var out api.ReplayResult
+			err = c.do(cmd.Context(), "POST", orgPath+"/replay", body, &out)
 			if isTerminal(os.Stderr) {
 				fmt.Fprint(cmd.ErrOrStderr(), "\r            \r")
 			}
 			if err != nil {
 				return err
 			}
-			return p.record(out, out, "replayed", "since", "until")
+			return p.record(&out, field{"replayed", out.Replayed}, field{"since", out.Since}, field{"until", out.Until})
 		}),
 	}
 	cmd.Flags().StringVar(&since, "since", "", "start of the window: RFC 3339 time or a duration ago, e.g. 2h")
@@ -655,22 +734,26 @@ func errorsCommand(o *clientOptions) *cobra.Command {
 	}
 	list := &cobra.Command{
 		Use: "list", Short: "List parked and failed changes", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("GET", orgPath+"/errors"+query(), nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			var out api.ErrorList
+			if err := c.do(cmd.Context(), "GET", orgPath+"/errors"+query(), nil, &out); err != nil {
 				return err
 			}
-			return p.table(out, asMaps(out["errors"]), "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at")
+			var rows [][]any
+			for _, e := range out.Errors {
+				rows = append(rows, []any{e.Kind, e.Integration, e.WebhookID, e.Attempts, e.Error, e.NextAttemptAt})
+			}
+			return p.table(&out, []string{"kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows)
 		}),
 	}
 	retry := &cobra.Command{
 		Use: "retry", Short: "Retry them now", Args: cobra.NoArgs,
-		RunE: run(o, true, func(_ *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
-			var out map[string]any
-			if err := c.do("POST", orgPath+"/errors/retry"+query(), nil, &out); err != nil {
+		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			var out api.RetryResult
+			if err := c.do(cmd.Context(), "POST", orgPath+"/errors/retry"+query(), nil, &out); err != nil {
 				return err
 			}
-			return p.record(out, out)
+			return p.record(&out, field{"retrying", out.Retrying})
 		}),
 	}
 	for _, c := range []*cobra.Command{list, retry} {
@@ -686,20 +769,26 @@ func serversCommand(o *clientOptions) *cobra.Command {
 	var port int
 	add := &cobra.Command{
 		Use: "add NAME", Short: "Register a database server", Args: cobra.ExactArgs(1),
-		RunE: run(o, false, func(_ *cobra.Command, args []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("POST", "/v1/admin/servers", map[string]any{"name": args[0], "admin_url": adminURL, "public_host": host, "public_port": port, "sslmode": sslmode}, &out); err != nil {
+		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
+			var out api.ServerEnvelope
+			if err := c.do(cmd.Context(), "POST", "/v1/admin/servers", map[string]any{"name": args[0], "admin_url": adminURL, "public_host": host, "public_port": port, "sslmode": sslmode}, &out); err != nil {
 				return err
 			}
-			s, _ := out["server"].(map[string]any)
-			return p.record(out, s, "name", "public_host", "public_port", "sslmode")
+			s := &out.Server
+			return p.record(&out, field{"name", s.Name}, field{"public_host", s.PublicHost}, field{"public_port", s.PublicPort}, field{"sslmode", s.SSLMode})
 		}),
 	}
 	add.Flags().StringVar(&adminURL, "admin-url", "", "URL webhookdb provisions with (stored encrypted)")
 	add.Flags().StringVar(&host, "public-host", "", "host users connect to")
 	add.Flags().IntVar(&port, "public-port", 5432, "port users connect to")
 	add.Flags().StringVar(&sslmode, "sslmode", "prefer", "sslmode put into read-only URLs")
-	list := listCommand(o, "list", "List database servers", false, "/v1/admin/servers", "servers", "name", "public_host", "public_port", "sslmode", "orgs")
+	list := listCommand(o, "list", "List database servers", false, "/v1/admin/servers", []string{"name", "public_host", "public_port", "sslmode", "orgs"},
+		func(l *api.ServerList) (rows [][]any) {
+			for _, s := range l.Servers {
+				rows = append(rows, []any{s.Name, s.PublicHost, s.PublicPort, s.SSLMode, s.Orgs})
+			}
+			return rows
+		})
 	servers.AddCommand(add, list)
 	return servers
 }
@@ -709,12 +798,16 @@ func fanoutStatusCommand() *cobra.Command {
 	o := &clientOptions{}
 	cmd := &cobra.Command{
 		Use: "status", Short: "Slot lag and parked/failed counts of the fanout (server admins)", Args: cobra.NoArgs,
-		RunE: run(o, false, func(_ *cobra.Command, _ []string, c *client, p *printer, _ string) error {
-			var out map[string]any
-			if err := c.do("GET", "/v1/admin/fanout", nil, &out); err != nil {
+		RunE: run(o, false, func(cmd *cobra.Command, _ []string, c *client, p *printer, _ string) error {
+			var st fanout.Status
+			if err := c.do(cmd.Context(), "GET", "/v1/admin/fanout", nil, &st); err != nil {
 				return err
 			}
-			return p.record(out, out)
+			return p.record(&st,
+				field{"active", st.Active}, field{"confirmed_flush_lsn", st.ConfirmedFlushLSN}, field{"exists", st.Exists},
+				field{"failed_changes", st.FailedChanges}, field{"lag_bytes", st.LagBytes}, field{"oldest_parked_at", st.OldestParkedAt},
+				field{"orgs_with_parked_changes", st.OrgsWithParked}, field{"parked_changes", st.ParkedChanges}, field{"slot", st.Slot},
+				field{"wal_status", st.WALStatus})
 		}),
 	}
 	addClientFlags(cmd, o)
