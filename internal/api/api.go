@@ -69,6 +69,8 @@ type Config struct {
 	Keys        KeyRotator
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
+	// MaxOrgsPerUser caps the live orgs a user (not a server admin) may administer; default 10, negative: none.
+	MaxOrgsPerUser int
 	// SQLRowLimit caps `db sql` results; default 1,000.
 	SQLRowLimit int
 	// SQLTimeout bounds `db sql`; default 30s.
@@ -85,6 +87,9 @@ type API struct {
 
 // New returns the API.
 func New(cfg Config) *API {
+	if cfg.MaxOrgsPerUser == 0 {
+		cfg.MaxOrgsPerUser = 10
+	}
 	if cfg.SQLRowLimit == 0 {
 		cfg.SQLRowLimit = 1000
 	}

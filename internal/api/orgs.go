@@ -3,17 +3,17 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
-	"github.com/webhookdb-go/webhookdb/internal/pgerr"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 )
 
@@ -118,19 +118,22 @@ func (a *API) createOrg(w http.ResponseWriter, r *http.Request) error {
 		return wrapf(err, "error starting transaction")
 	}
 	defer rollback(ctx, tx)
-	o := &Org{Key: in.Key, Name: strings.TrimSpace(in.Name), Role: roleAdmin}
-	err = tx.QueryRow(ctx, `INSERT INTO organizations (key, name) VALUES ($1, $2) RETURNING id, provision_state, created_at`, o.Key, o.Name).
-		Scan(&o.ID, &o.ProvisionState, &o.CreatedAt)
-	if pgerr.Is(err, pgerrcode.UniqueViolation) {
+	if err := a.checkOrgLimit(ctx, tx, userFrom(r)); err != nil {
+		return err
+	}
+	created, err := orgdb.InsertOrg(ctx, tx, in.Key, strings.TrimSpace(in.Name))
+	switch {
+	case errors.Is(err, orgdb.ErrOrgExists):
 		return errConflict("an organization with key " + in.Key + " exists already")
-	}
-	if pgErr := pgerr.As(err); pgErr != nil && pgErr.Code == pgerrcode.CheckViolation && pgErr.ConstraintName == "organizations_key_check" {
-		// The key names the org's database and roles; the table's CHECK holds the one rule for it.
+	case errors.Is(err, orgdb.ErrInvalidOrgKey):
+		// The key names the org's database and roles: one rule for it, pgroles'.
 		return errInvalid("key", "use 1 to 41 characters: a lower-case letter, then lower-case letters, digits or underscores")
-	}
-	if err != nil {
+	case errors.Is(err, orgdb.ErrInvalidOrgName):
+		return errInvalid("name", "must be 1 to 200 characters of valid text")
+	case err != nil:
 		return wrapf(err, "error creating organization")
 	}
+	o := &Org{ID: created.ID, Key: created.Key, Name: created.Name, ProvisionState: created.ProvisionState, CreatedAt: created.CreatedAt, Role: roleAdmin}
 	if _, err := tx.Exec(ctx, `INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'admin')`, o.ID, userFrom(r).ID); err != nil {
 		return wrapf(err, "error adding membership")
 	}
@@ -422,5 +425,28 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) error {
 		return errNotFound("service")
 	}
 	writeJSON(w, http.StatusOK, ServiceEnvelope{Service: describe(s, true)})
+	return nil
+}
+
+// checkOrgLimit refuses a new org to a user who already administers MaxOrgsPerUser live orgs (server admins
+// have no limit). The user's row is locked so that concurrent creations count each other.
+func (a *API) checkOrgLimit(ctx context.Context, tx pgx.Tx, u *accounts.User) error {
+	if u.ServerAdmin || a.cfg.MaxOrgsPerUser <= 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, u.ID); err != nil {
+		return wrapf(err, "error locking the user")
+	}
+	var n int
+	err := tx.QueryRow(ctx, `
+		SELECT count(*) FROM memberships m JOIN organizations o ON o.id = m.org_id AND o.deleted_at IS NULL
+		WHERE m.user_id = $1 AND m.role = 'admin'`, u.ID).Scan(&n)
+	if err != nil {
+		return wrapf(err, "error counting organizations")
+	}
+	if n >= a.cfg.MaxOrgsPerUser {
+		return &Error{Status: http.StatusForbidden, Code: "org_limit",
+			Message: fmt.Sprintf("you administer %d organizations, the most one user may create; delete one or ask a server admin", n)}
+	}
 	return nil
 }

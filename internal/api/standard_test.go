@@ -34,4 +34,14 @@ func TestGenericServicesConfigAtCreation(t *testing.T) {
 		}
 	}
 	f.must(alice, "POST", "/v1/orgs/std/integrations", map[string]any{"service": "json_v1", "config": map[string]any{"remote_key_path": "id"}}, 201)
+
+	// Another verifier records no webhook-id: keyed by it, every delivery would fail. Refused, with the way out.
+	status, out := f.call(alice, "POST", "/v1/orgs/std/integrations", map[string]any{"service": "standard_event_v1", "secret": "s3cret-header-value-long-enough",
+		"verifier": map[string]any{"scheme": "secret_header"}})
+	e, _ := out["error"].(map[string]any)
+	if msg, _ := e["message"].(string); status != 422 || e["field"] != "config" || !strings.Contains(msg, "remote_key_path") {
+		t.Fatalf("standard_event_v1 with another verifier and no key path: %d %v", status, out)
+	}
+	f.must(alice, "POST", "/v1/orgs/std/integrations", map[string]any{"service": "standard_event_v1", "secret": "s3cret-header-value-long-enough",
+		"verifier": map[string]any{"scheme": "secret_header"}, "config": map[string]any{"remote_key_path": "data.id"}}, 201)
 }

@@ -125,7 +125,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		api.New(api.Config{
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
-			Fanout: state, Errors: state,
+			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser,
 		}).Register(a.router)
 	}
 	if cfg.Has(RoleMaintenance) {

@@ -92,6 +92,9 @@ type Config struct {
 	Retention time.Duration
 	// BodyLimit is the default webhook body limit in bytes (WEBHOOKDB_BODY_LIMIT); default 1 MiB.
 	BodyLimit int64
+	// MaxOrgsPerUser caps the live orgs a user who is not a server admin may administer
+	// (WEBHOOKDB_MAX_ORGS_PER_USER); default 10, negative: no limit.
+	MaxOrgsPerUser int
 	// ShutdownTimeout bounds graceful shutdown (WEBHOOKDB_SHUTDOWN_TIMEOUT); default 15s.
 	ShutdownTimeout time.Duration
 
@@ -258,6 +261,7 @@ const (
 	EnvRetention       = "WEBHOOKDB_RETENTION"
 	EnvBodyLimit       = "WEBHOOKDB_BODY_LIMIT"
 	EnvShutdownTimeout = "WEBHOOKDB_SHUTDOWN_TIMEOUT"
+	EnvMaxOrgsPerUser  = "WEBHOOKDB_MAX_ORGS_PER_USER"
 
 	// Deprecated names, read when the new one is unset.
 	envFanoutSlotDeprecated    = "WEBHOOKDB_FANOUT_SLOT"
@@ -309,6 +313,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.StringVar(&c.Listen, "listen", Env(EnvListen), "HTTP listen address of ingest and the API; default :8080 ("+EnvListen+")")
 		fs.StringVar(&c.PublicURL, "public-url", Env(EnvPublicURL), "URL senders use to reach this server; default http://<listen> ("+EnvPublicURL+")")
 		fs.Int64Var(&c.BodyLimit, "body-limit", c.envInt(EnvBodyLimit), "default webhook body limit in bytes; default 1048576 ("+EnvBodyLimit+")")
+		fs.IntVar(&c.MaxOrgsPerUser, "max-orgs-per-user", int(c.envInt(EnvMaxOrgsPerUser)), "live orgs a user who is not a server admin may administer; default 10, -1: no limit ("+EnvMaxOrgsPerUser+")")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration(EnvShutdownTimeout), "how long in-flight requests may take to finish on shutdown; default 15s ("+EnvShutdownTimeout+")")
 	}
 	if groups&FlagsMetrics != 0 {

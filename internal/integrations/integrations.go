@@ -104,7 +104,8 @@ type CreateParams struct {
 
 // Create adds an integration and returns it with its secret in the clear.
 func Create(ctx context.Context, db DB, box secrets.Box, p CreateParams) (*Integration, string, error) {
-	if _, err := replicator.Resolve(p.Service, p.Config); err != nil {
+	svc, err := replicator.Resolve(p.Service, p.Config)
+	if err != nil {
 		return nil, "", err
 	}
 	in := &Integration{OrgID: p.OrgID, Service: p.Service, Config: p.Config, BodyLimitBytes: p.BodyLimitBytes}
@@ -122,6 +123,12 @@ func Create(ctx context.Context, db DB, box secrets.Box, p CreateParams) (*Integ
 	vcfg, err := in.VerifierConfig()
 	if err != nil {
 		return nil, "", err
+	}
+	if svc.RemoteKey.From == replicator.FromDeliveryID && vcfg.Scheme != verify.SchemeStandard {
+		// Only the Standard Webhooks verifier records the webhook-id a row would be keyed by: every delivery
+		// would fail for want of a key.
+		return nil, "", fmt.Errorf("%w: %s keys rows by the webhook-id header, which only the %s verifier records; keep that verifier or key rows by a field of the event with --config '{\"remote_key_path\":\"data.id\"}'",
+			replicator.ErrInvalidConfig, p.Service, verify.SchemeStandard)
 	}
 	secret := p.Secret
 	if secret == "" {

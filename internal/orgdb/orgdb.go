@@ -26,8 +26,10 @@ var (
 	ErrServerNotFound = errors.New("database server not found")
 	// ErrInvalidServer means a server registration is invalid.
 	ErrInvalidServer = errors.New("invalid database server")
-	// ErrInvalidOrg means an org's key or name is invalid.
-	ErrInvalidOrg = errors.New("invalid organization")
+	// ErrInvalidOrg means an org's key or name is invalid; ErrInvalidOrgKey and ErrInvalidOrgName say which.
+	ErrInvalidOrg     = errors.New("invalid organization")
+	ErrInvalidOrgKey  = fmt.Errorf("%w key", ErrInvalidOrg)
+	ErrInvalidOrgName = fmt.Errorf("%w name", ErrInvalidOrg)
 	// ErrOrgExists means a live org already has that key.
 	ErrOrgExists = errors.New("an organization with that key exists")
 )

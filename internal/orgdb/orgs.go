@@ -46,13 +46,13 @@ type RowQuerier interface {
 // InsertOrg stores a new org (not provisioned yet) through q, so a caller can add more in the same
 // transaction (the API adds its creator's membership). The key names database objects and is validated
 // (pgroles.ValidateOrgKey); the name is free text (1 to 200 characters), only ever passed as a
-// bind parameter. Errors: ErrInvalidOrg, ErrOrgExists.
+// bind parameter. Errors: ErrInvalidOrgKey, ErrInvalidOrgName (both ErrInvalidOrg), ErrOrgExists.
 func InsertOrg(ctx context.Context, q RowQuerier, key, name string) (*Org, error) {
 	if err := pgroles.ValidateOrgKey(key); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOrg, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOrgKey, err)
 	}
 	if n := utf8.RuneCountInString(name); n < 1 || n > 200 || !utf8.ValidString(name) || strings.ContainsRune(name, 0) {
-		return nil, fmt.Errorf("%w: name must be 1 to 200 characters of valid text", ErrInvalidOrg)
+		return nil, fmt.Errorf("%w: must be 1 to 200 characters of valid text", ErrInvalidOrgName)
 	}
 	o := &Org{}
 	err := q.QueryRow(ctx, `
