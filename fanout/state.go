@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
@@ -132,4 +134,65 @@ func (h ParkedHolder) RowsHeld(ctx context.Context, from, to time.Time) (int64, 
 		return 0, fmt.Errorf("error counting parked changes: %w", err)
 	}
 	return n, nil
+}
+
+// ErrSlotActive means the slot to re-create is held by a consumer that would not let go.
+var ErrSlotActive = errors.New("replication slot is in use")
+
+// RecreateSlot drops the slot when Postgres has invalidated it (wal_status lost: the WAL it needed is gone)
+// or it is missing, and creates it anew at the current position. Changes committed before that are not in
+// the new slot: a resync (staging.StartResync) re-applies them. A healthy slot is left alone (recreated false).
+func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (recreated bool, err error) {
+	var walStatus *string
+	var activePID *int32
+	err = pool.QueryRow(ctx, `SELECT wal_status, active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&walStatus, &activePID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return false, fmt.Errorf("error reading replication slot %s: %w", slot, err)
+	case walStatus == nil || *walStatus != "lost":
+		return false, nil
+	default:
+		if activePID != nil {
+			// A fanout retrying its session on the dead slot; it reconnects to the new one.
+			if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, *activePID); err != nil {
+				return false, fmt.Errorf("error ending the session on slot %s: %w", slot, err)
+			}
+			if err := waitSlotInactive(ctx, pool, slot); err != nil {
+				return false, err
+			}
+		}
+		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			if pgerr.Is(err, pgerrcode.ObjectInUse) {
+				return false, fmt.Errorf("%w: %s: %w", ErrSlotActive, slot, err)
+			}
+			return false, fmt.Errorf("error dropping replication slot %s: %w", slot, err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil && !pgerr.Is(err, pgerrcode.DuplicateObject) {
+		return false, fmt.Errorf("error creating replication slot %s: %w", slot, err)
+	}
+	return true, nil
+}
+
+// waitSlotInactive waits (up to 10 s) for the session on a slot to end after it was terminated.
+func waitSlotInactive(ctx context.Context, pool *pgxpool.Pool, slot string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var active bool
+		if err := pool.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil || !active {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s", ErrSlotActive, slot)
+		case <-t.C:
+		}
+	}
 }

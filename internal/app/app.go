@@ -46,6 +46,7 @@ type App struct {
 	metricsListener net.Listener
 
 	workers []func(ctx context.Context) error
+	slot    *slotWatch
 }
 
 // New validates the config, applies migrations, connects, builds the roles and binds the listen addresses.
@@ -98,6 +99,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		if err := consumer.EnsureSlot(ctx); err != nil {
 			return nil, err
 		}
+	}
+
+	a.slot = newSlotWatch(a.pool, cfg.Slot, logger, a.registry)
+	if cfg.Has(RoleMaintenance) || cfg.Has(RoleFanout) {
+		a.workers = append(a.workers, a.slot.run)
 	}
 
 	if cfg.servesHTTP() {
@@ -225,13 +231,20 @@ func (a *App) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/json")
-	if err := a.pool.Ping(ctx); err != nil {
+	state, err := a.slot.check(ctx)
+	if err != nil {
 		a.logger.WarnContext(ctx, "health check failed", slog.String("error", err.Error()))
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(`{"ok":false,"database":"unreachable"}`))
 		return
 	}
-	_, _ = w.Write([]byte(`{"ok":true}`))
+	if !slotHealthy(state) {
+		// Webhooks are still stored, but none reaches an org database until the slot is recovered.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, `{"ok":false,"slot":%q,"slot_state":%q}`, a.cfg.Slot, state)
+		return
+	}
+	_, _ = fmt.Fprintf(w, `{"ok":true,"slot_state":%q}`, state)
 }
 
 // Close releases what New acquired, for an App that is never Run (Run closes it itself).

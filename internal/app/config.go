@@ -226,8 +226,10 @@ const (
 	FlagsDatabase FlagGroup = 1 << iota
 	// FlagsSecrets: encryption of stored secrets, the keyring, Vault and its mounts.
 	FlagsSecrets
-	// flagsRuntime: credentials mode and the slot.
-	flagsRuntime
+	// flagsCredentials: the credentials mode.
+	flagsCredentials
+	// FlagsSlot: the fanout's slot.
+	FlagsSlot
 	// FlagsHTTP: listen and public URL, body limit, shutdown timeout (ingest and API).
 	FlagsHTTP
 	// FlagsMetrics: a separate /metrics and /healthz listener.
@@ -237,7 +239,7 @@ const (
 	// FlagsMaintenance: retention.
 	FlagsMaintenance
 	// FlagsCore is what every server command takes.
-	FlagsCore = FlagsDatabase | FlagsSecrets | flagsRuntime
+	FlagsCore = FlagsDatabase | FlagsSecrets | flagsCredentials | FlagsSlot
 	// FlagsAll is what `serve` takes.
 	FlagsAll = FlagsCore | FlagsHTTP | FlagsMetrics | FlagsFanout | FlagsMaintenance
 )
@@ -305,8 +307,10 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.StringVar(&c.TransitKey, "transit-key", Env(EnvTransitKey), "Vault transit key; default webhookdb ("+EnvTransitKey+")")
 		fs.StringVar(&c.DatabaseMount, "database-mount", Env(EnvDatabaseMount), "Vault database engine mount; default database ("+EnvDatabaseMount+")")
 	}
-	if groups&flagsRuntime != 0 {
+	if groups&flagsCredentials != 0 {
 		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
+	}
+	if groups&FlagsSlot != 0 {
 		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")
 	}
 	if groups&FlagsHTTP != 0 {

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/devenv"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 func newServeCommand(g *globalOptions) *cobra.Command {
@@ -73,7 +77,73 @@ func newFanoutCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	app.BindFlags(cmd.Flags(), &cfg, app.FlagsCore|app.FlagsMetrics|app.FlagsFanout)
-	cmd.AddCommand(fanoutStatusCommand())
+	cmd.AddCommand(fanoutStatusCommand(), newFanoutResyncCommand(g))
+	return cmd
+}
+
+// newFanoutResyncCommand is the recovery when the slot no longer holds what the org databases lack (Postgres
+// invalidated it, or it was dropped): re-apply the accepted deliveries since a time.
+func newFanoutResyncCommand(g *globalOptions) *cobra.Command {
+	cfg := app.Config{}
+	var since string
+	var recreate bool
+	cmd := &cobra.Command{
+		Use:   "resync --since T",
+		Short: "Re-apply every accepted webhook received since T (after a lost replication slot)",
+		Long: "Stores again every accepted delivery received since T, page by page with a checkpoint after each, so\n" +
+			"the fanout applies them once more: the conflict policies make that idempotent (a row only moves to a\n" +
+			"newer version). With --recreate-slot a slot Postgres invalidated (wal_status lost) or that is missing is\n" +
+			"created anew first. Staging partitions the resync still has to read are kept until it is done; if this\n" +
+			"command stops, a running serve finishes the resync.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.DatabaseURL == "" {
+				return errors.New("database URL is required (--database-url or WEBHOOKDB_DATABASE_URL)")
+			}
+			if since == "" {
+				return errors.New("--since is required: an RFC 3339 time or a duration back from now (e.g. 26h)")
+			}
+			from, err := parseWhen(since)
+			if err != nil {
+				return fmt.Errorf("--since: %w", err)
+			}
+			cfg = cfg.WithDefaults()
+			ctx := cmd.Context()
+			pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+			if err != nil {
+				return fmt.Errorf("error connecting to the database: %w", err)
+			}
+			defer pool.Close()
+			out := cmd.OutOrStdout()
+			if recreate {
+				recreated, err := fanout.RecreateSlot(ctx, pool, cfg.Slot)
+				if err != nil {
+					return err
+				}
+				if recreated {
+					fmt.Fprintf(out, "Re-created replication slot %s at the current position.\n", cfg.Slot)
+				}
+			}
+			rs, err := staging.StartResync(ctx, pool, from)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "Resync %d: accepted deliveries received from %s to %s.\n", rs.ID, rs.Since.Format(time.RFC3339), rs.Until.Format(time.RFC3339))
+			var copied int64
+			err = staging.RunResync(ctx, pool, rs.ID, func(n int64) {
+				copied = n
+				fmt.Fprintf(out, "  %d stored again\n", n)
+			})
+			if err != nil {
+				return fmt.Errorf("%w (resync %d is recorded: a running serve finishes it)", err, rs.ID)
+			}
+			fmt.Fprintf(out, "Resync %d done: %d deliveries stored again; the fanout applies them (webhookdb fanout status shows its lag).\n", rs.ID, copied)
+			return nil
+		},
+	}
+	app.BindFlags(cmd.Flags(), &cfg, app.FlagsDatabase|app.FlagsSlot)
+	cmd.Flags().StringVar(&since, "since", "", "first receive time to re-apply: RFC 3339, or a duration back from now (e.g. 26h)")
+	cmd.Flags().BoolVar(&recreate, "recreate-slot", false, "first re-create the slot if Postgres invalidated it (wal_status lost) or it is missing")
 	return cmd
 }
 
