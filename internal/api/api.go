@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +71,10 @@ type Config struct {
 	Keys        KeyRotator
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
+	// ReplayEvery and ReplayBurst bound replays per org: a burst of ReplayBurst, then one per ReplayEvery;
+	// defaults 5 and 5 minutes.
+	ReplayEvery time.Duration
+	ReplayBurst int
 	// MaxOrgsPerUser caps the live orgs a user (not a server admin) may administer; default 10, negative: none.
 	MaxOrgsPerUser int
 	// SQLRowLimit caps `db sql` results; default 1,000.
@@ -83,10 +89,18 @@ type API struct {
 	cfg    Config
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+	// replays bounds replays per org: each stores a window of deliveries again.
+	replays *keyedLimiter
 }
 
 // New returns the API.
 func New(cfg Config) *API {
+	if cfg.ReplayEvery == 0 {
+		cfg.ReplayEvery = 5 * time.Minute
+	}
+	if cfg.ReplayBurst == 0 {
+		cfg.ReplayBurst = 5
+	}
 	if cfg.MaxOrgsPerUser == 0 {
 		cfg.MaxOrgsPerUser = 10
 	}
@@ -100,7 +114,7 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger}
+	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: newKeyedLimiter(cfg.ReplayEvery, cfg.ReplayBurst)}
 }
 
 // Error is the one error shape of the API.
@@ -109,6 +123,8 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// RetryAfter, when set, is sent as Retry-After.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -139,6 +155,9 @@ func (a *API) wrap(h handlerFunc) http.Handler {
 			if !errors.As(err, &apiErr) {
 				a.logger.ErrorContext(r.Context(), "api error", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
 				apiErr = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+			}
+			if apiErr.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(apiErr.RetryAfter.Seconds()))))
 			}
 			writeJSON(w, apiErr.Status, ErrorEnvelope{Error: apiErr})
 		}

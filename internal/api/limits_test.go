@@ -3,8 +3,10 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/webhookdb-go/webhookdb/internal/api"
 )
@@ -49,4 +51,28 @@ func TestOrgLimitPerUser(t *testing.T) {
 	for i := range 5 {
 		f.must(admin, "POST", "/v1/orgs", map[string]any{"key": fmt.Sprintf("ops%d", i)}, http.StatusCreated)
 	}
+}
+
+// Replays store whole windows again: an org gets a burst of them, then waits, and another org is unaffected.
+func TestReplayIsRateLimitedPerOrg(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, func(c *api.Config) { c.ReplayBurst, c.ReplayEvery = 2, time.Hour }, nil)
+	alice := f.user("alice@replay.example", false)
+	bob := f.user("bob@replay.example", false)
+	f.must(alice, "POST", "/v1/orgs", map[string]any{"key": "ra"}, 201)
+	f.must(bob, "POST", "/v1/orgs", map[string]any{"key": "rb"}, 201)
+	window := map[string]any{"since": time.Now().Add(-time.Hour).Format(time.RFC3339)}
+	f.must(alice, "POST", "/v1/orgs/ra/replay", window, http.StatusAccepted)
+	f.must(alice, "POST", "/v1/orgs/ra/replay", window, http.StatusAccepted)
+	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/orgs/ra/replay", strings.NewReader(`{"since":"`+window["since"].(string)+`"}`))
+	req.Header.Set("Authorization", "Bearer "+alice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third replay within the hour: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	f.must(bob, "POST", "/v1/orgs/rb/replay", window, http.StatusAccepted)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -174,6 +175,9 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) error {
 	}
 	if in.Until.Sub(in.Since) > maxReplayWindow {
 		return errInvalid("until", "a replay covers at most 24h; split longer windows")
+	}
+	if ok, wait := a.replays.allow(fmt.Sprint(orgFrom(r).ID), time.Now()); !ok {
+		return errRateLimited("this organization replayed often lately", wait)
 	}
 	// Deleted integrations are left out: their tables may be gone.
 	rows, err := a.pool.Query(r.Context(), `SELECT id FROM service_integrations
