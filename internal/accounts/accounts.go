@@ -86,6 +86,23 @@ type Token struct {
 	RevokedAt  *time.Time `json:"revoked_at"`
 }
 
+// tokenLen is the length of TokenPrefix and 160 bits in unpadded lower-case base32.
+const tokenLen = len(TokenPrefix) + 32
+
+// WellFormedToken reports whether token has the shape CreateToken gives: what does not is refused without a
+// look at the database.
+func WellFormedToken(token string) bool {
+	if len(token) != tokenLen || !strings.HasPrefix(token, TokenPrefix) {
+		return false
+	}
+	for _, c := range token[len(TokenPrefix):] {
+		if (c < 'a' || c > 'z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
+
 // CreateToken issues a token for a user and returns it in the clear, the only time it is ever shown.
 func CreateToken(ctx context.Context, db DB, userID int64, name string) (string, *Token, error) {
 	raw := make([]byte, 20) // 160 bits
@@ -110,15 +127,21 @@ func HashToken(token string) []byte {
 
 // Authenticate returns the user a live token belongs to.
 func Authenticate(ctx context.Context, db DB, token string) (*User, error) {
-	if !strings.HasPrefix(token, TokenPrefix) {
+	if !WellFormedToken(token) {
 		return nil, ErrInvalidToken
 	}
 	u := &User{}
+	// last_used_at is written at most once a minute per token: a busy client costs no write per request.
 	err := db.QueryRow(ctx, `
-		UPDATE api_tokens t SET last_used_at = now()
-		FROM users u
-		WHERE t.token_hash = $1 AND t.user_id = u.id AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
-		RETURNING u.id, u.email, u.server_admin, u.created_at`, HashToken(token)).
+		WITH t AS (
+			SELECT t.id, t.last_used_at, u.id AS user_id, u.email, u.server_admin, u.created_at
+			FROM api_tokens t JOIN users u ON u.id = t.user_id
+			WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+		), touched AS (
+			UPDATE api_tokens a SET last_used_at = now() FROM t
+			WHERE a.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+		)
+		SELECT user_id, email, server_admin, created_at FROM t`, HashToken(token)).
 		Scan(&u.ID, &u.Email, &u.ServerAdmin, &u.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrInvalidToken

@@ -71,6 +71,9 @@ type Config struct {
 	Keys        KeyRotator
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
+	// ClientKey names who a request comes from, for per-client limits (the peer's address, or what trusted
+	// proxies say); default the peer's address.
+	ClientKey func(*http.Request) string
 	// ReplayEvery and ReplayBurst bound replays per org: a burst of ReplayBurst, then one per ReplayEvery;
 	// defaults 5 and 5 minutes.
 	ReplayEvery time.Duration
@@ -91,10 +94,15 @@ type API struct {
 	logger *slog.Logger
 	// replays bounds replays per org: each stores a window of deliveries again.
 	replays *keyedLimiter
+	// authFailures bounds bad tokens per client: past the burst, a client is refused before any lookup.
+	authFailures *keyedLimiter
 }
 
 // New returns the API.
 func New(cfg Config) *API {
+	if cfg.ClientKey == nil {
+		cfg.ClientKey = clientKey
+	}
 	if cfg.ReplayEvery == 0 {
 		cfg.ReplayEvery = 5 * time.Minute
 	}
@@ -114,7 +122,8 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: newKeyedLimiter(cfg.ReplayEvery, cfg.ReplayBurst)}
+	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: newKeyedLimiter(cfg.ReplayEvery, cfg.ReplayBurst),
+		authFailures: newKeyedLimiter(6*time.Second, 20)}
 }
 
 // Error is the one error shape of the API.
@@ -205,7 +214,18 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusUnauthorized, ErrorEnvelope{Error: &Error{Code: "unauthorized", Message: "missing bearer token (Authorization: Bearer whdb_...)"}})
 			return
 		}
+		client := a.cfg.ClientKey(r)
+		if blocked, wait := a.authFailures.blocked(client, time.Now()); blocked {
+			// Guessing tokens costs the guesser, not the database.
+			apiErr := errRateLimited("too many bad API tokens from this client", wait)
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			writeJSON(w, apiErr.Status, ErrorEnvelope{Error: apiErr})
+			return
+		}
 		user, err := accounts.Authenticate(r.Context(), a.pool, strings.TrimSpace(token))
+		if errors.Is(err, accounts.ErrInvalidToken) {
+			a.authFailures.allow(client, time.Now())
+		}
 		if err != nil {
 			status, code, msg := http.StatusUnauthorized, "unauthorized", "invalid or revoked API token"
 			if !errors.Is(err, accounts.ErrInvalidToken) {

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -55,6 +56,25 @@ func (l *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// blocked reports whether key's bucket is empty now (without taking a token), and how long until it is not.
+func (l *keyedLimiter) blocked(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil || b.lim.TokensAt(now) >= 1 {
+		return false, 0
+	}
+	return true, time.Duration((1 - b.lim.TokensAt(now)) * float64(l.every))
+}
+
+// clientKey is who a request comes from for rate limits: the address of the peer.
+func clientKey(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // errRateLimited answers 429 with the wait in Retry-After.

@@ -76,3 +76,35 @@ func TestReplayIsRateLimitedPerOrg(t *testing.T) {
 	}
 	f.must(bob, "POST", "/v1/orgs/rb/replay", window, http.StatusAccepted)
 }
+
+// A client guessing tokens is refused before any lookup once past its burst; another client is not.
+func TestBadTokensAreRateLimitedPerClient(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, func(c *api.Config) {
+		c.ClientKey = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
+	}, nil)
+	good := f.user("carol@tokens.example", false)
+	get := func(client, token string) (int, string) {
+		req, _ := http.NewRequest("GET", f.srv.URL+"/v1/me", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("X-Test-Client", client)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	wellFormedButWrong := "whdb_" + strings.Repeat("a", 32)
+	for i := range 20 {
+		if s, _ := get("guesser", wellFormedButWrong); s != http.StatusUnauthorized {
+			t.Fatalf("bad token %d: %d", i, s)
+		}
+	}
+	if s, ra := get("guesser", wellFormedButWrong); s != http.StatusTooManyRequests || ra == "" {
+		t.Fatalf("past the burst: %d, Retry-After %q", s, ra)
+	}
+	if s, _ := get("someone-else", good); s != http.StatusOK {
+		t.Fatalf("another client with a good token: %d", s)
+	}
+}
