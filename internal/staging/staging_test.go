@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
@@ -17,6 +18,16 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// slotName is a replication slot name of this test's own (slots are per cluster, databases per test).
+func slotName(t *testing.T, pool *pgxpool.Pool, prefix string) string {
+	t.Helper()
+	var dbName string
+	if err := pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbName); err != nil {
+		t.Fatal(err)
+	}
+	return prefix + "_" + strings.TrimPrefix(dbName, "test_")
+}
 
 func row(orgID, integrationID int64, at time.Time, body string) staging.Row {
 	return staging.Row{ReceivedAt: at, OrgID: orgID, IntegrationID: integrationID, DeliveryID: "evt_" + body, Method: "POST",
@@ -173,11 +184,7 @@ func TestUpkeepKeepsWhatHoldersNeed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewDB(t)
-	var dbName string
-	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
-	slot := "holders_" + dbName[len(dbName)-8:]
+	slot := slotName(t, pool, "holders")
 	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -12)
 	if err := staging.Insert(ctx, pool, []staging.Row{row(1, 1, old.Add(time.Hour), "old")}); err != nil {
 		t.Fatal(err)
@@ -210,11 +217,7 @@ func TestResyncCopiesAndHoldsPartitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewDB(t)
-	var dbName string
-	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
-	slot := "resync_" + dbName[len(dbName)-8:]
+	slot := slotName(t, pool, "resync")
 	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -12)
 	var rows []staging.Row
 	for i := range 250 {

@@ -3,7 +3,6 @@ package staging_test
 import (
 	"context"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,11 +14,7 @@ func TestUpkeepCreatesAheadAndDropsOnlyWhatFanoutPassed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewDB(t)
-	var dbName string
-	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
-	slot := "upkeep_" + strings.TrimPrefix(dbName, "test_")
+	slot := slotName(t, pool, "upkeep")
 
 	// An old day with a row in it, as if it had been received 10 days ago.
 	old := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -10)
@@ -70,11 +65,7 @@ func TestUpkeepKeepsPartitionClosedAfterSlotPosition(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewDB(t)
-	var dbName string
-	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
-	slot := "upkeep2_" + strings.TrimPrefix(dbName, "test_")
+	slot := slotName(t, pool, "upkeep2")
 	// The slot exists first and never advances: a partition closed later holds rows it has not read.
 	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
 		t.Fatal(err)
