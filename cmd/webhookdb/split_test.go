@@ -78,8 +78,14 @@ func newTopology(t *testing.T, slot string) *topology {
 	return tp
 }
 
-// start runs a long-lived webhookdb process; the returned stop ends it (and the test's end does too).
-func (tp *topology) start(name string, extraEnv []string, args ...string) (stop func()) {
+// proc is a long-lived webhookdb process of a test.
+type proc struct {
+	cmd  *exec.Cmd
+	stop func()
+}
+
+// start runs a long-lived webhookdb process; its stop ends it (and the test's end does too).
+func (tp *topology) start(name string, extraEnv []string, args ...string) *proc {
 	t := tp.t
 	t.Helper()
 	cmd := exec.Command(tp.bin, args...)
@@ -90,7 +96,7 @@ func (tp *topology) start(name string, extraEnv []string, args ...string) (stop 
 		t.Fatal(err)
 	}
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan struct{})
@@ -107,7 +113,7 @@ func (tp *topology) start(name string, extraEnv []string, args ...string) (stop 
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return &proc{cmd: cmd, stop: stop}
 }
 
 func (tp *topology) cli(args ...string) string {
@@ -256,12 +262,12 @@ func TestLostSlotResync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stopServe := tp.start("serve", nil, "serve", "--log-level", "warn")
+	serve := tp.start("serve", nil, "serve", "--log-level", "warn")
 	waitHTTP(t, "http://"+tp.listen+"/healthz")
 	orgDB, webhookURL := tp.setup()
 	tp.send(webhookURL, "ch_before", 100)
 	waitAmount(t, orgDB, "ch_before", 100)
-	stopServe()
+	serve.stop()
 
 	// Ingest alone stores a delivery nobody consumes; then the slot is left behind until Postgres drops its WAL.
 	tp.start("ingest", nil, "serve", "--no-fanout", "--log-level", "error")
