@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
@@ -55,6 +56,9 @@ type Cache struct {
 	logger       *slog.Logger
 	pollInterval time.Duration
 	bodyLimit    int64
+	// lookups bounds the queries for ids not in the cache, so a flood of unknown ids cannot take every
+	// connection of the pool (the poll always finds one).
+	lookups *semaphore.Weighted
 
 	mu       sync.RWMutex
 	byOpaque map[string]*target
@@ -66,7 +70,10 @@ type Cache struct {
 type CacheConfig struct {
 	PollInterval     time.Duration // default 500ms
 	DefaultBodyLimit int64         // default 1 MiB
-	Logger           *slog.Logger
+	// LookupConcurrency bounds concurrent lookups of ids not in the cache; default 2. Above that, lookups wait
+	// (up to lookupWait, then 503).
+	LookupConcurrency int
+	Logger            *slog.Logger
 }
 
 // NewCache returns an empty cache; Run fills and refreshes it.
@@ -80,7 +87,11 @@ func NewCache(pool *pgxpool.Pool, box secrets.Box, cfg CacheConfig) *Cache {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.LookupConcurrency == 0 {
+		cfg.LookupConcurrency = 2
+	}
 	return &Cache{pool: pool, box: box, logger: cfg.Logger, pollInterval: cfg.PollInterval, bodyLimit: cfg.DefaultBodyLimit,
+		lookups:  semaphore.NewWeighted(int64(cfg.LookupConcurrency)),
 		byOpaque: map[string]*target{}, missing: map[string]time.Time{}}
 }
 
@@ -128,6 +139,16 @@ func (c *Cache) refresh(ctx context.Context) error {
 	return nil
 }
 
+// lookupWait bounds how long a lookup waits for its turn.
+const lookupWait = 2 * time.Second
+
+// cached returns the integration when the cache holds it, without a query.
+func (c *Cache) cached(opaqueID string) *target {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byOpaque[opaqueID]
+}
+
 // lookup returns the integration, or nil when there is none.
 func (c *Cache) lookup(ctx context.Context, opaqueID string) (*target, error) {
 	c.mu.RLock()
@@ -140,7 +161,19 @@ func (c *Cache) lookup(ctx context.Context, opaqueID string) (*target, error) {
 	if missed && time.Since(missAt) < missTTL {
 		return nil, nil
 	}
+	waitCtx, cancel := context.WithTimeout(ctx, lookupWait)
+	err := c.lookups.Acquire(waitCtx, 1)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("error looking up integration: too many lookups waiting: %w", err)
+	}
+	if t := c.cached(opaqueID); t != nil {
+		// Another request looked it up while this one waited.
+		c.lookups.Release(1)
+		return t, nil
+	}
 	in, err := integrations.ByOpaqueID(ctx, c.pool, opaqueID)
+	c.lookups.Release(1)
 	if err == integrations.ErrNotFound {
 		c.mu.Lock()
 		if len(c.missing) > 100_000 {

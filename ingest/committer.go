@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
@@ -166,18 +170,59 @@ func (c *Committer) collect(batch []*pending, wait bool) []*pending {
 func (c *Committer) commit(ctx context.Context, batch []*pending) {
 	c.inflight.Add(1)
 	start := time.Now()
-	err := c.insert(ctx, batch)
+	c.commitSplitting(ctx, batch)
 	c.inflight.Add(-1)
 	if m := c.cfg.Metrics; m != nil {
 		m.batchRows.Observe(float64(len(batch)))
 		m.commitSeconds.Observe(time.Since(start).Seconds())
 	}
-	if err != nil {
+}
+
+// commitSplitting writes batch and answers each of its rows. When Postgres refuses the batch for a reason that
+// retrying cannot fix (a row it cannot store), the batch is split in halves and each half written on its own,
+// down to single rows: only the rows Postgres refuses fail, each with a RefusedError, and the others commit.
+// A batch with one bad row costs about 2*log2(len) more statements; a transient error fails the batch as a
+// whole (every row is answered with it, and its sender retries).
+func (c *Committer) commitSplitting(ctx context.Context, batch []*pending) {
+	err := c.insert(ctx, batch)
+	if err != nil && permanent(err) {
+		if len(batch) > 1 {
+			if m := c.cfg.Metrics; m != nil {
+				m.batchSplits.Inc()
+			}
+			half := len(batch) / 2
+			c.commitSplitting(ctx, batch[:half])
+			c.commitSplitting(ctx, batch[half:])
+			return
+		}
+		err = refused(err)
+		if m := c.cfg.Metrics; m != nil {
+			m.rowsRefused.Inc()
+		}
+		c.cfg.Logger.WarnContext(ctx, "database refused a webhook row", slog.Int64("integration_id", batch[0].row.IntegrationID), slog.String("error", err.Error()))
+	} else if err != nil {
 		c.cfg.Logger.ErrorContext(ctx, "error committing webhooks", slog.Int("rows", len(batch)), slog.String("error", err.Error()))
 	}
 	for _, p := range batch {
 		p.done <- err
 	}
+}
+
+// permanent reports whether Postgres refused a statement for a reason that the same rows cannot get past by
+// retrying: class 22 (data exception: bytes that are not UTF-8, a NUL, a value out of range), 23 (integrity
+// constraint) and 54 (program limit: a value too large to index). By SQLSTATE, never by message text.
+func permanent(err error) bool {
+	code := pgerr.Code(err)
+	return code != "" && (pgerrcode.IsDataException(code) || pgerrcode.IsIntegrityConstraintViolation(code) ||
+		pgerrcode.IsProgramLimitExceeded(code))
+}
+
+func refused(err error) *RefusedError {
+	reason := "webhookdb cannot store this request"
+	if pgErr := pgerr.As(err); pgErr != nil {
+		reason = fmt.Sprintf("%s: the database refused it (SQLSTATE %s: %s)", reason, pgErr.Code, pgErr.Message)
+	}
+	return &RefusedError{Status: http.StatusUnprocessableEntity, Reason: reason, Err: err}
 }
 
 func (c *Committer) insert(ctx context.Context, batch []*pending) error {
@@ -189,3 +234,14 @@ func (c *Committer) insert(ctx context.Context, batch []*pending) error {
 	defer cancel()
 	return staging.Insert(ctx, c.pool, rows)
 }
+
+// RefusedError answers a row Postgres refused for a reason retrying cannot fix: the sender gets Status (422)
+// and Reason, and other rows of its batch are committed all the same.
+type RefusedError struct {
+	Status int
+	Reason string
+	Err    error
+}
+
+func (e *RefusedError) Error() string { return e.Reason }
+func (e *RefusedError) Unwrap() error { return e.Err }

@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -26,6 +31,12 @@ const RejectedReasonHeader = "Whdb-Rejected-Reason"
 // rejectedBodyLimit is how much of a rejected request's body is kept: enough to debug, too little to fill a disk.
 const rejectedBodyLimit = 4 << 10
 
+// Default body budgets (Config.Memory, Config.MemoryPerOrg).
+const (
+	DefaultMemory       = 128 << 20
+	DefaultMemoryPerOrg = 32 << 20
+)
+
 // Config of the ingest service.
 type Config struct {
 	// PublicURL is the base URL senders use (Twilio signs the full URL); no trailing slash.
@@ -36,10 +47,35 @@ type Config struct {
 	RetryAfter time.Duration
 	// SubmitTimeout bounds how long a request waits for a place in the commit queue; default 10s.
 	SubmitTimeout time.Duration
-	Committer     CommitterConfig
-	Cache         CacheConfig
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Memory bounds the request body bytes held in flight by the whole process; default 256 MiB. A request that
+	// would go past it gets 503 with Retry-After.
+	Memory int64
+	// MemoryPerOrg bounds the body bytes in flight of one org (all its integrations); default 64 MiB. A request
+	// of an org over it gets 503 with Retry-After, whatever room the process has left; an org with nothing else
+	// in flight may always go past it (up to Memory), so a body the integration allows is never refused forever.
+	MemoryPerOrg int64
+	// IdleTimeout cuts a sender whose body stops arriving for this long (408); it is extended as bytes arrive, so
+	// a large body sent slowly but steadily is not cut. Default 10s.
+	IdleTimeout time.Duration
+	// MinBodyRate, bytes a second, cuts a sender whose body arrives slower than this on average, once
+	// IdleTimeout has passed since the first byte (a trickle of a byte now and then defeats an idle deadline
+	// alone); default 1024. Negative disables it.
+	MinBodyRate int64
+	// LookupPool runs the integration cache's queries (lookups of ids not in the cache, the poll), so requests
+	// with unknown ids never use the committer's connections; nil: the main pool, bounded by the cache's
+	// LookupConcurrency all the same.
+	LookupPool *pgxpool.Pool
+	// TrustedProxies are the networks whose X-Forwarded-For is believed when telling clients apart; empty: the
+	// remote address alone.
+	TrustedProxies []netip.Prefix
+	// UnknownRate and UnknownBurst rate-limit, per client, requests for integrations not in the cache (each is
+	// a lookup); over the limit: 429 with Retry-After. Defaults 5/s, burst 20.
+	UnknownRate  rate.Limit
+	UnknownBurst int
+	Committer    CommitterConfig
+	Cache        CacheConfig
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -51,6 +87,24 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SubmitTimeout == 0 {
 		c.SubmitTimeout = 10 * time.Second
+	}
+	if c.Memory == 0 {
+		c.Memory = DefaultMemory
+	}
+	if c.MemoryPerOrg == 0 {
+		c.MemoryPerOrg = DefaultMemoryPerOrg
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Second
+	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = 1024
+	}
+	if c.UnknownRate == 0 {
+		c.UnknownRate = 5
+	}
+	if c.UnknownBurst == 0 {
+		c.UnknownBurst = 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -72,18 +126,30 @@ type Service struct {
 	committer *Committer
 	metrics   *Metrics
 	logger    *slog.Logger
+	budget    *budget
+	unknown   *clientLimiter
 }
 
 // New builds the ingest service; Run starts its background work, Register its routes.
 func New(pool *pgxpool.Pool, box secrets.Box, metrics *Metrics, cfg Config) *Service {
 	cfg = cfg.withDefaults()
 	cfg.Committer.Metrics = metrics
+	lookupPool := cfg.LookupPool
+	if lookupPool == nil {
+		lookupPool = pool
+	}
+	var gauge prometheus.Gauge
+	if metrics != nil {
+		gauge = metrics.bodyBytes
+	}
 	return &Service{
 		cfg:       cfg,
-		cache:     NewCache(pool, box, cfg.Cache),
+		cache:     NewCache(lookupPool, box, cfg.Cache),
 		committer: NewCommitter(pool, cfg.Committer),
 		metrics:   metrics,
 		logger:    cfg.Logger,
+		budget:    newBudget(cfg.Memory, cfg.MemoryPerOrg, gauge),
+		unknown:   newClientLimiter(cfg.UnknownRate, cfg.UnknownBurst),
 	}
 }
 
@@ -114,6 +180,10 @@ const (
 	outcomeDeleted      outcome = "deleted_integration"
 	outcomeUnavailable  outcome = "unavailable"
 	outcomeMisconfigued outcome = "misconfigured"
+	outcomeRateLimited  outcome = "rate_limited"
+	outcomeOverBudget   outcome = "over_budget"
+	outcomeTimeout      outcome = "timeout"
+	outcomeRefused      outcome = "refused"
 )
 
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -129,12 +199,37 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	t, err := s.cache.lookup(ctx, opaqueID)
-	if err != nil {
-		s.logger.ErrorContext(ctx, "integration lookup failed", slog.String("error", err.Error()))
-		result = outcomeUnavailable
-		s.unavailable(w, "webhookdb cannot reach its database; retry later")
+	// At the door: a malformed id is never looked up, and ids the cache does not hold (each a query) are
+	// rate-limited per client.
+	if !wellFormedOpaqueID(opaqueID) {
+		result = outcomeUnknown
+		refuse(w, http.StatusNotFound, "no integration with this URL")
 		return
+	}
+	t := s.cache.cached(opaqueID)
+	if t == nil {
+		// Not cached: a query, unless the id is remembered as unknown. A client whose recent requests were for
+		// unknown ids is refused before any query; a known integration never costs its sender a token.
+		client := clientKey(r, s.cfg.TrustedProxies)
+		if ok, wait := s.unknown.allowed(client, time.Now()); !ok {
+			result = outcomeRateLimited
+			if s.metrics != nil {
+				s.metrics.unknownLimited.Inc()
+			}
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
+			refuse(w, http.StatusTooManyRequests, "too many requests for unknown integrations from this client; retry later")
+			return
+		}
+		var err error
+		if t, err = s.cache.lookup(ctx, opaqueID); err != nil {
+			s.logger.ErrorContext(ctx, "integration lookup failed", slog.String("error", err.Error()))
+			result = outcomeUnavailable
+			s.unavailable(w, "webhookdb cannot reach its database; retry later")
+			return
+		}
+		if t == nil {
+			s.unknown.take(client, time.Now())
+		}
 	}
 	if t == nil {
 		result = outcomeUnknown
@@ -154,29 +249,49 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		OrgID:         t.orgID,
 		IntegrationID: t.id,
 		Method:        r.Method,
-		Path:          r.URL.EscapedPath(),
-		Query:         r.URL.RawQuery,
-		ContentType:   r.Header.Get("Content-Type"),
-		Headers:       storedHeaders(r.Header, t.sensitive),
+		Path:          escapeURLPart(r.URL.EscapedPath()),
+		Query:         escapeURLPart(r.URL.RawQuery),
+		ContentType:   storableText(r.Header.Get("Content-Type")),
 	}
 
-	body, tooLarge, err := readBody(r.Body, r.ContentLength, t.bodyLimit)
-	if err != nil {
-		result = outcomeRejected
-		refuse(w, http.StatusBadRequest, "error reading request body: "+err.Error())
+	rb := s.readBody(w, r, t)
+	defer s.budget.release(t.orgID, rb.held)
+	body := rb.body
+	switch {
+	case rb.err == errOrgBudget || rb.err == errProcessBudget:
+		result = outcomeOverBudget
+		if s.metrics != nil {
+			label := "org"
+			if rb.err == errProcessBudget {
+				label = "process"
+			}
+			s.metrics.overBudget.WithLabelValues(label).Inc()
+		}
+		w.Header().Set("Connection", "close")
+		s.unavailable(w, rb.err.Error())
 		return
-	}
-	if tooLarge {
+	case rb.err == errBodyTimeout:
+		result = outcomeTimeout
+		w.Header().Set("Connection", "close")
+		refuse(w, http.StatusRequestTimeout, rb.err.Error())
+		return
+	case rb.err != nil:
+		result = outcomeRejected
+		refuse(w, http.StatusBadRequest, "error reading request body: "+rb.err.Error())
+		return
+	case rb.tooLarge:
 		result = outcomeTooLarge
 		reason := fmt.Sprintf("body exceeds this integration's limit of %d bytes", t.bodyLimit)
-		s.storeRejected(ctx, t, row, body, reason)
+		row.BodyTruncated = true
+		s.storeRejected(ctx, t, row, r.Header, body, reason)
+		w.Header().Set("Connection", "close")
 		refuse(w, http.StatusRequestEntityTooLarge, reason)
 		return
 	}
 
 	if t.broken != "" {
 		result = outcomeMisconfigued
-		s.storeRejected(ctx, t, row, body, t.broken)
+		s.storeRejected(ctx, t, row, r.Header, body, t.broken)
 		// The sender did nothing wrong: ask it to retry while the operator fixes the integration.
 		w.Header().Set(RejectedReasonHeader, t.broken)
 		s.unavailable(w, t.broken)
@@ -189,17 +304,25 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rej, ok := verify.IsRejection(err); ok {
 			reason = rej.Reason
 		}
-		s.storeRejected(ctx, t, row, body, reason)
+		s.storeRejected(ctx, t, row, r.Header, body, reason)
 		refuse(w, http.StatusUnauthorized, reason)
 		return
 	}
 
 	row.Accepted = true
 	row.Body = body
+	row.Headers = storedHeaders(r.Header, t.sensitive, false)
 	row.DeliveryID = verify.DeliveryID(t.scheme, r.Header, body)
 	submitCtx, cancel := context.WithTimeout(ctx, s.cfg.SubmitTimeout)
 	defer cancel()
 	if err := s.committer.Submit(submitCtx, row); err != nil {
+		var ref *RefusedError
+		if errors.As(err, &ref) {
+			// This row, and only it, cannot be stored: retrying would not help.
+			result = outcomeRefused
+			refuse(w, ref.Status, ref.Reason)
+			return
+		}
 		result = outcomeUnavailable
 		s.unavailable(w, "webhookdb could not store this webhook; retry later")
 		return
@@ -217,9 +340,10 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, `{"ok":true}`)
 }
 
-// storeRejected keeps a refused request for the operator, capped per integration so garbage cannot fill the disk.
+// storeRejected keeps a refused request for the operator, capped per integration so garbage cannot fill the disk:
+// body, query and headers are cut, and credentials and signatures are never kept.
 // The sender's answer does not depend on it.
-func (s *Service) storeRejected(ctx context.Context, t *target, row *staging.Row, body []byte, reason string) {
+func (s *Service) storeRejected(ctx context.Context, t *target, row *staging.Row, h http.Header, body []byte, reason string) {
 	if !t.rejectedLimit.Allow() {
 		if s.metrics != nil {
 			s.metrics.rejectedDropped.WithLabelValues(t.service).Inc()
@@ -227,7 +351,13 @@ func (s *Service) storeRejected(ctx context.Context, t *target, row *staging.Row
 		return
 	}
 	row.Accepted = false
-	row.RejectedReason = reason
+	row.RejectedReason = storableText(reason)
+	row.Query = cappedQuery(row.Query)
+	if len(row.Path) > rejectedQueryLimit {
+		row.Path = row.Path[:rejectedQueryLimit]
+	}
+	row.ContentType = cappedQuery(row.ContentType)
+	row.Headers = storedHeaders(h, t.sensitive, true)
 	if len(body) > rejectedBodyLimit {
 		body, row.BodyTruncated = body[:rejectedBodyLimit], true
 	}
@@ -261,36 +391,101 @@ func sanitizeHeader(s string) string {
 	}, s)
 }
 
-// readBody reads up to limit bytes; tooLarge reports a body longer than that (its first limit bytes are returned).
-func readBody(r io.Reader, contentLength, limit int64) (body []byte, tooLarge bool, err error) {
-	if contentLength >= 0 && contentLength <= limit {
-		// The common case: size known and allowed, so read it into one exact allocation.
-		body = make([]byte, contentLength)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return nil, false, err
-		}
-		return body, false, nil
-	}
-	body, err = io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, false, err
-	}
-	if int64(len(body)) > limit {
-		return body[:limit], true, nil
-	}
-	return body, false, nil
+var errBodyTimeout = errors.New("request body stopped arriving (idle or too slow); send it again")
+
+// Body buffer growth: the first allocation is at most firstChunk (less when Content-Length says so), then the
+// buffer doubles, by at most maxGrowth at a time; every growth is reserved in the budget first.
+const (
+	firstChunk = 64 << 10
+	maxGrowth  = 8 << 20
+)
+
+type readResult struct {
+	body     []byte
+	held     int64 // bytes reserved in the budget, released when the request is answered
+	tooLarge bool
+	err      error // errOrgBudget, errProcessBudget, errBodyTimeout, or a read error
 }
 
-// storedHeaders is the request's headers as a JSON object, minus credentials and signatures.
-func storedHeaders(h http.Header, sensitive map[string]bool) []byte {
-	out := make(map[string]string, len(h))
-	for k, vs := range h {
-		ck := http.CanonicalHeaderKey(k)
-		if sensitive[ck] || ck == "Authorization" || ck == "Cookie" || ck == "Proxy-Authorization" {
-			continue
+// readBody reads the body as it arrives: the buffer grows with the bytes received, never from the announced
+// Content-Length, and each growth is reserved against the org's and the process's budgets first. A
+// Content-Length above the integration's limit is refused at once (its first rejectedBodyLimit bytes are read for
+// the stored rejection); a body that turns out longer is tooLarge. The read deadline is an idle one: it moves
+// forward as bytes arrive, and it never lets the average rate since the first read fall below MinBodyRate once
+// IdleTimeout has passed, so a stalled or trickling sender is cut while a large body sent steadily is not.
+func (s *Service) readBody(w http.ResponseWriter, r *http.Request, t *target) (rr readResult) {
+	rc := http.NewResponseController(w)
+	limit, cl := t.bodyLimit, r.ContentLength
+	start := time.Now()
+	var received int64
+	deadline := func() time.Time {
+		now := time.Now()
+		d := now.Add(s.cfg.IdleTimeout)
+		if s.cfg.MinBodyRate > 0 {
+			allowed := s.cfg.IdleTimeout + time.Duration(float64(received)/float64(s.cfg.MinBodyRate)*float64(time.Second))
+			if rd := start.Add(allowed); rd.Before(d) {
+				d = rd
+			}
 		}
-		out[ck] = strings.Join(vs, ", ")
+		return d
 	}
-	b, _ := json.Marshal(out)
-	return b
+	readLimit := limit
+	if cl > limit {
+		// Refused up front; keep a little for the stored rejection.
+		rr.tooLarge = true
+		readLimit = min(limit, rejectedBodyLimit) - 1
+	}
+	buf := []byte(nil)
+	for {
+		if len(buf) == cap(buf) {
+			if cl >= 0 && int64(len(buf)) == cl {
+				break
+			}
+			if int64(len(buf)) > readLimit {
+				break
+			}
+			grow := min(max(int64(cap(buf)), firstChunk), maxGrowth)
+			newCap := min(int64(cap(buf))+grow, readLimit+1)
+			if cl >= 0 {
+				newCap = min(newCap, cl)
+			}
+			if err := s.budget.reserve(t.orgID, rr.held, newCap-int64(cap(buf))); err != nil {
+				rr.err = err
+				return rr
+			}
+			rr.held += newCap - int64(cap(buf))
+			nb := make([]byte, len(buf), newCap)
+			copy(nb, buf)
+			buf = nb
+		}
+		_ = rc.SetReadDeadline(deadline())
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		received += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+				rr.err = errBodyTimeout
+			} else {
+				rr.err = err
+			}
+			return rr
+		}
+	}
+	// The body is in: the answer may come after the server's whole-request write timeout has passed for a body
+	// sent slowly, so give the commit and the answer their own deadline.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SubmitTimeout + 30*time.Second))
+	if int64(len(buf)) > limit {
+		rr.tooLarge = true
+		buf = buf[:limit]
+	}
+	if rr.tooLarge && len(buf) > rejectedBodyLimit {
+		buf = buf[:rejectedBodyLimit]
+	}
+	rr.body = buf
+	return rr
 }

@@ -60,6 +60,30 @@ func createOrg(t testing.TB, pool *pgxpool.Pool, key string) int64 {
 
 func newEnv(t *testing.T, pool *pgxpool.Pool, mutate func(*ingest.Config)) *env {
 	t.Helper()
+	return newEnvFull(t, pool, nil, nil, mutate)
+}
+
+// newEnvReg is newEnv with the metrics in reg (nil: a registry of its own) and, optionally, the pool.
+func newEnvReg(t *testing.T, reg *prometheus.Registry, mutate func(*ingest.Config), pool ...*pgxpool.Pool) *env {
+	t.Helper()
+	var p *pgxpool.Pool
+	if len(pool) > 0 {
+		p = pool[0]
+	}
+	return newEnvFull(t, p, reg, nil, mutate)
+}
+
+// newEnvServer is newEnvReg with the test server's http.Server settings changed by srvMutate.
+func newEnvServer(t *testing.T, reg *prometheus.Registry, srvMutate func(*http.Server), mutate func(*ingest.Config)) *env {
+	t.Helper()
+	return newEnvFull(t, nil, reg, srvMutate, mutate)
+}
+
+func newEnvFull(t *testing.T, pool *pgxpool.Pool, reg *prometheus.Registry, srvMutate func(*http.Server), mutate func(*ingest.Config)) *env {
+	t.Helper()
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	if pool == nil {
 		pool = pgtest.NewDB(t)
 	}
@@ -67,11 +91,14 @@ func newEnv(t *testing.T, pool *pgxpool.Pool, mutate func(*ingest.Config)) *env 
 	e.org = createOrg(t, pool, "acme")
 	r := mux.NewRouter()
 	e.srv = httptest.NewUnstartedServer(r)
+	if srvMutate != nil {
+		srvMutate(e.srv.Config)
+	}
 	cfg := ingest.Config{PublicURL: "http://" + e.srv.Listener.Addr().String(), Cache: ingest.CacheConfig{PollInterval: 100 * time.Millisecond}}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	svc := ingest.New(pool, e.box, ingest.NewMetrics(prometheus.NewRegistry()), cfg)
+	svc := ingest.New(pool, e.box, ingest.NewMetrics(reg), cfg)
 	svc.Register(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -9,6 +9,11 @@ type Metrics struct {
 	batchRows       prometheus.Histogram
 	commitSeconds   prometheus.Histogram
 	rejectedDropped *prometheus.CounterVec
+	batchSplits     prometheus.Counter
+	rowsRefused     prometheus.Counter
+	bodyBytes       prometheus.Gauge
+	overBudget      *prometheus.CounterVec
+	unknownLimited  prometheus.Counter
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -32,9 +37,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rejectedDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "webhookdb_ingest_rejected_not_stored_total", Help: "Rejected requests not stored because the integration's rate cap was reached.",
 		}, []string{"service"}),
+		batchSplits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhookdb_ingest_batch_splits_total", Help: "Group-commit batches split because the database refused a row in them.",
+		}),
+		rowsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhookdb_ingest_rows_refused_total", Help: "Rows the database refused for good (answered 422), their batch committed without them.",
+		}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "webhookdb_ingest_body_bytes_in_flight", Help: "Request body bytes reserved by requests being read or committed.",
+		}),
+		overBudget: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhookdb_ingest_over_budget_total", Help: "Requests answered 503 because their org's (org) or the process's (process) body budget was used up.",
+		}, []string{"budget"}),
+		unknownLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhookdb_ingest_unknown_rate_limited_total", Help: "Requests for integrations not in the cache answered 429 (per-client rate limit).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.requestSeconds, m.batchRows, m.commitSeconds, m.rejectedDropped)
+		reg.MustRegister(m.requests, m.requestSeconds, m.batchRows, m.commitSeconds, m.rejectedDropped,
+			m.batchSplits, m.rowsRefused, m.bodyBytes, m.overBudget, m.unknownLimited)
 	}
 	return m
 }

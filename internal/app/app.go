@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,12 +32,15 @@ import (
 // App is one assembled webhookdb process: the roles of its config, sharing one application database pool,
 // one secrets box, one org database service and one metrics registry.
 type App struct {
-	cfg      Config
-	logger   *slog.Logger
-	pool     *pgxpool.Pool
-	registry *prometheus.Registry
-	box      secrets.Box
-	orgs     *orgdb.Service
+	cfg    Config
+	logger *slog.Logger
+	pool   *pgxpool.Pool
+	// lookupPool serves ingest's integration cache (nil without the ingest role): requests with unknown ids never
+	// take the committer's connections.
+	lookupPool *pgxpool.Pool
+	registry   *prometheus.Registry
+	box        secrets.Box
+	orgs       *orgdb.Service
 
 	// router and listener serve ingest and the API (nil when the process runs neither). The listener is bound
 	// before ingest and the API are built: with port 0 only it knows the port of their public URL.
@@ -65,6 +69,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		// The live heap is small and allocation-heavy per request; collecting at 4x instead of 2x the live heap
 		// costs a few MB and saves a measurable share of ingest CPU. GOGC still overrides.
 		debug.SetGCPercent(400)
+		if os.Getenv("GOMEMLIMIT") == "" {
+			// Request bodies in flight are bounded (IngestMemory); a soft memory limit to match keeps GOGC=400 from
+			// letting the heap grow to five times that before a collection. GOMEMLIMIT still overrides.
+			debug.SetMemoryLimit(2*cmp.Or(cfg.IngestMemory, ingest.DefaultMemory) + 128<<20)
+		}
 	}
 	if _, err := migrate.Up(ctx, cfg.DatabaseURL, logger); err != nil {
 		return nil, err
@@ -78,6 +87,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.pool, err = openPool(ctx, cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Has(RoleIngest) {
+		if a.lookupPool, err = openLookupPool(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
 	if a.box, a.orgs, err = buildSecrets(ctx, cfg, a.pool); err != nil {
 		return nil, err
@@ -120,7 +134,12 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 	}
 	if cfg.Has(RoleIngest) {
-		svc := ingest.New(a.pool, a.box, ingest.NewMetrics(a.registry), ingest.Config{PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger})
+		proxies, _ := cfg.trustedProxies() // validated above
+		svc := ingest.New(a.pool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
+			PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger,
+			Memory: cfg.IngestMemory, MemoryPerOrg: cfg.IngestMemoryPerOrg, IdleTimeout: cfg.IngestIdleTimeout,
+			TrustedProxies: proxies, LookupPool: a.lookupPool,
+		})
 		// Webhook routes first: the API's /v1 subrouter authenticates everything it matches.
 		svc.Register(a.router)
 		a.workers = append(a.workers, svc.Run)
@@ -170,6 +189,22 @@ func openPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 		}
 		poolCfg.MaxConns = n
 	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	return pool, nil
+}
+
+// openLookupPool is ingest's own small pool for its integration cache: the poll and the lookups of ids it does
+// not hold (at most 2 at once, see ingest.CacheConfig.LookupConcurrency), so a flood of unknown ids waits here
+// instead of on the committer's connections.
+func openLookupPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("error parsing the database URL: %w", err)
+	}
+	poolCfg.MaxConns = 3
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting to the database: %w", err)
@@ -256,6 +291,9 @@ func (a *App) close() {
 	}
 	if a.metricsListener != nil {
 		_ = a.metricsListener.Close()
+	}
+	if a.lookupPool != nil {
+		a.lookupPool.Close()
 	}
 	if a.pool != nil {
 		a.pool.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -95,6 +96,15 @@ type Config struct {
 	// MaxOrgsPerUser caps the live orgs a user who is not a server admin may administer
 	// (WEBHOOKDB_MAX_ORGS_PER_USER); default 10, negative: no limit.
 	MaxOrgsPerUser int
+	// IngestMemory bounds the webhook body bytes ingest holds in flight, in all (WEBHOOKDB_INGEST_MEMORY); default
+	// 128 MiB. IngestMemoryPerOrg is one org's share (WEBHOOKDB_INGEST_MEMORY_PER_ORG); default 32 MiB.
+	IngestMemory       int64
+	IngestMemoryPerOrg int64
+	// IngestIdleTimeout cuts a sender whose body stops arriving (WEBHOOKDB_INGEST_IDLE_TIMEOUT); default 10s.
+	IngestIdleTimeout time.Duration
+	// TrustedProxies are CIDRs whose X-Forwarded-For ingest believes when telling clients apart
+	// (WEBHOOKDB_TRUSTED_PROXIES, comma-separated); default none.
+	TrustedProxies string
 	// ShutdownTimeout bounds graceful shutdown (WEBHOOKDB_SHUTDOWN_TIMEOUT); default 15s.
 	ShutdownTimeout time.Duration
 
@@ -215,7 +225,34 @@ func (c Config) validate() error {
 	if c.Retention < 0 || c.BodyLimit < 0 {
 		errs = append(errs, errors.New("retention and body limit must not be negative"))
 	}
+	if c.IngestMemory < 0 || c.IngestMemoryPerOrg < 0 || c.IngestIdleTimeout < 0 {
+		errs = append(errs, errors.New("ingest memory budgets and idle timeout must not be negative"))
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// trustedProxies parses TrustedProxies: CIDRs, or single addresses, comma-separated.
+func (c Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(c.TrustedProxies, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("trusted proxy %q is not a CIDR or an address (--trusted-proxies or %s)", f, EnvTrustedProxies)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // FlagGroup selects the flags a command takes: every command shares the names, not every command needs all.
@@ -264,6 +301,11 @@ const (
 	EnvBodyLimit       = "WEBHOOKDB_BODY_LIMIT"
 	EnvShutdownTimeout = "WEBHOOKDB_SHUTDOWN_TIMEOUT"
 	EnvMaxOrgsPerUser  = "WEBHOOKDB_MAX_ORGS_PER_USER"
+
+	EnvIngestMemory       = "WEBHOOKDB_INGEST_MEMORY"
+	EnvIngestMemoryPerOrg = "WEBHOOKDB_INGEST_MEMORY_PER_ORG"
+	EnvIngestIdleTimeout  = "WEBHOOKDB_INGEST_IDLE_TIMEOUT"
+	EnvTrustedProxies     = "WEBHOOKDB_TRUSTED_PROXIES"
 
 	// Deprecated names, read when the new one is unset.
 	envFanoutSlotDeprecated    = "WEBHOOKDB_FANOUT_SLOT"
@@ -318,6 +360,10 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.StringVar(&c.PublicURL, "public-url", Env(EnvPublicURL), "URL senders use to reach this server; default http://<listen> ("+EnvPublicURL+")")
 		fs.Int64Var(&c.BodyLimit, "body-limit", c.envInt(EnvBodyLimit), "default webhook body limit in bytes; default 1048576 ("+EnvBodyLimit+")")
 		fs.IntVar(&c.MaxOrgsPerUser, "max-orgs-per-user", int(c.envInt(EnvMaxOrgsPerUser)), "live orgs a user who is not a server admin may administer; default 10, -1: no limit ("+EnvMaxOrgsPerUser+")")
+		fs.Int64Var(&c.IngestMemory, "ingest-memory", c.envInt(EnvIngestMemory), "webhook body bytes ingest holds in flight, in all; over it: 503; default 134217728 ("+EnvIngestMemory+")")
+		fs.Int64Var(&c.IngestMemoryPerOrg, "ingest-memory-per-org", c.envInt(EnvIngestMemoryPerOrg), "webhook body bytes in flight of one org; over it: 503 for that org only; default 33554432 ("+EnvIngestMemoryPerOrg+")")
+		fs.DurationVar(&c.IngestIdleTimeout, "ingest-idle-timeout", c.envDuration(EnvIngestIdleTimeout), "cut a sender whose body stops arriving for this long; default 10s ("+EnvIngestIdleTimeout+")")
+		fs.StringVar(&c.TrustedProxies, "trusted-proxies", Env(EnvTrustedProxies), "CIDRs whose X-Forwarded-For ingest believes, comma-separated ("+EnvTrustedProxies+")")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration(EnvShutdownTimeout), "how long in-flight requests may take to finish on shutdown; default 15s ("+EnvShutdownTimeout+")")
 	}
 	if groups&FlagsMetrics != 0 {

@@ -86,3 +86,23 @@ func TestRolesDecideWhatIsRequired(t *testing.T) {
 		t.Fatalf("vault credentials without Vault: %v", err)
 	}
 }
+
+func TestIngestBudgetsAndTrustedProxies(t *testing.T) {
+	t.Setenv(EnvIngestMemory, "268435456")
+	t.Setenv(EnvIngestMemoryPerOrg, "16777216")
+	t.Setenv(EnvIngestIdleTimeout, "5s")
+	t.Setenv(EnvTrustedProxies, "10.0.0.0/8, 192.0.2.1,::1")
+	c := bind(t, FlagsAll)
+	c.DatabaseURL, c.Credentials, c.Keyring = "postgres://localhost/x", CredentialsPostgres, "1:x"
+	if err := c.WithDefaults().validate(); err != nil {
+		t.Fatal(err)
+	}
+	proxies, _ := c.trustedProxies()
+	if c.IngestMemory != 256<<20 || c.IngestMemoryPerOrg != 16<<20 || c.IngestIdleTimeout.String() != "5s" || len(proxies) != 3 || proxies[1].String() != "192.0.2.1/32" {
+		t.Fatalf("ingest settings: %d %d %s %v", c.IngestMemory, c.IngestMemoryPerOrg, c.IngestIdleTimeout, proxies)
+	}
+	c.TrustedProxies = "10.0.0.0/8,not-a-network"
+	if err := c.WithDefaults().validate(); err == nil || !strings.Contains(err.Error(), `trusted proxy "not-a-network"`) {
+		t.Fatalf("bad trusted proxy: %v", err)
+	}
+}
