@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
+	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
@@ -127,7 +128,7 @@ type Service struct {
 	metrics   *Metrics
 	logger    *slog.Logger
 	budget    *budget
-	unknown   *clientLimiter
+	unknown   *ratelimit.Keyed
 }
 
 // New builds the ingest service; Run starts its background work, Register its routes.
@@ -149,7 +150,7 @@ func New(pool *pgxpool.Pool, box secrets.Box, metrics *Metrics, cfg Config) *Ser
 		metrics:   metrics,
 		logger:    cfg.Logger,
 		budget:    newBudget(cfg.Memory, cfg.MemoryPerOrg, gauge),
-		unknown:   newClientLimiter(cfg.UnknownRate, cfg.UnknownBurst),
+		unknown:   ratelimit.New(time.Duration(float64(time.Second)/float64(cfg.UnknownRate)), cfg.UnknownBurst),
 	}
 }
 
@@ -210,13 +211,13 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if t == nil {
 		// Not cached: a query, unless the id is remembered as unknown. A client whose recent requests were for
 		// unknown ids is refused before any query; a known integration never costs its sender a token.
-		client := clientKey(r, s.cfg.TrustedProxies)
-		if ok, wait := s.unknown.allowed(client, time.Now()); !ok {
+		client := ratelimit.ClientKey(r, s.cfg.TrustedProxies)
+		if blocked, wait := s.unknown.Blocked(client, time.Now()); blocked {
 			result = outcomeRateLimited
 			if s.metrics != nil {
 				s.metrics.unknownLimited.Inc()
 			}
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
+			w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
 			refuse(w, http.StatusTooManyRequests, "too many requests for unknown integrations from this client; retry later")
 			return
 		}
@@ -228,7 +229,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if t == nil {
-			s.unknown.take(client, time.Now())
+			s.unknown.Take(client, time.Now())
 		}
 	}
 	if t == nil {

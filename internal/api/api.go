@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -93,15 +92,15 @@ type API struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	// replays bounds replays per org: each stores a window of deliveries again.
-	replays *keyedLimiter
+	replays *ratelimit.Keyed
 	// authFailures bounds bad tokens per client: past the burst, a client is refused before any lookup.
-	authFailures *keyedLimiter
+	authFailures *ratelimit.Keyed
 }
 
 // New returns the API.
 func New(cfg Config) *API {
 	if cfg.ClientKey == nil {
-		cfg.ClientKey = clientKey
+		cfg.ClientKey = func(r *http.Request) string { return ratelimit.ClientKey(r, nil) }
 	}
 	if cfg.ReplayEvery == 0 {
 		cfg.ReplayEvery = 5 * time.Minute
@@ -122,8 +121,8 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: newKeyedLimiter(cfg.ReplayEvery, cfg.ReplayBurst),
-		authFailures: newKeyedLimiter(6*time.Second, 20)}
+	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: ratelimit.New(cfg.ReplayEvery, cfg.ReplayBurst),
+		authFailures: ratelimit.New(6*time.Second, 20)}
 }
 
 // Error is the one error shape of the API.
@@ -166,7 +165,7 @@ func (a *API) wrap(h handlerFunc) http.Handler {
 				apiErr = &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
 			}
 			if apiErr.RetryAfter > 0 {
-				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(apiErr.RetryAfter.Seconds()))))
+				w.Header().Set("Retry-After", ratelimit.RetryAfter(apiErr.RetryAfter))
 			}
 			writeJSON(w, apiErr.Status, ErrorEnvelope{Error: apiErr})
 		}
@@ -215,16 +214,16 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		client := a.cfg.ClientKey(r)
-		if blocked, wait := a.authFailures.blocked(client, time.Now()); blocked {
+		if blocked, wait := a.authFailures.Blocked(client, time.Now()); blocked {
 			// Guessing tokens costs the guesser, not the database.
 			apiErr := errRateLimited("too many bad API tokens from this client", wait)
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			w.Header().Set("Retry-After", ratelimit.RetryAfter(wait))
 			writeJSON(w, apiErr.Status, ErrorEnvelope{Error: apiErr})
 			return
 		}
 		user, err := accounts.Authenticate(r.Context(), a.pool, strings.TrimSpace(token))
 		if errors.Is(err, accounts.ErrInvalidToken) {
-			a.authFailures.allow(client, time.Now())
+			a.authFailures.Take(client, time.Now())
 		}
 		if err != nil {
 			status, code, msg := http.StatusUnauthorized, "unauthorized", "invalid or revoked API token"

@@ -176,7 +176,7 @@ func (a *API) replay(w http.ResponseWriter, r *http.Request) error {
 	if in.Until.Sub(in.Since) > maxReplayWindow {
 		return errInvalid("until", "a replay covers at most 24h; split longer windows")
 	}
-	if ok, wait := a.replays.allow(fmt.Sprint(orgFrom(r).ID), time.Now()); !ok {
+	if ok, wait := a.replays.Allow(fmt.Sprint(orgFrom(r).ID), time.Now()); !ok {
 		return errRateLimited("this organization replayed often lately", wait)
 	}
 	// Deleted integrations are left out: their tables may be gone.

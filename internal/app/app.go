@@ -25,6 +25,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/api"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
+	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
@@ -133,8 +134,8 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.router.HandleFunc("/healthz", a.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 	}
+	proxies, _ := cfg.trustedProxies() // validated above
 	if cfg.Has(RoleIngest) {
-		proxies, _ := cfg.trustedProxies() // validated above
 		svc := ingest.New(a.pool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
 			PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger,
 			Memory: cfg.IngestMemory, MemoryPerOrg: cfg.IngestMemoryPerOrg, IdleTimeout: cfg.IngestIdleTimeout,
@@ -151,6 +152,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
 			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser,
+			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },
 		}).Register(a.router)
 	}
 	if cfg.Has(RoleMaintenance) {
