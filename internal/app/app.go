@@ -36,8 +36,10 @@ type App struct {
 	cfg    Config
 	logger *slog.Logger
 	pool   *pgxpool.Pool
-	// lookupPool serves ingest's integration cache (nil without the ingest role): requests with unknown ids never
-	// take the committer's connections.
+	// commitPool is ingest's group committer's own (nil without the ingest role): the API, a flood of bad tokens
+	// or a slow fanout never take its connections. lookupPool serves ingest's integration cache: requests with
+	// unknown ids never take the committer's connections either.
+	commitPool *pgxpool.Pool
 	lookupPool *pgxpool.Pool
 	registry   *prometheus.Registry
 	box        secrets.Box
@@ -90,7 +92,12 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	if cfg.Has(RoleIngest) {
-		if a.lookupPool, err = openLookupPool(ctx, cfg); err != nil {
+		// The committer's workers (4) and the rejected rows it stores beside them.
+		if a.commitPool, err = openSmallPool(ctx, cfg, 6); err != nil {
+			return nil, err
+		}
+		// At most 2 lookups at once (ingest.CacheConfig.LookupConcurrency) and the cache's poll.
+		if a.lookupPool, err = openSmallPool(ctx, cfg, 3); err != nil {
 			return nil, err
 		}
 	}
@@ -136,7 +143,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	proxies, _ := cfg.trustedProxies() // validated above
 	if cfg.Has(RoleIngest) {
-		svc := ingest.New(a.pool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
+		svc := ingest.New(a.commitPool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
 			PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger,
 			Memory: cfg.IngestMemory, MemoryPerOrg: cfg.IngestMemoryPerOrg, IdleTimeout: cfg.IngestIdleTimeout,
 			TrustedProxies: proxies, LookupPool: a.lookupPool,
@@ -198,15 +205,14 @@ func openPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// openLookupPool is ingest's own small pool for its integration cache: the poll and the lookups of ids it does
-// not hold (at most 2 at once, see ingest.CacheConfig.LookupConcurrency), so a flood of unknown ids waits here
-// instead of on the committer's connections.
-func openLookupPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
+// openSmallPool is a pool of its own for one part of ingest, so that its connections are never taken by
+// another part's load.
+func openSmallPool(ctx context.Context, cfg Config, conns int32) (*pgxpool.Pool, error) {
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("error parsing the database URL: %w", err)
 	}
-	poolCfg.MaxConns = 3
+	poolCfg.MaxConns = conns
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("error connecting to the database: %w", err)
@@ -293,6 +299,9 @@ func (a *App) close() {
 	}
 	if a.metricsListener != nil {
 		_ = a.metricsListener.Close()
+	}
+	if a.commitPool != nil {
+		a.commitPool.Close()
 	}
 	if a.lookupPool != nil {
 		a.lookupPool.Close()
