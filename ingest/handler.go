@@ -436,32 +436,36 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, t *target) (r
 		rr.tooLarge = true
 		readLimit = min(limit, rejectedBodyLimit) - 1
 	}
-	buf := []byte(nil)
+	// Bytes go into chunks that grow with what has arrived (64 KiB, then the size so far, at most 8 MiB each), and
+	// are copied once into a body of the exact size at the end: about twice the body is ever allocated, where
+	// growing one buffer step by step allocates several times it.
+	var chunks [][]byte
+	var cur []byte
+	var total int64
 	for {
-		if len(buf) == cap(buf) {
-			if cl >= 0 && int64(len(buf)) == cl {
+		if len(cur) == cap(cur) {
+			if len(cur) > 0 {
+				chunks = append(chunks, cur)
+			}
+			if (cl >= 0 && total == cl) || total > readLimit {
+				cur = nil
 				break
 			}
-			if int64(len(buf)) > readLimit {
-				break
-			}
-			grow := min(max(int64(cap(buf)), firstChunk), maxGrowth)
-			newCap := min(int64(cap(buf))+grow, readLimit+1)
+			size := min(max(total, firstChunk), maxGrowth, readLimit+1-total)
 			if cl >= 0 {
-				newCap = min(newCap, cl)
+				size = min(size, cl-total)
 			}
-			if err := s.budget.reserve(t.orgID, rr.held, newCap-int64(cap(buf))); err != nil {
+			if err := s.budget.reserve(t.orgID, rr.held, size); err != nil {
 				rr.err = err
 				return rr
 			}
-			rr.held += newCap - int64(cap(buf))
-			nb := make([]byte, len(buf), newCap)
-			copy(nb, buf)
-			buf = nb
+			rr.held += size
+			cur = make([]byte, 0, size)
 		}
 		_ = rc.SetReadDeadline(deadline())
-		n, err := r.Body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+		n, err := r.Body.Read(cur[len(cur):cap(cur)])
+		cur = cur[:len(cur)+n]
+		total += int64(n)
 		received += int64(n)
 		if err == io.EOF {
 			break
@@ -475,6 +479,29 @@ func (s *Service) readBody(w http.ResponseWriter, r *http.Request, t *target) (r
 			}
 			return rr
 		}
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
+	var buf []byte
+	switch len(chunks) {
+	case 0:
+	case 1:
+		buf = chunks[0]
+	default:
+		// The copy is reserved too; the chunks are released once copied.
+		if err := s.budget.reserve(t.orgID, rr.held, total); err != nil {
+			rr.err = err
+			return rr
+		}
+		buf = make([]byte, 0, total)
+		var chunkBytes int64
+		for _, c := range chunks {
+			buf = append(buf, c...)
+			chunkBytes += int64(cap(c))
+		}
+		s.budget.release(t.orgID, chunkBytes)
+		rr.held += total - chunkBytes
 	}
 	// The body is in: the answer may come after the server's whole-request write timeout has passed for a body
 	// sent slowly, so give the commit and the answer their own deadline.
