@@ -255,11 +255,21 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 			return 0, fmt.Errorf("error connecting to the org database: %w", err)
 		}
 		applied, err := c.writeOrgConn(ctx, conn, org, groups, through)
-		c.conns.release(org.id, conn, err == nil)
+		healthy := err == nil
+		if err != nil && isPermanent(err) && !conn.IsClosed() {
+			// Rows were refused, nothing is wrong with the connection or the schema: keep both for the
+			// bisection's next transaction.
+			if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr == nil {
+				healthy = true
+			}
+		}
+		c.conns.release(org.id, conn, healthy)
 		if err == nil {
 			return applied, nil
 		}
-		c.forgetSchema(org.id)
+		if !healthy {
+			c.forgetSchema(org.id)
+		}
 		if reused && attempt == 0 && ctx.Err() == nil && isConnectionError(err) {
 			continue
 		}
