@@ -18,6 +18,7 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
@@ -50,15 +51,43 @@ type tableGroup struct {
 	pos  []position // of the change each row came from
 }
 
+// item is one change turned into rows: the unit that commits or fails as a whole.
+type item struct {
+	ch   *change
+	in   *integrationInfo
+	rows []replicator.Row
+}
+
 // prepared is a batch of changes turned into rows, before the org transaction.
 type prepared struct {
-	groups   []*tableGroup
+	items    []item // in stream order
 	failures []failure
 	skipped  map[string]int
 }
 
+// groupsOf gathers items' rows per integration, in stream order within each.
+func groupsOf(items []item) []*tableGroup {
+	var out []*tableGroup
+	byID := map[int64]*tableGroup{}
+	for _, it := range items {
+		g := byID[it.in.id]
+		if g == nil {
+			g = &tableGroup{in: it.in}
+			byID[it.in.id] = g
+			out = append(out, g)
+		}
+		g.rows = append(g.rows, it.rows...)
+		for range it.rows {
+			g.pos = append(g.pos, it.ch.pos)
+		}
+	}
+	return out
+}
+
 // applyChanges applies changes of one org, in order. It returns a *transientError when the org cannot take
-// them now (the caller parks or keeps them parked); any other error is the application database's.
+// them now (the caller parks or keeps them parked); any other error is the application database's. Changes
+// the org database refuses for good (see isPermanent) are found by bisection and recorded as failed, and the
+// others commit.
 func (c *Consumer) applyChanges(ctx context.Context, orgID int64, changes []*change) (applied int, err error) {
 	org, err := c.resolver.org(ctx, orgID)
 	if err != nil {
@@ -76,24 +105,62 @@ func (c *Consumer) applyChanges(ctx context.Context, orgID int64, changes []*cha
 	if err != nil {
 		return 0, err
 	}
+	// Failed changes are recorded before the org transaction moves the applied position past them: a crash in
+	// between replays them and records them again (a no-op), never skips them unrecorded.
+	var through position
 	if len(p.failures) > 0 {
 		if err := c.recordFailed(ctx, orgID, p.failures); err != nil {
 			return 0, err
+		}
+		for _, f := range p.failures {
+			if f.c.pos.after(through) {
+				through = f.c.pos
+			}
 		}
 	}
 	for reason, n := range p.skipped {
 		c.metrics.rowsSkipped.WithLabelValues(reason).Add(float64(n))
 		c.cfg.Logger.DebugContext(ctx, "skipped changes", slog.Int64("org_id", orgID), slog.String("reason", reason), slog.Int("changes", n))
 	}
-	if len(p.groups) == 0 {
+	if len(p.items) == 0 && through == (position{}) {
 		return 0, nil
 	}
-	applied, err = c.writeOrg(ctx, org, p.groups)
-	if err != nil {
-		c.resolver.forgetOrg(orgID)
+	return c.writeIsolating(ctx, org, p.items, through)
+}
+
+// writeIsolating writes items (in stream order) and moves the applied position to at least through. When the
+// org database refuses them permanently, it bisects: each half commits on its own, in order, and a single
+// change it still refuses is recorded as failed, its position passed by the next commit. A transient error
+// returns a *transientError: the org transactions committed before it are skipped on the next attempt by the
+// applied position. through goes to the last write only, so no commit passes a change not yet written.
+func (c *Consumer) writeIsolating(ctx context.Context, org *orgInfo, items []item, through position) (int, error) {
+	applied, err := c.writeOrg(ctx, org, groupsOf(items), through)
+	if err == nil {
+		return applied, nil
+	}
+	if !isPermanent(err) || len(items) == 0 {
+		c.resolver.forgetOrg(org.id)
 		return 0, transient(err)
 	}
-	return applied, nil
+	if len(items) == 1 {
+		it := items[0]
+		if err := c.recordFailed(ctx, org.id, []failure{{it.ch, refusal(err)}}); err != nil {
+			return 0, err
+		}
+		if it.ch.pos.after(through) {
+			through = it.ch.pos
+		}
+		return c.writeIsolating(ctx, org, nil, through)
+	}
+	c.cfg.Logger.DebugContext(ctx, "org database refused a batch; bisecting", slog.Int64("org_id", org.id),
+		slog.Int("changes", len(items)), slog.String("error", err.Error()))
+	mid := len(items) / 2
+	a, err := c.writeIsolating(ctx, org, items[:mid], position{})
+	if err != nil {
+		return 0, err
+	}
+	b, err := c.writeIsolating(ctx, org, items[mid:], through)
+	return a + b, err
 }
 
 // prepare resolves integrations and extracts rows. Extraction happens outside the org transaction, so a slow
@@ -110,7 +177,6 @@ func (c *Consumer) prepare(ctx context.Context, changes []*change) (*prepared, e
 		return nil, err
 	}
 	p := &prepared{skipped: map[string]int{}}
-	groups := map[int64]*tableGroup{}
 	for _, ch := range changes {
 		in := ins[ch.integrationID]
 		switch {
@@ -138,16 +204,7 @@ func (c *Consumer) prepare(ctx context.Context, changes []*change) (*prepared, e
 			p.skipped["not_replicated"]++ // an event that does not carry the service's resource
 			continue
 		}
-		g := groups[in.id]
-		if g == nil {
-			g = &tableGroup{in: in}
-			groups[in.id] = g
-			p.groups = append(p.groups, g)
-		}
-		g.rows = append(g.rows, rows...)
-		for range rows {
-			g.pos = append(g.pos, ch.pos)
-		}
+		p.items = append(p.items, item{ch: ch, in: in, rows: rows})
 	}
 	return p, nil
 }
@@ -189,7 +246,7 @@ func needsHeaders(svc *replicator.Service) bool {
 
 // writeOrg runs the org transaction within ApplyTimeout. A connection reused from the pool may have died
 // while idle (its server restarted): that case is retried once on a fresh connection before giving up.
-func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGroup) (int, error) {
+func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGroup, through position) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
@@ -197,12 +254,22 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 		if err != nil {
 			return 0, fmt.Errorf("error connecting to the org database: %w", err)
 		}
-		applied, err := c.writeOrgConn(ctx, conn, org, groups)
-		c.conns.release(org.id, conn, err == nil)
+		applied, err := c.writeOrgConn(ctx, conn, org, groups, through)
+		healthy := err == nil
+		if err != nil && isPermanent(err) && !conn.IsClosed() {
+			// Rows were refused, nothing is wrong with the connection or the schema: keep both for the
+			// bisection's next transaction.
+			if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr == nil {
+				healthy = true
+			}
+		}
+		c.conns.release(org.id, conn, healthy)
 		if err == nil {
 			return applied, nil
 		}
-		c.forgetSchema(org.id)
+		if !healthy {
+			c.forgetSchema(org.id)
+		}
 		if reused && attempt == 0 && ctx.Err() == nil && isConnectionError(err) {
 			continue
 		}
@@ -231,8 +298,9 @@ func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error)
 }
 
 // writeOrgConn applies the groups in one transaction, skipping rows at or before the org database's applied
-// position, and moves that position in the same transaction.
-func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup) (int, error) {
+// position, and moves that position in the same transaction: past the last row, or to through (failed
+// changes, recorded already) when that is later.
+func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
 	if err := c.ensureSchema(ctx, conn, org, groups); err != nil {
 		return 0, err
 	}
@@ -285,12 +353,15 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 		b.Queue(sql, args...)
 		n += len(rows)
 	}
-	if n > 0 {
+	if through.after(last) {
+		last = through
+	}
+	if last.after(applied) {
 		b.Queue(`UPDATE `+meta+` SET commit_lsn = $2::text::pg_lsn, seq = $3, applied_at = now() WHERE source = $1`, c.source, last.lsn.String(), last.seq)
 	}
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("error applying to the org database: %w", err)
+		return 0, &rowsError{fmt.Errorf("error applying to the org database: %w", err)}
 	}
 	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n),
 		slog.String("from_lsn", applied.lsn.String()), slog.String("to_lsn", last.lsn.String()), slog.Int("to_seq", int(last.seq)))
@@ -379,27 +450,61 @@ func (c *Consumer) forgetSchema(orgID int64) {
 	c.schemaMu.Unlock()
 }
 
-// recordFailed keeps changes that can never be applied where the org can see them. A replayed change is
-// recorded once.
+// recordFailed keeps changes that can never be applied where the org can see them, each with its own copy of
+// the payload (so it holds no staging partition, and a retry works after the partition is gone). A replayed
+// change is recorded once.
 func (c *Consumer) recordFailed(ctx context.Context, orgID int64, fs []failure) error {
+	n, err := insertFailed(ctx, c.pool, orgID, fs)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		c.metrics.failedTotal.WithLabelValues(orgLabel(orgID)).Add(float64(n))
+		c.cfg.Logger.WarnContext(ctx, "changes cannot be applied; recorded as failed",
+			slog.Int64("org_id", orgID), slog.Int64("count", n), slog.String("error", fs[0].err))
+	}
+	return nil
+}
+
+// insertFailed writes failures into fanout.failed_changes. A change without a body (its staging row was not
+// found) is kept without a payload.
+func insertFailed(ctx context.Context, db staging.DB, orgID int64, fs []failure) (int64, error) {
 	n := len(fs)
 	integ, webhook, seq := make([]int64, n), make([]int64, n), make([]int32, n)
 	received, lsn, msg := make([]time.Time, n), make([]string, n), make([]string, n)
+	delivery, ctype, headers := make([]*string, n), make([]*string, n), make([]*string, n)
+	body, original := make([][]byte, n), make([]*time.Time, n)
 	for i, f := range fs {
-		integ[i], webhook[i], seq[i] = f.c.integrationID, f.c.webhookID, f.c.pos.seq
-		received[i], lsn[i], msg[i] = f.c.receivedAt, f.c.pos.lsn.String(), f.err
+		ch := f.c
+		integ[i], webhook[i], seq[i] = ch.integrationID, ch.webhookID, ch.pos.seq
+		received[i], lsn[i], msg[i] = ch.receivedAt, ch.pos.lsn.String(), f.err
+		if ch.body == nil && ch.headers == nil {
+			continue // not found in staging: nothing to keep
+		}
+		b := ch.body
+		if b == nil {
+			b = []byte{}
+		}
+		h := string(ch.headers)
+		if h == "" {
+			h = "{}"
+		}
+		d, t, at := ch.deliveryID, ch.contentType, ch.deliveredAt()
+		if d != "" {
+			delivery[i] = &d
+		}
+		ctype[i], headers[i], body[i], original[i] = &t, &h, b, &at
 	}
-	tag, err := c.pool.Exec(ctx, `
-		INSERT INTO fanout.failed_changes (org_id, integration_id, received_at, webhook_id, commit_lsn, seq, error)
-		SELECT $1, i, r, w, l::pg_lsn, s, e FROM unnest($2::bigint[], $3::timestamptz[], $4::bigint[], $5::text[], $6::integer[], $7::text[]) AS u(i, r, w, l, s, e)
-		ON CONFLICT (webhook_id, received_at) DO NOTHING`, orgID, integ, received, webhook, lsn, seq, msg)
+	tag, err := db.Exec(ctx, `
+		INSERT INTO fanout.failed_changes (org_id, integration_id, received_at, webhook_id, commit_lsn, seq, error,
+			delivery_id, content_type, headers, body, original_received_at)
+		SELECT $1, i, r, w, l::pg_lsn, s, e, d, ct, h, b, o
+		FROM unnest($2::bigint[], $3::timestamptz[], $4::bigint[], $5::text[], $6::integer[], $7::text[],
+			$8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::timestamptz[]) AS u(i, r, w, l, s, e, d, ct, h, b, o)
+		ON CONFLICT (webhook_id, received_at) DO NOTHING`, orgID, integ, received, webhook, lsn, seq, msg,
+		delivery, ctype, headers, body, original)
 	if err != nil {
-		return fmt.Errorf("error recording failed changes: %w", err)
+		return 0, fmt.Errorf("error recording failed changes: %w", err)
 	}
-	if tag.RowsAffected() > 0 {
-		c.metrics.failedTotal.WithLabelValues(orgLabel(orgID)).Add(float64(tag.RowsAffected()))
-		c.cfg.Logger.WarnContext(ctx, "changes cannot be applied; recorded as failed",
-			slog.Int64("org_id", orgID), slog.Int64("count", tag.RowsAffected()), slog.String("error", fs[0].err))
-	}
-	return nil
+	return tag.RowsAffected(), nil
 }

@@ -54,6 +54,14 @@ type Config struct {
 	RetryMax time.Duration
 	// DrainBatchRows bounds the parked changes applied in one transaction; default 1,000.
 	DrainBatchRows int
+	// ParkedMaxAge and ParkedMaxAttempts bound how long a change stays parked: past either, a failed drain moves
+	// it to fanout.failed_changes with its own copy of the payload, where it no longer holds its staging
+	// partition (so retention goes on for everyone) and waits for the org's `errors retry` or `errors skip`.
+	// Nothing is lost either way. Defaults 7 days (the default staging retention: a change parked about when
+	// it arrived holds its partition no longer than retention keeps it anyway, while outages shorter than a
+	// week drain by themselves, in order) and 2,016 attempts (a week of drains at the 5-minute RetryMax).
+	ParkedMaxAge      time.Duration
+	ParkedMaxAttempts int
 
 	// CacheTTL is how long org and integration lookups are trusted; default 30s.
 	CacheTTL time.Duration
@@ -118,6 +126,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.RetryMin, time.Second)
 	def(&c.RetryMax, 5*time.Minute)
 	defInt(&c.DrainBatchRows, 1_000)
+	def(&c.ParkedMaxAge, 7*24*time.Hour)
+	defInt(&c.ParkedMaxAttempts, 2_016)
 	def(&c.CacheTTL, 30*time.Second)
 	def(&c.ReconnectMin, 500*time.Millisecond)
 	def(&c.ReconnectMax, 30*time.Second)
@@ -148,7 +158,7 @@ func (c Config) validate() error {
 		{"max in-flight bytes", c.MaxInFlightBytes}, {"apply timeout", int64(c.ApplyTimeout)}, {"status interval", int64(c.StatusInterval)},
 		{"heartbeat interval", int64(c.HeartbeatInterval)}, {"lag interval", int64(c.LagInterval)},
 		{"org connection idle timeout", int64(c.OrgConnIdleTimeout)}, {"retry min", int64(c.RetryMin)},
-		{"drain batch rows", int64(c.DrainBatchRows)}, {"cache ttl", int64(c.CacheTTL)}, {"reconnect min", int64(c.ReconnectMin)},
+		{"drain batch rows", int64(c.DrainBatchRows)}, {"parked max age", int64(c.ParkedMaxAge)}, {"parked max attempts", int64(c.ParkedMaxAttempts)}, {"cache ttl", int64(c.CacheTTL)}, {"reconnect min", int64(c.ReconnectMin)},
 	} {
 		if f.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", f.name))

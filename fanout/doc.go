@@ -29,8 +29,11 @@
 // When an org database cannot take a batch within ApplyTimeout (unreachable, slow, locked) or its replicator
 // fails, the batch is parked in fanout.parked_changes in the application database (a reference to the staging
 // row and its position, not a copy) and the stream moves on. While an org has parked changes its new changes
-// are parked behind them; a retry loop drains them in stream order with exponential backoff. A payload that
-// can never be applied (replicator.ErrMalformed) goes to fanout.failed_changes and blocks nothing.
+// are parked behind them; a retry loop drains them in stream order with exponential backoff, and a change
+// parked past Config.ParkedMaxAge or ParkedMaxAttempts becomes failed. A payload that can never be applied
+// (replicator.ErrMalformed), or a change the org database refuses for good (SQLSTATE classes 22, 23, 54; found
+// by bisecting the org transaction, so the other rows commit), goes to fanout.failed_changes with its own copy
+// of the payload and blocks nothing; see classify.go.
 //
 // # Bounded resources
 //

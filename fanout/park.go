@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
@@ -139,6 +140,9 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 			}
 			c.cfg.Logger.WarnContext(ctx, "cannot drain parked changes yet", slog.Int64("org_id", o.id),
 				slog.Int("attempts", o.attempts+1), slog.Time("next_attempt_at", next), slog.String("error", te.Error()))
+			if _, err := c.expireParked(ctx, o.id); err != nil {
+				return jobResult{}, err
+			}
 			return jobResult{failed: true, nextAttempt: next}, nil
 		}
 		if err != nil {
@@ -157,4 +161,102 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 		return jobResult{drained: true}, nil
 	}
 	return jobResult{more: true}, nil
+}
+
+// expireParked moves an org's parked changes that are past ParkedMaxAge or ParkedMaxAttempts into
+// fanout.failed_changes, each with its payload read from staging, so they hold no staging partition any more.
+// It returns how many it moved.
+func (c *Consumer) expireParked(ctx context.Context, orgID int64) (int64, error) {
+	var total int64
+	for {
+		n, err := c.expireParkedBatch(ctx, orgID)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < int64(c.cfg.DrainBatchRows) {
+			break
+		}
+	}
+	if total > 0 {
+		c.metrics.parked.WithLabelValues(orgLabel(orgID)).Sub(float64(total))
+		c.metrics.failedTotal.WithLabelValues(orgLabel(orgID)).Add(float64(total))
+		c.cfg.Logger.WarnContext(ctx, "parked changes past their bound; recorded as failed with their payloads",
+			slog.Int64("org_id", orgID), slog.Int64("count", total),
+			slog.Duration("max_age", c.cfg.ParkedMaxAge), slog.Int("max_attempts", c.cfg.ParkedMaxAttempts))
+	}
+	return total, nil
+}
+
+func (c *Consumer) expireParkedBatch(ctx context.Context, orgID int64) (int64, error) {
+	var moved int64
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT id, integration_id, received_at, webhook_id, commit_lsn::text, seq, attempts, parked_at, last_error
+			FROM fanout.parked_changes
+			WHERE org_id = $1 AND (parked_at < $2 OR attempts >= $3)
+			ORDER BY commit_lsn, seq LIMIT $4 FOR UPDATE`,
+			orgID, time.Now().Add(-c.cfg.ParkedMaxAge), c.cfg.ParkedMaxAttempts, c.cfg.DrainBatchRows)
+		if err != nil {
+			return err
+		}
+		var (
+			ids  []int64
+			fs   []failure
+			refs []staging.Ref
+		)
+		for rows.Next() {
+			var (
+				id       int64
+				lsnText  string
+				attempts int
+				parkedAt time.Time
+				lastErr  string
+			)
+			ch := &change{orgID: orgID}
+			if err := rows.Scan(&id, &ch.integrationID, &ch.receivedAt, &ch.webhookID, &lsnText, &ch.pos.seq, &attempts, &parkedAt, &lastErr); err != nil {
+				rows.Close()
+				return err
+			}
+			if ch.pos.lsn, err = pglogrepl.ParseLSN(lsnText); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+			refs = append(refs, staging.Ref{ReceivedAt: ch.receivedAt, ID: ch.webhookID})
+			fs = append(fs, failure{ch, fmt.Sprintf("parked since %s, %d attempts (bounds: %s, %d attempts); last error: %s",
+				parkedAt.UTC().Format(time.RFC3339), attempts, c.cfg.ParkedMaxAge, c.cfg.ParkedMaxAttempts, lastErr)})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		stored, err := staging.Lookup(ctx, tx, refs)
+		if err != nil {
+			return err
+		}
+		for i, f := range fs {
+			if w := stored.Get(refs[i]); w != nil {
+				f.c.deliveryID, f.c.contentType, f.c.headers, f.c.body = w.DeliveryID, w.ContentType, w.Headers, w.Body
+				f.c.originalReceivedAt = w.OriginalReceivedAt
+			} else {
+				fs[i].err += "; the staging row no longer exists"
+			}
+		}
+		if _, err := insertFailed(ctx, tx, orgID, fs); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM fanout.parked_changes WHERE id = ANY($1)`, ids); err != nil {
+			return err
+		}
+		moved = int64(len(ids))
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error failing parked changes past their bound: %w", err)
+	}
+	return moved, nil
 }

@@ -19,6 +19,9 @@ import (
 
 // ChangeError is a change the fanout could not apply yet (parked) or ever (failed).
 type ChangeError struct {
+	// ID names a failed change for RetryError and SkipError; null for a parked one (parked changes drain in
+	// order by themselves, and RetryErrors makes them due now).
+	ID            *int64     `json:"id"`
 	Kind          string     `json:"kind"` // parked or failed
 	Integration   string     `json:"integration"`
 	WebhookID     int64      `json:"webhook_id"`
@@ -33,11 +36,11 @@ type ChangeError struct {
 func ListErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64, limit int) ([]ChangeError, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT * FROM (
-			SELECT 'parked' AS kind, i.opaque_id, p.webhook_id, p.received_at, p.attempts, p.last_error AS error, p.next_attempt_at, p.parked_at AS at
+			SELECT NULL::bigint AS id, 'parked' AS kind, i.opaque_id, p.webhook_id, p.received_at, p.attempts, p.last_error AS error, p.next_attempt_at, p.parked_at AS at
 			FROM fanout.parked_changes p JOIN service_integrations i ON i.id = p.integration_id
 			WHERE p.org_id = $1 AND ($2 = 0 OR p.integration_id = $2)
 			UNION ALL
-			SELECT 'failed', i.opaque_id, f.webhook_id, f.received_at, 1, f.error, NULL, f.failed_at
+			SELECT f.id, 'failed', i.opaque_id, f.webhook_id, f.received_at, 1, f.error, NULL, f.failed_at
 			FROM fanout.failed_changes f JOIN service_integrations i ON i.id = f.integration_id
 			WHERE f.org_id = $1 AND ($2 = 0 OR f.integration_id = $2)
 		) e ORDER BY at DESC LIMIT $3`, orgID, integrationID, limit)
@@ -46,7 +49,7 @@ func ListErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID in
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ChangeError, error) {
 		var e ChangeError
-		err := row.Scan(&e.Kind, &e.Integration, &e.WebhookID, &e.ReceivedAt, &e.Attempts, &e.Error, &e.NextAttemptAt, &e.At)
+		err := row.Scan(&e.ID, &e.Kind, &e.Integration, &e.WebhookID, &e.ReceivedAt, &e.Attempts, &e.Error, &e.NextAttemptAt, &e.At)
 		return e, err
 	})
 	if err != nil {
@@ -55,9 +58,12 @@ func ListErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID in
 	return out, nil
 }
 
+// ErrNoSuchError means the org has no failed change with that id.
+var ErrNoSuchError = errors.New("no such failed change")
+
 // RetryErrors makes an org's parked changes due now, and sends its failed ones through the fanout again (stored
-// again in staging, pointing at their originals): useful once the cause is fixed, harmless otherwise (a change
-// that fails again is listed again). It returns how many changes it retried.
+// again in staging from their own payload copies, pointing at their originals): useful once the cause is
+// fixed, harmless otherwise (a change that fails again is listed again). It returns how many changes it retried.
 func RetryErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID int64) (int64, error) {
 	var total int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -66,20 +72,7 @@ func RetryErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID i
 			return err
 		}
 		total += tag.RowsAffected()
-		rows, err := tx.Query(ctx, `DELETE FROM fanout.failed_changes WHERE org_id = $1 AND ($2 = 0 OR integration_id = $2)
-			RETURNING received_at, webhook_id`, orgID, integrationID)
-		if err != nil {
-			return err
-		}
-		refs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (staging.Ref, error) {
-			var r staging.Ref
-			err := row.Scan(&r.ReceivedAt, &r.ID)
-			return r, err
-		})
-		if err != nil {
-			return err
-		}
-		n, err := staging.Resubmit(ctx, tx, refs)
+		n, err := resubmitFailed(ctx, tx, `DELETE FROM fanout.failed_changes WHERE org_id = $1 AND ($2 = 0 OR integration_id = $2)`, orgID, integrationID)
 		total += n
 		return err
 	})
@@ -87,6 +80,88 @@ func RetryErrors(ctx context.Context, pool *pgxpool.Pool, orgID, integrationID i
 		return 0, fmt.Errorf("error retrying fanout errors: %w", err)
 	}
 	return total, nil
+}
+
+// RetryError sends one of an org's failed changes (its ID in ListErrors) through the fanout again, from its
+// payload copy, so it works after the staging partition it came from is gone. It returns 1, or
+// ErrNoSuchError.
+func RetryError(ctx context.Context, pool *pgxpool.Pool, orgID, id int64) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = resubmitFailed(ctx, tx, `DELETE FROM fanout.failed_changes WHERE org_id = $1 AND id = $2`, orgID, id)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error retrying failed change %d: %w", id, err)
+	}
+	if n == 0 {
+		return 0, ErrNoSuchError
+	}
+	return n, nil
+}
+
+// resubmitFailed deletes failed changes (deleteSQL, without RETURNING) and stores them again into staging: from
+// their payload copies, or, for changes recorded before payloads were kept, from their staging rows.
+func resubmitFailed(ctx context.Context, tx pgx.Tx, deleteSQL string, args ...any) (int64, error) {
+	rows, err := tx.Query(ctx, deleteSQL+` RETURNING org_id, integration_id, received_at, webhook_id, body IS NOT NULL,
+		coalesce(delivery_id, ''), coalesce(content_type, ''), headers, body, original_received_at`, args...)
+	if err != nil {
+		return 0, err
+	}
+	var (
+		payloads []staging.Payload
+		refs     []staging.Ref
+	)
+	for rows.Next() {
+		var (
+			p        staging.Payload
+			has      bool
+			original *time.Time
+		)
+		if err := rows.Scan(&p.OrgID, &p.IntegrationID, &p.ReceivedAt, &p.ID, &has, &p.DeliveryID, &p.ContentType, &p.Headers, &p.Body, &original); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if !has {
+			refs = append(refs, p.Ref)
+			continue
+		}
+		if original != nil {
+			p.OriginalReceivedAt = *original
+		}
+		payloads = append(payloads, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n, err := staging.StorePayloads(ctx, tx, payloads)
+	if err != nil {
+		return 0, err
+	}
+	m, err := staging.Resubmit(ctx, tx, refs)
+	if err != nil {
+		return 0, err
+	}
+	if m < int64(len(refs)) {
+		// Retrying would delete them for nothing: keep them, listed, for the org to skip.
+		return 0, fmt.Errorf("%d failed change(s) recorded without a payload copy have no staging row any more: skip them by id", int64(len(refs))-m)
+	}
+	return n + m, nil
+}
+
+// SkipError drops one of an org's failed changes for good: the org's explicit decision that it is not to be
+// applied. It returns ErrNoSuchError when the org has no failed change with that id.
+func SkipError(ctx context.Context, pool *pgxpool.Pool, orgID, id int64) error {
+	tag, err := pool.Exec(ctx, `DELETE FROM fanout.failed_changes WHERE org_id = $1 AND id = $2`, orgID, id)
+	if err != nil {
+		return fmt.Errorf("error skipping failed change %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNoSuchError
+	}
+	return nil
 }
 
 // Status is the fanout's state as its slot and tables show it.

@@ -4,18 +4,23 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
+	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 )
 
-// FanoutErrors lists and retries the changes the fanout parked (org database unreachable) or failed to apply
-// (a payload that can never be applied).
+// FanoutErrors lists, retries and skips the changes the fanout parked (org database unreachable) or failed to
+// apply (a payload or value the org database can never take, or parked past its bound). RetryError and
+// SkipError take a failed change's id and return fanout.ErrNoSuchError when the org has none with it.
 type FanoutErrors interface {
 	ListErrors(ctx context.Context, orgID, integrationID int64, limit int) ([]fanout.ChangeError, error)
 	RetryErrors(ctx context.Context, orgID, integrationID int64) (int64, error)
+	RetryError(ctx context.Context, orgID, id int64) (int64, error)
+	SkipError(ctx context.Context, orgID, id int64) error
 }
 
 func (a *API) integrationIDParam(r *http.Request) (int64, error) {
@@ -63,6 +68,53 @@ func (a *API) retryErrors(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, RetryResult{Retrying: n})
+	return nil
+}
+
+// failedChangeID is the {id} of a failed change; an id that is not a number names no change.
+func failedChangeID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil {
+		return 0, errNotFound("failed change")
+	}
+	return id, nil
+}
+
+func (a *API) retryError(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Errors == nil {
+		return errUnavailable("the fanout is not running in this server")
+	}
+	id, err := failedChangeID(r)
+	if err != nil {
+		return err
+	}
+	n, err := a.cfg.Errors.RetryError(r.Context(), orgFrom(r).ID, id)
+	if errors.Is(err, fanout.ErrNoSuchError) {
+		return errNotFound("failed change")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, RetryResult{Retrying: n})
+	return nil
+}
+
+func (a *API) skipError(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Errors == nil {
+		return errUnavailable("the fanout is not running in this server")
+	}
+	id, err := failedChangeID(r)
+	if err != nil {
+		return err
+	}
+	err = a.cfg.Errors.SkipError(r.Context(), orgFrom(r).ID, id)
+	if errors.Is(err, fanout.ErrNoSuchError) {
+		return errNotFound("failed change")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, Skipped{Skipped: id})
 	return nil
 }
 

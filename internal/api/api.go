@@ -302,6 +302,8 @@ func (a *API) routes() []route {
 
 		{"GET", "/orgs/{org}/errors", a.orgScoped(roleMember, a.listErrors)},
 		{"POST", "/orgs/{org}/errors/retry", a.orgScoped(roleAdmin, a.retryErrors)},
+		{"POST", "/orgs/{org}/errors/{id}/retry", a.orgScoped(roleAdmin, a.retryError)},
+		{"POST", "/orgs/{org}/errors/{id}/skip", a.orgScoped(roleAdmin, a.skipError)},
 
 		{"GET", "/admin/servers", a.serverAdmin(a.listServers)},
 		{"POST", "/admin/servers", a.serverAdmin(a.addServer)},

@@ -171,6 +171,7 @@ func TestCrossOrgAccess(t *testing.T) {
 		"PATCH /v1/orgs/{org}/integrations/{opaque_id}": true, "DELETE /v1/orgs/{org}/integrations/{opaque_id}": true,
 		"POST /v1/orgs/{org}/integrations/{opaque_id}/roll-secret": true, "POST /v1/orgs/{org}/db/roll-credentials": true,
 		"POST /v1/orgs/{org}/replay": true, "POST /v1/orgs/{org}/errors/retry": true,
+		"POST /v1/orgs/{org}/errors/{id}/retry": true, "POST /v1/orgs/{org}/errors/{id}/skip": true,
 	}
 	checked := 0
 	for _, rt := range api.New(api.Config{}).Routes() {

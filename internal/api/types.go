@@ -218,9 +218,15 @@ type ErrorList struct {
 	Errors []fanout.ChangeError `json:"errors"`
 }
 
-// RetryResult answers POST /orgs/{org}/errors/retry: how many changes were put back in line.
+// RetryResult answers POST /orgs/{org}/errors/retry and /orgs/{org}/errors/{id}/retry: how many changes were
+// put back in line.
 type RetryResult struct {
 	Retrying int64 `json:"retrying"`
+}
+
+// Skipped answers POST /orgs/{org}/errors/{id}/skip: the failed change dropped for good.
+type Skipped struct {
+	Skipped int64 `json:"skipped"`
 }
 
 // ServerView is a registered database server (its admin URL is never shown).

@@ -22,6 +22,14 @@ func (f fanoutState) RetryErrors(ctx context.Context, orgID, integrationID int64
 	return fanout.RetryErrors(ctx, f.pool, orgID, integrationID)
 }
 
+func (f fanoutState) RetryError(ctx context.Context, orgID, id int64) (int64, error) {
+	return fanout.RetryError(ctx, f.pool, orgID, id)
+}
+
+func (f fanoutState) SkipError(ctx context.Context, orgID, id int64) error {
+	return fanout.SkipError(ctx, f.pool, orgID, id)
+}
+
 func (f fanoutState) FanoutStatus(ctx context.Context) (*fanout.Status, error) {
 	return fanout.ReadStatus(ctx, f.pool, f.slot)
 }

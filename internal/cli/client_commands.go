@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -741,26 +742,63 @@ func errorsCommand(o *clientOptions) *cobra.Command {
 			}
 			var rows [][]any
 			for _, e := range out.Errors {
-				rows = append(rows, []any{e.Kind, e.Integration, e.WebhookID, e.Attempts, e.Error, e.NextAttemptAt})
+				rows = append(rows, []any{e.ID, e.Kind, e.Integration, e.WebhookID, e.Attempts, e.Error, e.NextAttemptAt})
 			}
-			return p.table(&out, []string{"kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows)
+			return p.table(&out, []string{"id", "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows)
 		}),
 	}
 	retry := &cobra.Command{
-		Use: "retry", Short: "Retry them now", Args: cobra.NoArgs,
-		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+		Use: "retry [ID]", Short: "Retry them now, or one failed change by the id errors list shows", Args: cobra.MaximumNArgs(1),
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			path := orgPath + "/errors/retry" + query()
+			if len(args) == 1 {
+				if integration != "" {
+					return errors.New("--integration selects changes to retry; with an ID, leave it out")
+				}
+				id, err := failedChangeID(args[0])
+				if err != nil {
+					return err
+				}
+				path = orgPath + "/errors/" + id + "/retry"
+			}
 			var out api.RetryResult
-			if err := c.do(cmd.Context(), "POST", orgPath+"/errors/retry"+query(), nil, &out); err != nil {
+			if err := c.do(cmd.Context(), "POST", path, nil, &out); err != nil {
 				return err
 			}
 			return p.record(&out, field{"retrying", out.Retrying})
 		}),
 	}
+	skip := &cobra.Command{
+		Use: "skip ID", Short: "Drop a failed change for good (the id errors list shows)", Args: cobra.ExactArgs(1),
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			id, err := failedChangeID(args[0])
+			if err != nil {
+				return err
+			}
+			if err := o.confirm(cmd, "Skipping failed change "+id+" drops it for good", id); err != nil {
+				return err
+			}
+			var out api.Skipped
+			if err := c.do(cmd.Context(), "POST", orgPath+"/errors/"+id+"/skip", nil, &out); err != nil {
+				return err
+			}
+			return p.record(&out, field{"skipped", out.Skipped})
+		}),
+	}
 	for _, c := range []*cobra.Command{list, retry} {
 		c.Flags().StringVar(&integration, "integration", "", "only this integration (opaque id)")
 	}
-	errs.AddCommand(list, retry)
+	errs.AddCommand(list, retry, skip)
 	return errs
+}
+
+// failedChangeID checks a failed change's id (a number, as errors list shows it) before it goes into a path.
+func failedChangeID(arg string) (string, error) {
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || id <= 0 {
+		return "", fmt.Errorf("%q is not a failed change's id: errors list shows them", arg)
+	}
+	return strconv.FormatInt(id, 10), nil
 }
 
 func serversCommand(o *clientOptions) *cobra.Command {

@@ -55,7 +55,7 @@ func TestClientCommandsTolerateMissingFields(t *testing.T) {
 		{"integrations", "delete", "svi_x", "--yes"}, {"integrations", "roll-secret", "svi_x"}, {"integrations", "stats", "svi_x"},
 		{"db", "connection"}, {"db", "roll-credentials", "--yes"}, {"db", "tables"}, {"db", "sql", "SELECT 1"},
 		{"webhooks", "list"}, {"webhooks", "show", "1"}, {"replay", "--since", "1h"},
-		{"errors", "list"}, {"errors", "retry"}, {"servers", "add", "pg2"}, {"servers", "list"}, {"fanout", "status"},
+		{"errors", "list"}, {"errors", "retry"}, {"errors", "retry", "7"}, {"errors", "skip", "7", "--yes"}, {"servers", "add", "pg2"}, {"servers", "list"}, {"fanout", "status"},
 	}
 	for _, args := range commands {
 		for _, format := range []string{"table", "json"} {
@@ -176,5 +176,40 @@ func TestFanoutStatusInTree(t *testing.T) {
 	cmd, _, err := NewRootCommand().Find([]string{"fanout", "status"})
 	if err != nil || cmd.Name() != "status" || cmd.Parent().Name() != "fanout" {
 		t.Fatalf("fanout status: %v %v", cmd, err)
+	}
+}
+
+// errors retry ID and errors skip ID address one failed change; skip needs confirming; ids are numbers.
+func TestErrorsRetryAndSkipOne(t *testing.T) {
+	var calls []string
+	fakeAPI(t, func(r *http.Request) any {
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		switch r.URL.Path {
+		case "/v1/orgs/acme/errors/7/retry":
+			return api.RetryResult{Retrying: 1}
+		case "/v1/orgs/acme/errors/7/skip":
+			return api.Skipped{Skipped: 7}
+		}
+		return map[string]any{}
+	})
+	ctx := context.Background()
+	if out, err := runCLI(ctx, "errors", "retry", "7", "-o", "json"); err != nil || !strings.Contains(out, `"retrying": 1`) {
+		t.Fatalf("retry 7: %v\n%s", err, out)
+	}
+	if _, err := runCLI(ctx, "errors", "skip", "7"); err == nil {
+		t.Fatalf("skip without --yes: %v", err)
+	}
+	if out, err := runCLI(ctx, "errors", "skip", "7", "--yes", "-o", "json"); err != nil || !strings.Contains(out, `"skipped": 7`) {
+		t.Fatalf("skip 7: %v\n%s", err, out)
+	}
+	if _, err := runCLI(ctx, "errors", "skip", "../x", "--yes"); err == nil {
+		t.Fatal("skip of a non-number went through")
+	}
+	if _, err := runCLI(ctx, "errors", "retry", "7", "--integration", "svi_x"); err == nil {
+		t.Fatal("retry ID with --integration went through")
+	}
+	want := []string{"POST /v1/orgs/acme/errors/7/retry", "POST /v1/orgs/acme/errors/7/skip"}
+	if strings.Join(calls, ",") != strings.Join(want, ",") {
+		t.Fatalf("calls %q, want %q", calls, want)
 	}
 }

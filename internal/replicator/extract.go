@@ -27,6 +27,11 @@ type Webhook struct {
 	DeliveryID string
 }
 
+// MaxKeyBytes bounds a remote key. The key column has a btree index (the upsert's conflict target), whose
+// entries cannot exceed about a third of a page (~2,700 bytes after compression, which random text defeats):
+// a longer key would be refused by the org database on every attempt, so it is refused here, with a reason.
+const MaxKeyBytes = 2000
+
 // Row is one upsertable row of a service's table.
 type Row struct {
 	Key string
@@ -82,6 +87,9 @@ func (s *Service) row(w Webhook, event, resource any) (Row, error) {
 			return Row{}, fmt.Errorf("%w: no delivery id (webhook-id or svix-id header) to key the row by", ErrMalformed)
 		}
 		return Row{}, fmt.Errorf("%w: no remote key at %q", ErrMalformed, s.RemoteKey.Path)
+	}
+	if len(key) > MaxKeyBytes {
+		return Row{}, fmt.Errorf("%w: remote key is %d bytes, longer than %d", ErrMalformed, len(key), MaxKeyBytes)
 	}
 	data, err := marshalJSON(resource)
 	if err != nil {

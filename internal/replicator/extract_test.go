@@ -482,3 +482,19 @@ func TestIndexName(t *testing.T) {
 		t.Errorf("indexName = %q", got)
 	}
 }
+
+// A remote key too long for the key column's btree index is refused at extraction, with its length; one at
+// the limit is fine.
+func TestKeyTooLongToIndex(t *testing.T) {
+	t.Parallel()
+	generic := mustResolve(t, "json_v1", `{"remote_key_path":"id"}`)
+	long := strings.Repeat("x", 3200)
+	rows, err := generic.Extract(jsonHook(`{"id":"` + long + `"}`))
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "remote key is 3200 bytes, longer than 2000") {
+		t.Fatalf("3,200-byte key: Extract = %v, %v; want ErrMalformed naming its length", rows, err)
+	}
+	rows, err = generic.Extract(jsonHook(`{"id":"` + strings.Repeat("y", MaxKeyBytes) + `"}`))
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("key at the limit: %v, %v", rows, err)
+	}
+}

@@ -121,3 +121,40 @@ func storeCopies(ctx context.Context, tx pgx.Tx, stored []*Stored) error {
 	}
 	return insert(ctx, tx, copies(stored, now))
 }
+
+// Payload is a delivery kept outside staging.webhooks (the fanout's failed changes keep their own copy), so it
+// can be stored again after its staging partition is gone.
+type Payload struct {
+	// Ref is the staging row the payload was read from; the copy points at it (replay_of).
+	Ref
+	OrgID         int64
+	IntegrationID int64
+	DeliveryID    string
+	ContentType   string
+	Headers       []byte // JSON object
+	Body          []byte
+	// OriginalReceivedAt is when the delivery first arrived: what replicators read as its receive time.
+	OriginalReceivedAt time.Time
+}
+
+// StorePayloads stores payloads again within tx, as accepted copies received now, like [Resubmit] but from
+// copies the caller kept rather than from staging rows (which may be gone). The request's method and path
+// are not part of a payload and are stored empty.
+func StorePayloads(ctx context.Context, tx pgx.Tx, ps []Payload) (int64, error) {
+	stored := make([]*Stored, len(ps))
+	for i, p := range ps {
+		if len(p.Headers) == 0 {
+			p.Headers = []byte("{}")
+		}
+		stored[i] = &Stored{ID: p.ID, Row: Row{
+			ReceivedAt: p.ReceivedAt, OrgID: p.OrgID, IntegrationID: p.IntegrationID, DeliveryID: p.DeliveryID,
+			ContentType: p.ContentType, Headers: p.Headers, Body: p.Body, Accepted: true, OriginalReceivedAt: p.OriginalReceivedAt,
+		}}
+	}
+	for start := 0; start < len(stored); start += copyPageRows {
+		if err := storeCopies(ctx, tx, stored[start:min(start+copyPageRows, len(stored))]); err != nil {
+			return 0, err
+		}
+	}
+	return int64(len(stored)), nil
+}

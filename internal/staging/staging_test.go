@@ -320,3 +320,37 @@ func TestListAndGetUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// A payload kept elsewhere is stored again as an accepted copy received now, pointing at the row it was read
+// from and keeping the original receive time, though that row (and its partition) is gone.
+func TestStorePayloadsWithoutTheOriginal(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	original := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	p := staging.Payload{Ref: staging.Ref{ReceivedAt: original, ID: 42}, OrgID: 1, IntegrationID: 2, DeliveryID: "evt_1",
+		ContentType: "application/json", Headers: []byte(`{"X-Test":"1"}`), Body: []byte(`{"n":1}`), OriginalReceivedAt: original}
+	before := time.Now()
+	var n int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = staging.StorePayloads(ctx, tx, []staging.Payload{p, {Ref: p.Ref, OrgID: 1, IntegrationID: 2, Body: []byte("x")}})
+		return err
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("StorePayloads = %d, %v", n, err)
+	}
+	list, err := staging.List(ctx, pool, staging.Filter{OrgID: 1, Limit: 10})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	for _, s := range list {
+		if !s.Accepted || s.ReplayOf != 42 || !s.OriginalReceivedAt.Equal(original) || s.ReceivedAt.Before(before.Add(-time.Second)) {
+			t.Fatalf("copy: %+v", s)
+		}
+	}
+	got, err := staging.Get(ctx, pool, 1, list[1].ID)
+	if err != nil || string(got.Body) != `{"n":1}` || got.DeliveryID != "evt_1" || !got.Time().Equal(original) {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+}
