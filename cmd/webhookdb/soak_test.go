@@ -128,7 +128,8 @@ func TestSoakOneTenantsBadInputCostsOthersNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Good traffic of three orgs meanwhile: 3 x 400 deliveries from 12 workers.
+	// Good traffic of three orgs meanwhile: 3 x 400 deliveries from 12 workers, paced at 100 a second so that
+	// it spans the stalled senders' whole life (the idle deadline is 10 s).
 	const perOrg = 400
 	type result struct {
 		org, status int
@@ -148,11 +149,14 @@ func TestSoakOneTenantsBadInputCostsOthersNothing(t *testing.T) {
 			}
 		}()
 	}
+	pace := time.NewTicker(10 * time.Millisecond)
 	for n := range perOrg {
 		for o := range 3 {
+			<-pace.C
 			jobs <- [2]int{o, n}
 		}
 	}
+	pace.Stop()
 	close(jobs)
 	good.Wait()
 	close(results)
@@ -193,6 +197,25 @@ func TestSoakOneTenantsBadInputCostsOthersNothing(t *testing.T) {
 		})
 	}
 	applyTook := time.Since(applyStart)
+	// What org 4 sent that could be stored is there: the requests with bytes that are not UTF-8 (escaped), and the
+	// unindexable key as a failed change it can see, holding nothing back.
+	var poisonRows int
+	if err := orgs[3].db.QueryRow(ctx, `SELECT count(*) FROM json_v1 WHERE remote_key LIKE 'poison%'`).Scan(&poisonRows); err != nil || poisonRows != 30 {
+		t.Fatalf("org 4's non-UTF-8 deliveries applied: %d (%v), want 30", poisonRows, err)
+	}
+	var failed []struct {
+		Kind  string `json:"kind"`
+		Error string `json:"error"`
+	}
+	var list struct {
+		Errors json.RawMessage `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(tp.cli("errors", "list", "--org", orgs[3].key, "-o", "json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(list.Errors, &failed); err != nil || len(failed) != 1 || failed[0].Kind != "failed" || !strings.Contains(failed[0].Error, "remote key is") {
+		t.Fatalf("org 4's errors: %+v (%v), want the unindexable key as one failed change", failed, err)
+	}
 	cancel()
 	<-sampleDone
 
