@@ -14,8 +14,9 @@ var (
 
 // budget counts request body bytes in flight (reserved as the body buffer grows, released once the request is
 // answered), per org and in all. An org over its share is refused while other orgs still get in; the process
-// total protects the process. A request of an org that holds nothing else may go past the org's share (up to
-// the total), so an integration whose body limit is above the share can still be served.
+// total protects the process. A request of an org that holds nothing else may go past the org's share, so an
+// integration whose body limit is above the share can still be served, but only while a whole share stays free
+// for the other orgs: one org's large body never leaves another without room.
 type budget struct {
 	total, perOrg int64
 	gauge         prometheus.Gauge
@@ -34,10 +35,14 @@ func (b *budget) reserve(org, mine, n int64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	orgUsed := b.byOrg[org]
-	if orgUsed+n > b.perOrg && orgUsed > mine {
-		return errOrgBudget
+	limit := b.total
+	if orgUsed+n > b.perOrg {
+		if orgUsed > mine {
+			return errOrgBudget
+		}
+		limit = b.total - b.perOrg
 	}
-	if b.used+n > b.total {
+	if b.used+n > limit {
 		return errProcessBudget
 	}
 	b.used += n
