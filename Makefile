@@ -39,7 +39,7 @@ run: build vault postgres-check ## Run the whole system (Postgres, Vault, server
 
 .PHONY: test
 test: build vault postgres-check ## Run all tests (real Postgres and Vault; race detector on)
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 .PHONY: bench
 bench: build vault postgres-check ## Run the benchmarks (ratios against baselines measured in the same run)
