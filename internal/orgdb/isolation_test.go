@@ -23,14 +23,18 @@ import (
 )
 
 // The isolation suite: what an org's read-only credentials can and cannot do, over real connections, in
-// both credential modes, with orgs on two database servers.
+// both credential modes, with orgs on two database servers, for each kind of read-only login: a member's own
+// (db connection) and the server's own (db sql). The fanout's writer login has its own suite
+// (TestWriterIsolation).
 func TestIsolation(t *testing.T) {
 	t.Parallel()
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			testIsolation(t, mode)
-		})
+		for _, kind := range []string{orgdb.KindMember, orgdb.KindService} {
+			t.Run(mode+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				testIsolation(t, mode, kind)
+			})
+		}
 	}
 }
 
@@ -62,11 +66,11 @@ func withDatabase(t *testing.T, rawURL, db string, port int) string {
 	return u.String()
 }
 
-func testIsolation(t *testing.T, mode string) {
+func testIsolation(t *testing.T, mode, kind string) {
 	ctx := context.Background()
 	policy := pgroles.LoginPolicy{TTL: time.Hour, MaxTTL: 2 * time.Hour, ConnectionLimit: 3, StatementTimeout: time.Second, IdleInTransactionTimeout: 2 * time.Second}
 	e := newEnv(t, mode, envOptions{policy: policy})
-	p := "iso_" + mode[:2]
+	p := "iso_" + mode[:2] + "_" + kind[:1]
 	a := e.newOrg(p + "_a")
 	b := e.newOrg(p + "_b")
 	c := e.newOrg(p + "_c")
@@ -79,9 +83,26 @@ func testIsolation(t *testing.T, mode string) {
 	asOwner(t, cb, b, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('b-secret')`)
 	asOwner(t, ca, c, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('c-secret')`)
 
-	cred, err := e.svc.Connection(ctx, a.ID)
+	// The login under test, and another of the same org (the service's for a member, a member's for the
+	// service) that nothing done with the first may touch.
+	member := e.newMember(a, "member@"+p+".example")
+	connection, roll, other := func() (*orgdb.Credential, error) { return e.svc.MemberConnection(ctx, a.ID, member) },
+		func() (*orgdb.Credential, error) { return e.svc.RollMemberCredentials(ctx, a.ID, member) },
+		func() (*orgdb.Credential, error) { return e.svc.ServiceConnection(ctx, a.ID) }
+	if kind == orgdb.KindService {
+		connection, roll, other = other, func() (*orgdb.Credential, error) { return e.svc.RollCredentials(ctx, a.ID) },
+			func() (*orgdb.Credential, error) { return e.svc.MemberConnection(ctx, a.ID, member) }
+	}
+	cred, err := connection()
 	if err != nil {
 		t.Fatal(err)
+	}
+	otherCred, err := other()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred.Kind != kind || otherCred.Username == cred.Username {
+		t.Fatalf("%s login is %s %s; the other is %s", kind, cred.Kind, cred.Username, otherCred.Username)
 	}
 	u, err := url.Parse(cred.URL)
 	if err != nil {
@@ -94,7 +115,7 @@ func testIsolation(t *testing.T, mode string) {
 	if !strings.HasPrefix(cred.Username, prefix+a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
 		t.Fatalf("username %q: want lower case, %s%s..., at most 63 bytes", cred.Username, prefix, a.Key)
 	}
-	if again, err := e.svc.Connection(ctx, a.ID); err != nil || again.URL != cred.URL {
+	if again, err := connection(); err != nil || again.URL != cred.URL {
 		t.Fatalf("second Connection returned other credentials (%v)", err)
 	}
 	connect := func(t *testing.T, rawURL string) *pgx.Conn {
@@ -132,6 +153,7 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("writes and escapes fail", func(t *testing.T) {
 		owner := pgx.Identifier{pgroles.OwnerRole(a.Key)}.Sanitize()
 		self := pgx.Identifier{cred.Username}.Sanitize()
+		sibling := pgx.Identifier{otherCred.Username}.Sanitize()
 		attempts := []string{
 			`INSERT INTO items VALUES (3, 'x')`,
 			`UPDATE items SET v = 'x'`,
@@ -157,6 +179,11 @@ func testIsolation(t *testing.T, mode string) {
 			`ALTER ROLE ` + owner + ` LOGIN PASSWORD 'x'`,
 			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.Key)}.Sanitize() + ` LOGIN`,
 			`GRANT ` + owner + ` TO ` + self,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` PASSWORD 'taken-over-0123456789'`,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` NOLOGIN`,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` SET statement_timeout = 0`,
+			`SET default_transaction_read_only = off; DROP ROLE ` + sibling,
+			`SET ROLE ` + sibling,
 			`CREATE ROLE evil LOGIN`,
 			`SET default_transaction_read_only = off; INSERT INTO items VALUES (3, 'x')`,
 			`SET default_transaction_read_only = off; CREATE TABLE evil (x int)`,
@@ -205,6 +232,11 @@ func testIsolation(t *testing.T, mode string) {
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
 			t.Fatalf("items changed: %d %v", n, err)
 		}
+		sib := connect(t, otherCred.URL)
+		if err := sib.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("the org's other login after the attempts: %d %v", n, err)
+		}
+		sib.Close(ctx)
 		admin, err := ca.Connect(ctx, *a.DatabaseName)
 		if err != nil {
 			t.Fatal(err)
@@ -313,10 +345,15 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("after roll-credentials the old password fails and old sessions close", func(t *testing.T) {
 		old := connect(t, cred.URL)
 		start := time.Now()
-		rolled, err = e.svc.RollCredentials(ctx, a.ID)
+		sib := connect(t, otherCred.URL)
+		rolled, err = roll()
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := sib.Ping(ctx); err != nil {
+			t.Fatalf("rolling one login closed another's session: %v", err)
+		}
+		sib.Close(ctx)
 		took := time.Since(start)
 		if rolled.URL == cred.URL || rolled.Username == cred.Username {
 			t.Fatal("roll returned the old credentials")
@@ -336,7 +373,7 @@ func testIsolation(t *testing.T, mode string) {
 		if err := fresh.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
 			t.Fatalf("new credentials: %d %v", n, err)
 		}
-		if cur, err := e.svc.Connection(ctx, a.ID); err != nil || cur.URL != rolled.URL {
+		if cur, err := connection(); err != nil || cur.URL != rolled.URL {
 			t.Fatalf("Connection after roll returned other credentials (%v)", err)
 		}
 		t.Logf("%s: roll-credentials took %s", mode, took)
@@ -344,7 +381,7 @@ func testIsolation(t *testing.T, mode string) {
 
 	t.Run("a pg_dump of the application database holds no secret", func(t *testing.T) {
 		const webhookSecret = "whsec_plaintext_that_must_not_leak_42"
-		opaque := "svi_" + strings.Repeat("k", 26) + mode
+		opaque := "svi_" + strings.Repeat("k", 26) + mode + kind
 		enc, err := e.box.Encrypt(ctx, secrets.Binding{Table: "service_integrations", Column: "secret_enc", Row: opaque}, []byte(webhookSecret))
 		if err != nil {
 			t.Fatal(err)
