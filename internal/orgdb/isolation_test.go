@@ -18,6 +18,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
@@ -653,6 +654,102 @@ func TestDeleteOrgRevokesAndDrops(t *testing.T) {
 			if _, err := e.svc.Connection(ctx, o.ID); !errors.Is(err, orgdb.ErrOrgNotFound) {
 				t.Fatalf("Connection of a deleted org: %v", err)
 			}
+		})
+	}
+}
+
+// The isolation suite for the fanout's writer login (webhookdb_fanout): it writes through the org owner roles
+// of its server and can do nothing else; in particular it cannot touch the org's read-only logins (members'
+// or the service's), reach the application database, or become anyone but an owner.
+func TestWriterIsolation(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var opts envOptions
+			if mode == orgdb.ModePostgres {
+				// webhookdb_fanout is one role per server: setting its password here would break the Vault
+				// static role of the shared servers. (The application database then lives on another server;
+				// in Vault mode it shares the writer's.)
+				opts.clusters = []*pgcluster.Cluster{pgtest.NewCluster(t)}
+			}
+			e := newEnv(t, mode, opts)
+			o := e.newOrg("wiso_" + mode[:2])
+			asOwner(t, e.clusterOf(o), o, `CREATE TABLE items (id int); INSERT INTO items VALUES (1)`)
+			member, err := e.svc.MemberConnection(ctx, o.ID, e.newMember(o, "m@wiso-"+mode+".example"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			service, err := e.svc.ServiceConnection(ctx, o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			connString, owner, err := e.svc.WriterConnString(ctx, o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			session := func(t *testing.T) *pgx.Conn {
+				t.Helper()
+				w, err := pgx.Connect(ctx, connString)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { w.Close(context.Background()) })
+				return w
+			}
+			w := session(t)
+			writer := pgx.Identifier{mustURL(t, connString).User.Username()}.Sanitize()
+			if _, err := w.Exec(ctx, "SET ROLE "+pgx.Identifier{owner}.Sanitize()+"; INSERT INTO items VALUES (2); RESET ROLE"); err != nil {
+				t.Fatalf("the writer cannot write through the owner: %v", err)
+			}
+			for _, prefix := range []string{"", "SET ROLE " + pgx.Identifier{owner}.Sanitize() + "; "} {
+				for _, sql := range []string{
+					`CREATE ROLE evil LOGIN`,
+					`ALTER ROLE ` + writer + ` SUPERUSER`,
+					`ALTER ROLE ` + writer + ` CREATEROLE`,
+					`ALTER ROLE ` + writer + ` BYPASSRLS`,
+					`ALTER ROLE ` + pgx.Identifier{member.Username}.Sanitize() + ` PASSWORD 'taken-over-0123456789'`,
+					`ALTER ROLE ` + pgx.Identifier{service.Username}.Sanitize() + ` NOLOGIN`,
+					`ALTER ROLE ` + pgx.Identifier{member.Username}.Sanitize() + ` SET statement_timeout = 0`,
+					`DROP ROLE ` + pgx.Identifier{service.Username}.Sanitize(),
+					`SET ROLE ` + pgx.Identifier{member.Username}.Sanitize(),
+					`SET ROLE ` + pgx.Identifier{pgroles.VaultRole}.Sanitize(),
+					`SET ROLE pg_signal_backend`,
+					`SET SESSION AUTHORIZATION postgres`,
+					`COPY items TO PROGRAM 'touch /tmp/whdb-evil'`,
+					`SELECT pg_read_file('/etc/passwd')`,
+					`SELECT lo_import('/etc/passwd')`,
+					`CREATE EXTENSION dblink`,
+					`ALTER SYSTEM SET statement_timeout = 0`,
+					`CREATE PUBLICATION evil FOR ALL TABLES`,
+				} {
+					attempt := session(t)
+					if _, err := attempt.Exec(ctx, prefix+sql); err == nil {
+						t.Errorf("the writer succeeded: %s%s", prefix, sql)
+					}
+					attempt.Close(ctx)
+				}
+			}
+			for _, db := range []string{"postgres", "template1", strings.TrimPrefix(mustURL(t, e.appURL).Path, "/")} {
+				if c, err := pgx.Connect(ctx, withDatabase(t, connString, db, 0)); err == nil {
+					c.Close(ctx)
+					t.Errorf("the writer connects to %s", db)
+				}
+			}
+			mustRead2 := func(rawURL, what string) {
+				c, err := pgx.Connect(ctx, rawURL)
+				if err != nil {
+					t.Fatalf("%s after the writer's attempts: %v", what, err)
+				}
+				defer c.Close(ctx)
+				var n int
+				if err := c.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
+					t.Fatalf("%s: %d rows %v", what, n, err)
+				}
+			}
+			mustRead2(member.URL, "the member's login")
+			mustRead2(service.URL, "the service login")
 		})
 	}
 }
