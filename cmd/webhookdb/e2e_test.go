@@ -248,6 +248,29 @@ func TestCLIEndToEnd(t *testing.T) {
 	} else {
 		c.Close(ctx)
 	}
+	// A member who changes their own login's password and settings locks out only themselves: db sql runs
+	// on the server's own login.
+	if c, err := pgx.Connect(ctx, conn2.URL); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, sql := range []string{`SET default_transaction_read_only = off`, `ALTER ROLE CURRENT_USER PASSWORD 'changed-by-its-holder-42'`, `ALTER ROLE CURRENT_USER SET statement_timeout = 0`} {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		c.Close(ctx)
+	}
+	var afterChange sqlResult
+	mustJSON(&afterChange, "db", "sql", "SELECT count(*) AS n FROM stripe_charge_v1")
+	if len(afterChange.Rows) != 1 || fmt.Sprint(afterChange.Rows[0]) != "[1]" {
+		t.Fatalf("db sql after a member changed their own login: %+v", afterChange)
+	}
+	mustJSON(&conn2, "db", "roll-credentials", "--yes")
+	if c, err := pgx.Connect(ctx, conn2.URL); err != nil {
+		t.Fatalf("the member's login rolled after they changed it: %v", err)
+	} else {
+		c.Close(ctx)
+	}
 
 	var replayed struct {
 		Replayed int `json:"replayed"`

@@ -23,17 +23,27 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
-// Credential is an org's read-only connection.
+// Credential is a read-only connection to an org's database: the caller's own login.
 type Credential struct {
 	URL       string    `json:"url"`
 	Username  string    `json:"username"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Kind is "member" (a member's own login) or "service" (the server's own, never shown).
+	Kind string `json:"kind,omitempty"`
 }
 
-// Credentials issues and rolls org read-only credentials (Vault or direct mode).
+// Credentials issues and rolls org read-only credentials (Vault or direct mode): a login per member, and
+// one of the server's own per org, so that nothing a member does to their login affects anyone else.
 type Credentials interface {
-	Connection(ctx context.Context, orgID int64) (*Credential, error)
-	RollCredentials(ctx context.Context, orgID int64) (*Credential, error)
+	// Connection returns the member's own login, issued on first use.
+	Connection(ctx context.Context, orgID, userID int64) (*Credential, error)
+	// ServiceConnection returns the server's own login for the org (db sql, db tables).
+	ServiceConnection(ctx context.Context, orgID int64) (*Credential, error)
+	// RollCredentials replaces the member's own login; with all, every login of the org (members' and the
+	// server's), returning the caller's new one. Old logins stop working and lose their sessions at once.
+	RollCredentials(ctx context.Context, orgID, userID int64, all bool) (*Credential, error)
+	// RevokeMember revokes every login of a member who was removed from the org.
+	RevokeMember(ctx context.Context, orgID, userID int64) error
 }
 
 // Provisioner creates and removes org databases.
@@ -292,7 +302,7 @@ func (a *API) routes() []route {
 		{"GET", "/orgs/{org}/integrations/{opaque_id}/stats", a.orgScoped(roleMember, a.integrationStats)},
 
 		{"GET", "/orgs/{org}/db/connection", a.orgScoped(roleMember, a.dbConnection)},
-		{"POST", "/orgs/{org}/db/roll-credentials", a.orgScoped(roleAdmin, a.rollCredentials)},
+		{"POST", "/orgs/{org}/db/roll-credentials", a.orgScoped(roleMember, a.rollCredentials)},
 		{"POST", "/orgs/{org}/db/sql", a.orgScoped(roleMember, a.dbSQL)},
 		{"GET", "/orgs/{org}/db/tables", a.orgScoped(roleMember, a.dbTables)},
 

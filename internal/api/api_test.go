@@ -169,7 +169,9 @@ func TestCrossOrgAccess(t *testing.T) {
 		"PATCH /v1/orgs/{org}": true, "DELETE /v1/orgs/{org}": true, "POST /v1/orgs/{org}/members": true,
 		"PATCH /v1/orgs/{org}/members/{email}": true, "POST /v1/orgs/{org}/integrations": true,
 		"PATCH /v1/orgs/{org}/integrations/{opaque_id}": true, "DELETE /v1/orgs/{org}/integrations/{opaque_id}": true,
-		"POST /v1/orgs/{org}/integrations/{opaque_id}/roll-secret": true, "POST /v1/orgs/{org}/db/roll-credentials": true,
+		"POST /v1/orgs/{org}/integrations/{opaque_id}/roll-secret": true,
+		// POST /v1/orgs/{org}/db/roll-credentials: any member rolls their own; ?all=true is admin-only
+		// (TestCredentialsArePerMember).
 		"POST /v1/orgs/{org}/replay": true, "POST /v1/orgs/{org}/errors/retry": true,
 		"POST /v1/orgs/{org}/errors/{id}/retry": true, "POST /v1/orgs/{org}/errors/{id}/skip": true,
 	}

@@ -19,7 +19,7 @@ func (a *API) dbConnection(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Credentials == nil {
 		return errUnavailable("this server issues no database credentials")
 	}
-	c, err := a.cfg.Credentials.Connection(r.Context(), orgFrom(r).ID)
+	c, err := a.cfg.Credentials.Connection(r.Context(), orgFrom(r).ID, userFrom(r).ID)
 	if err != nil {
 		return wrapf(err, "error issuing credentials")
 	}
@@ -27,11 +27,23 @@ func (a *API) dbConnection(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// rollCredentials replaces the caller's own login; ?all=true (admins) every login of the org.
 func (a *API) rollCredentials(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Credentials == nil {
 		return errUnavailable("this server issues no database credentials")
 	}
-	c, err := a.cfg.Credentials.RollCredentials(r.Context(), orgFrom(r).ID)
+	all := false
+	switch v := r.URL.Query().Get("all"); v {
+	case "", "false":
+	case "true":
+		all = true
+	default:
+		return errInvalid("all", "true or false")
+	}
+	if all && orgFrom(r).Role != roleAdmin {
+		return errForbidden("rolling every member's credentials needs the admin role in " + orgFrom(r).Key)
+	}
+	c, err := a.cfg.Credentials.RollCredentials(r.Context(), orgFrom(r).ID, userFrom(r).ID, all)
 	if err != nil {
 		return wrapf(err, "error rolling credentials")
 	}
@@ -39,13 +51,13 @@ func (a *API) rollCredentials(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readOnlyConn connects with the org's own read-only credentials: `db sql` can do exactly what the user's
-// connection string can, nothing more.
+// readOnlyConn connects with the server's own read-only login for the org: `db sql` can do exactly what a
+// member's connection string can, nothing more, and no member can lock it out (it is nobody's login).
 func (a *API) readOnlyConn(ctx context.Context, orgID int64) (*pgx.Conn, error) {
 	if a.cfg.Credentials == nil {
 		return nil, errUnavailable("this server issues no database credentials")
 	}
-	c, err := a.cfg.Credentials.Connection(ctx, orgID)
+	c, err := a.cfg.Credentials.ServiceConnection(ctx, orgID)
 	if err != nil {
 		return nil, wrapf(err, "error issuing credentials")
 	}

@@ -14,13 +14,19 @@ import (
 // poolCredentials hands out the test database's own URL as the org's read-only connection.
 type poolCredentials struct{ url string }
 
-func (c poolCredentials) Connection(context.Context, int64) (*api.Credential, error) {
+func (c poolCredentials) Connection(ctx context.Context, orgID, _ int64) (*api.Credential, error) {
+	return c.ServiceConnection(ctx, orgID)
+}
+
+func (c poolCredentials) ServiceConnection(context.Context, int64) (*api.Credential, error) {
 	return &api.Credential{URL: c.url, Username: "test", ExpiresAt: time.Now().Add(time.Hour)}, nil
 }
 
-func (c poolCredentials) RollCredentials(ctx context.Context, orgID int64) (*api.Credential, error) {
-	return c.Connection(ctx, orgID)
+func (c poolCredentials) RollCredentials(ctx context.Context, orgID, _ int64, _ bool) (*api.Credential, error) {
+	return c.ServiceConnection(ctx, orgID)
 }
+
+func (c poolCredentials) RevokeMember(context.Context, int64, int64) error { return nil }
 
 // unwrapping is a middleware's ResponseWriter wrapper, as logging or metrics middleware would add.
 type unwrapping struct{ http.ResponseWriter }

@@ -335,6 +335,12 @@ func (a *API) removeMember(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The membership is gone: now their database logins (the maintenance pass retries should this fail).
+	if a.cfg.Credentials != nil {
+		if err := a.cfg.Credentials.RevokeMember(r.Context(), o.ID, u.ID); err != nil {
+			return wrapf(err, "%s was removed, but revoking their database logins failed (retried in the background)", u.Email)
+		}
+	}
 	writeJSON(w, http.StatusOK, Removed{Removed: u.Email})
 	return nil
 }

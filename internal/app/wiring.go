@@ -135,20 +135,30 @@ type orgdbAdapter struct {
 	db  *pgxpool.Pool
 }
 
-func (a orgdbAdapter) Connection(ctx context.Context, orgID int64) (*api.Credential, error) {
-	c, err := a.svc.Connection(ctx, orgID)
+func apiCredential(c *orgdb.Credential, err error) (*api.Credential, error) {
 	if err != nil {
 		return nil, translate(err)
 	}
-	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt}, nil
+	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt, Kind: c.Kind}, nil
 }
 
-func (a orgdbAdapter) RollCredentials(ctx context.Context, orgID int64) (*api.Credential, error) {
-	c, err := a.svc.RollCredentials(ctx, orgID)
-	if err != nil {
-		return nil, translate(err)
+func (a orgdbAdapter) Connection(ctx context.Context, orgID, userID int64) (*api.Credential, error) {
+	return apiCredential(a.svc.MemberConnection(ctx, orgID, userID))
+}
+
+func (a orgdbAdapter) ServiceConnection(ctx context.Context, orgID int64) (*api.Credential, error) {
+	return apiCredential(a.svc.ServiceConnection(ctx, orgID))
+}
+
+func (a orgdbAdapter) RollCredentials(ctx context.Context, orgID, userID int64, all bool) (*api.Credential, error) {
+	if all {
+		return apiCredential(a.svc.RollAllCredentials(ctx, orgID, userID))
 	}
-	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt}, nil
+	return apiCredential(a.svc.RollMemberCredentials(ctx, orgID, userID))
+}
+
+func (a orgdbAdapter) RevokeMember(ctx context.Context, orgID, userID int64) error {
+	return translate(a.svc.RevokeMember(ctx, orgID, userID))
 }
 
 func (a orgdbAdapter) ProvisionOrg(ctx context.Context, orgID int64) error {
@@ -189,6 +199,8 @@ func translate(err error) error {
 		return &api.Error{Status: 409, Code: "not_provisioned", Message: "the organization's database is not ready yet: " + err.Error()}
 	case errors.Is(err, orgdb.ErrNoServer):
 		return &api.Error{Status: 503, Code: "no_database_server", Message: "no database server is registered: a server admin must run `webhookdb servers add`"}
+	case errors.Is(err, orgdb.ErrNotMember):
+		return &api.Error{Status: 404, Code: "not_found", Message: "organization not found"}
 	case errors.Is(err, orgdb.ErrInvalidOrg), errors.Is(err, orgdb.ErrInvalidServer):
 		return &api.Error{Status: 422, Code: "invalid", Message: err.Error()}
 	}

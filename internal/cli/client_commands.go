@@ -536,17 +536,24 @@ func sqlClientTimeout(flag string) time.Duration {
 
 func dbCommand(o *clientOptions) *cobra.Command {
 	db := &cobra.Command{Use: "db", Short: "Your organization's database"}
+	var rollAll bool
 	credential := func(method, suffix string) *cobra.Command {
 		return &cobra.Command{
 			Args: cobra.NoArgs,
 			RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+				path := orgPath + suffix
 				if suffix == "/db/roll-credentials" {
-					if err := o.confirm(cmd, "Rolling credentials disconnects everyone using the current ones", "roll"); err != nil {
+					what := "Rolling your credentials disconnects every session using your current ones"
+					if rollAll {
+						what = "Rolling every member's credentials disconnects every session of the organization's database"
+						path += "?all=true"
+					}
+					if err := o.confirm(cmd, what, "roll"); err != nil {
 						return err
 					}
 				}
 				var out api.Credential
-				if err := c.do(cmd.Context(), method, orgPath+suffix, nil, &out); err != nil {
+				if err := c.do(cmd.Context(), method, path, nil, &out); err != nil {
 					return err
 				}
 				if p.format == "json" {
@@ -559,9 +566,10 @@ func dbCommand(o *clientOptions) *cobra.Command {
 		}
 	}
 	conn := credential("GET", "/db/connection")
-	conn.Use, conn.Short = "connection", "Print the read-only connection URL (for psql or a BI tool)"
+	conn.Use, conn.Short = "connection", "Print your own read-only connection URL (for psql or a BI tool)"
 	roll := credential("POST", "/db/roll-credentials")
-	roll.Use, roll.Short = "roll-credentials", "New credentials; the old ones stop working at once"
+	roll.Use, roll.Short = "roll-credentials", "New credentials for you; your old ones stop working at once (--all: everyone's, admins)"
+	roll.Flags().BoolVar(&rollAll, "all", false, "roll every member's credentials and the server's own (org admins); the others get new ones on their next db connection")
 	tables := listCommand(o, "tables", "List tables", true, "/db/tables", []string{"name", "estimated_rows"},
 		func(l *api.TableList) (rows [][]any) {
 			for _, t := range l.Tables {
@@ -572,7 +580,7 @@ func dbCommand(o *clientOptions) *cobra.Command {
 	var maxRows int
 	var timeout string
 	sql := &cobra.Command{
-		Use: "sql QUERY", Short: "Run a query on your read-only credentials", Args: cobra.ExactArgs(1),
+		Use: "sql QUERY", Short: "Run a read-only query on the organization's database (the server's own login)", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
 			c.http.Timeout = sqlClientTimeout(timeout)
 			var out api.SQLResult

@@ -213,3 +213,21 @@ func TestErrorsRetryAndSkipOne(t *testing.T) {
 		t.Fatalf("calls %q, want %q", calls, want)
 	}
 }
+
+// db roll-credentials rolls the caller's own login; --all asks for every member's (admins).
+func TestRollCredentialsOwnOrAll(t *testing.T) {
+	var got []string
+	fakeAPI(t, func(r *http.Request) any {
+		got = append(got, r.Method+" "+r.URL.RequestURI())
+		return api.Credential{URL: "postgres://u:p@h/db", Username: "u", Kind: "member"}
+	})
+	for _, args := range [][]string{{"db", "roll-credentials", "--yes"}, {"db", "roll-credentials", "--all", "--yes"}} {
+		if _, err := runCLI(context.Background(), args...); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	want := []string{"POST /v1/orgs/acme/db/roll-credentials", "POST /v1/orgs/acme/db/roll-credentials?all=true"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+}

@@ -12,7 +12,8 @@ import (
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
-// Credential is an org's read-only connection string.
+// Credential is a read-only connection string to an org's database: a member's own login, or the
+// server's own login for the org.
 type Credential struct {
 	// URL is postgres://user:password@public-host:port/org_<key>?sslmode=...
 	URL       string    `json:"url"`
@@ -20,7 +21,20 @@ type Credential struct {
 	Database  string    `json:"database"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Mode      string    `json:"mode"`
+	// Kind is KindMember or KindService.
+	Kind string `json:"kind"`
 }
+
+// Credential kinds. Every member of an org gets a login of their own (MemberConnection), and the server one
+// of its own per org (ServiceConnection: db sql, db tables), so that whatever a login does to itself (change
+// its password or role settings) affects nobody else.
+const (
+	KindMember  = "member"
+	KindService = "service"
+)
+
+// ErrNotMember means the user is not (or no longer) a member of the org: no login is issued for them.
+var ErrNotMember = errors.New("not a member of the organization")
 
 // ErrRevokePending means new credentials were issued and stored, but the old ones could not be revoked yet;
 // the maintenance pass keeps trying. The caller should report a failure: the old password may still work.
@@ -45,6 +59,7 @@ type credential struct {
 	MaxExpiresAt time.Time
 	SupersededAt *time.Time
 	RevokeAfter  *time.Time
+	UserID       *int64 // the member whose login it is; nil for the service login
 	// from the org
 	OrgKey   string
 	Database string
@@ -59,7 +74,7 @@ func (c credential) lease() Lease {
 func (s *Service) credentials(ctx context.Context, q db, where string, args ...any) ([]credential, error) {
 	rows, err := q.Query(ctx, `
 		SELECT c.id, c.org_id, c.database_server_id, c.mode, c.username, c.url_enc, c.lease_id, c.issued_at, c.expires_at,
-		       c.max_expires_at, c.superseded_at, c.revoke_after, o.key, coalesce(o.database_name, ''),
+		       c.max_expires_at, c.superseded_at, c.revoke_after, c.user_id, o.key, coalesce(o.database_name, ''),
 		       o.provision_state = 'ready' AND o.deleted_at IS NULL
 		FROM org_credentials c JOIN organizations o ON o.id = c.org_id `+where, args...)
 	if err != nil {
@@ -67,7 +82,7 @@ func (s *Service) credentials(ctx context.Context, q db, where string, args ...a
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (credential, error) {
 		var c credential
-		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.OrgKey, &c.Database, &c.OrgReady)
+		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.UserID, &c.OrgKey, &c.Database, &c.OrgReady)
 		return c, err
 	})
 	if err != nil {
@@ -76,12 +91,47 @@ func (s *Service) credentials(ctx context.Context, q db, where string, args ...a
 	return out, nil
 }
 
-func (s *Service) current(ctx context.Context, q db, orgID int64) (*credential, error) {
-	cs, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND c.superseded_at IS NULL AND c.revoked_at IS NULL`, orgID)
+// holderIs filters credentials (alias c) on their holder, argument n: a user id, 0 for the service login.
+func holderIs(n int) string { return fmt.Sprintf("coalesce(c.user_id, 0) = $%d", n) }
+
+func kindOf(userID *int64) string {
+	if userID == nil {
+		return KindService
+	}
+	return KindMember
+}
+
+// holderID is the user_id column's value for a holder: NULL for the service login.
+func holderID(userID int64) *int64 {
+	if userID == 0 {
+		return nil
+	}
+	return &userID
+}
+
+// current returns the holder's current credential (userID 0: the service login's), or nil.
+func (s *Service) current(ctx context.Context, q db, orgID, userID int64) (*credential, error) {
+	cs, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND `+holderIs(2)+` AND c.superseded_at IS NULL AND c.revoked_at IS NULL`, orgID, userID)
 	if err != nil || len(cs) == 0 {
 		return nil, err
 	}
 	return &cs[0], nil
+}
+
+// checkMember fails with ErrNotMember unless the user is a member of the org (userID 0, the service login,
+// passes). Run under the org's lock, after a removal it keeps a login from being issued to the removed member.
+func (s *Service) checkMember(ctx context.Context, q db, orgID, userID int64) error {
+	if userID == 0 {
+		return nil
+	}
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM memberships WHERE org_id = $1 AND user_id = $2)`, orgID, userID).Scan(&ok); err != nil {
+		return fmt.Errorf("error checking membership: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: user %d, org %d", ErrNotMember, userID, orgID)
+	}
+	return nil
 }
 
 func (s *Service) open(ctx context.Context, c *credential) (*Credential, error) {
@@ -89,7 +139,7 @@ func (s *Service) open(ctx context.Context, c *credential) (*Credential, error) 
 	if err != nil {
 		return nil, fmt.Errorf("error decrypting credentials: %w", err)
 	}
-	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode}, nil
+	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID)}, nil
 }
 
 // fresh reports whether a credential needs neither renewal nor reissue.
@@ -97,12 +147,35 @@ func (s *Service) fresh(c *credential) bool {
 	return c.Mode == s.cfg.Issuer.Mode() && time.Until(c.ExpiresAt) > s.cfg.RenewBefore
 }
 
-// Connection returns the org's current read-only URL: issued on first use, renewed when less than
-// RenewBefore of it is left, reissued when it cannot be renewed (past its max TTL, or forgotten by the
+// MemberConnection returns the member's own read-only URL (`db connection`): nobody else uses that login,
+// so nothing its holder does to it (a new password, changed role settings) affects another member or the
+// server. ErrNotMember when the user is not a member of the org. See ServiceConnection for its life cycle.
+func (s *Service) MemberConnection(ctx context.Context, orgID, userID int64) (*Credential, error) {
+	if userID <= 0 {
+		return nil, fmt.Errorf("%w: user %d", ErrNotMember, userID)
+	}
+	return s.connection(ctx, orgID, userID)
+}
+
+// ServiceConnection returns the read-only URL the server itself uses for the org (db sql, db tables): a
+// login of its own, never handed to a member. Like a member's, it is issued on first use, renewed when less
+// than RenewBefore of it is left, reissued when it cannot be renewed (past its max TTL, or forgotten by the
 // issuer); a reissued credential's predecessor is revoked at its own expiry.
+func (s *Service) ServiceConnection(ctx context.Context, orgID int64) (*Credential, error) {
+	return s.connection(ctx, orgID, 0)
+}
+
+// Connection is ServiceConnection.
 func (s *Service) Connection(ctx context.Context, orgID int64) (*Credential, error) {
-	// Fast path, no lock: a fresh current credential.
-	if c, err := s.current(ctx, s.pool, orgID); err != nil {
+	return s.ServiceConnection(ctx, orgID)
+}
+
+// connection returns the holder's current credential (userID 0: the service login), issuing, renewing or
+// reissuing it as needed.
+func (s *Service) connection(ctx context.Context, orgID, userID int64) (*Credential, error) {
+	// Fast path, no lock: a fresh current credential. (A removed member's are revoked before removal
+	// returns, so they are never current here.)
+	if c, err := s.current(ctx, s.pool, orgID, userID); err != nil {
 		return nil, err
 	} else if c != nil && c.OrgReady && s.fresh(c) {
 		return s.open(ctx, c)
@@ -113,7 +186,10 @@ func (s *Service) Connection(ctx context.Context, orgID int64) (*Credential, err
 		if err != nil {
 			return err
 		}
-		c, err := s.current(ctx, q, orgID)
+		if err := s.checkMember(ctx, q, orgID, userID); err != nil {
+			return err
+		}
+		c, err := s.current(ctx, q, orgID, userID)
 		if err != nil {
 			return err
 		}
@@ -146,41 +222,166 @@ func (s *Service) Connection(ctx context.Context, orgID int64) (*Credential, err
 		if c != nil {
 			revokeAfter = c.ExpiresAt // whoever still uses it keeps it until it expires
 		}
-		out, _, err = s.issue(ctx, q, org, srv, c, revokeAfter)
+		out, _, err = s.issue(ctx, q, org, srv, userID, c, revokeAfter)
 		return err
 	})
 	return out, err
 }
 
-// RollCredentials issues new credentials for the org, then revokes the current ones synchronously: when it
-// returns, the old password fails and sessions opened with it are closed. It returns the new credentials.
-// Callers must check the caller is an org admin.
+// RollMemberCredentials issues the member a new login, then revokes every older one of theirs
+// synchronously: when it returns, the old passwords fail and sessions opened with them are closed. Nobody
+// else's login changes. It returns the new credentials; ErrNotMember when the user is not a member.
+func (s *Service) RollMemberCredentials(ctx context.Context, orgID, userID int64) (*Credential, error) {
+	if userID <= 0 {
+		return nil, fmt.Errorf("%w: user %d", ErrNotMember, userID)
+	}
+	return s.rollOne(ctx, orgID, userID)
+}
+
+// RollCredentials rolls the org's service login (as RollMemberCredentials does a member's).
 func (s *Service) RollCredentials(ctx context.Context, orgID int64) (*Credential, error) {
+	return s.rollOne(ctx, orgID, 0)
+}
+
+func (s *Service) rollOne(ctx context.Context, orgID, userID int64) (*Credential, error) {
 	var out *Credential
 	err := s.withLock(ctx, lockClassOrg, orgID, func(q db) error {
 		org, srv, err := s.readyOrg(ctx, q, orgID)
 		if err != nil {
 			return err
 		}
-		old, err := s.current(ctx, q, orgID)
-		if err != nil {
+		if err := s.checkMember(ctx, q, orgID, userID); err != nil {
 			return err
 		}
-		// Stored first (with the old one marked for revocation now): a crash between the two steps leaves the
-		// new URL in place and the old one for the maintenance pass to revoke.
-		out, _, err = s.issue(ctx, q, org, srv, old, time.Now())
-		if err != nil {
-			return err
-		}
-		if old != nil {
-			if err := s.revoke(ctx, q, srv, org.Key, *old); err != nil {
-				return fmt.Errorf("%w: %w", ErrRevokePending, err)
-			}
-		}
-		return nil
+		out, err = s.roll(ctx, q, org, srv, userID)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// RollAllCredentials revokes every login of the org, members' and the service's, synchronously, and issues
+// a new service login and a new login for userID (the caller, a member; 0 for none), which it returns. The
+// other members get new logins on their next MemberConnection. Callers must check the caller is an org admin.
+func (s *Service) RollAllCredentials(ctx context.Context, orgID, userID int64) (*Credential, error) {
+	var out *Credential
+	err := s.withLock(ctx, lockClassOrg, orgID, func(q db) error {
+		org, srv, err := s.readyOrg(ctx, q, orgID)
+		if err != nil {
+			return err
+		}
+		if err := s.checkMember(ctx, q, orgID, userID); err != nil {
+			return err
+		}
+		// Every member's login other than the caller's: due now (a crash leaves them to the maintenance pass).
+		others, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND c.user_id IS NOT NULL AND c.user_id <> $2 AND c.revoked_at IS NULL`, orgID, userID)
+		if err != nil {
+			return err
+		}
+		if err := s.markDue(ctx, q, others); err != nil {
+			return err
+		}
+		var errs []error
+		if _, err := s.roll(ctx, q, org, srv, 0); err != nil {
+			errs = append(errs, err)
+		}
+		if userID != 0 {
+			if out, err = s.roll(ctx, q, org, srv, userID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, c := range others {
+			if err := s.revoke(ctx, q, srv, org.Key, c); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %w", ErrRevokePending, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeMember revokes every login of the user in the org synchronously (the API calls it when a member is
+// removed, after the membership is gone): when it returns, their passwords fail and their sessions are
+// closed. Should a revocation fail, the credential stays due and the maintenance pass retries it (it also
+// revokes, on its own, the logins of anyone who is no longer a member).
+func (s *Service) RevokeMember(ctx context.Context, orgID, userID int64) error {
+	if userID <= 0 {
+		return nil
+	}
+	return s.withLock(ctx, lockClassOrg, orgID, func(q db) error {
+		creds, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND c.user_id = $2 AND c.revoked_at IS NULL`, orgID, userID)
+		if err != nil || len(creds) == 0 {
+			return err
+		}
+		if err := s.markDue(ctx, q, creds); err != nil {
+			return err
+		}
+		srv, err := s.server(ctx, q, creds[0].ServerID)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, c := range creds {
+			if err := s.revoke(ctx, q, srv, c.OrgKey, c); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %w", ErrRevokePending, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// markDue supersedes credentials and makes them due for revocation now.
+func (s *Service) markDue(ctx context.Context, q db, creds []credential) error {
+	if len(creds) == 0 {
+		return nil
+	}
+	ids := make([]string, len(creds))
+	for i, c := range creds {
+		ids[i] = c.ID
+	}
+	if _, err := q.Exec(ctx, `UPDATE org_credentials SET superseded_at = coalesce(superseded_at, now()), revoke_after = now() WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("error marking credentials for revocation: %w", err)
+	}
+	return nil
+}
+
+// roll issues a new credential for the holder, then revokes every older one of theirs synchronously. The new
+// one is stored first, with the old ones marked due: a crash between the two steps leaves the new URL in
+// place and the old ones for the maintenance pass to revoke.
+func (s *Service) roll(ctx context.Context, q db, org *Org, srv Server, userID int64) (*Credential, error) {
+	olds, err := s.credentials(ctx, q, `WHERE c.org_id = $1 AND `+holderIs(2)+` AND c.revoked_at IS NULL`, org.ID, userID)
+	if err != nil {
+		return nil, err
+	}
+	var cur *credential
+	var superseded []credential
+	for i := range olds {
+		if olds[i].SupersededAt == nil {
+			cur = &olds[i]
+		} else {
+			superseded = append(superseded, olds[i])
+		}
+	}
+	if err := s.markDue(ctx, q, superseded); err != nil {
+		return nil, err
+	}
+	out, _, err := s.issue(ctx, q, org, srv, userID, cur, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, c := range olds {
+		if err := s.revoke(ctx, q, srv, org.Key, c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%w: %w", ErrRevokePending, errors.Join(errs...))
 	}
 	return out, nil
 }
@@ -200,9 +401,9 @@ func (s *Service) readyOrg(ctx context.Context, q db, orgID int64) (*Org, Server
 	return org, srv, nil
 }
 
-// issue issues a credential and stores it as the org's current one; old, when set, is superseded and due
-// for revocation at revokeAfter.
-func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *credential, revokeAfter time.Time) (*Credential, *credential, error) {
+// issue issues a credential and stores it as the holder's current one (userID 0: the org's service login);
+// old, when set, is superseded and due for revocation at revokeAfter.
+func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, userID int64, old *credential, revokeAfter time.Time) (*Credential, *credential, error) {
 	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.Key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("error issuing credentials for org %s: %w", org.Key, err)
@@ -217,6 +418,7 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *cr
 	c := &credential{
 		ID: id, OrgID: org.ID, ServerID: srv.ID, Mode: s.cfg.Issuer.Mode(), Username: lease.Username, URLEnc: enc,
 		LeaseID: lease.ID, IssuedAt: lease.IssuedAt, ExpiresAt: lease.ExpiresAt, MaxExpiresAt: lease.IssuedAt.Add(s.cfg.Issuer.Policy().MaxTTL),
+		UserID: holderID(userID),
 	}
 	err = pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
 		if old != nil {
@@ -225,9 +427,9 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *cr
 			}
 		}
 		_, err := tx.Exec(ctx, `
-			INSERT INTO org_credentials (id, org_id, database_server_id, mode, username, url_enc, lease_id, issued_at, expires_at, max_expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			c.ID, c.OrgID, c.ServerID, c.Mode, c.Username, c.URLEnc, c.LeaseID, c.IssuedAt, c.ExpiresAt, c.MaxExpiresAt)
+			INSERT INTO org_credentials (id, org_id, database_server_id, mode, username, url_enc, lease_id, issued_at, expires_at, max_expires_at, user_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			c.ID, c.OrgID, c.ServerID, c.Mode, c.Username, c.URLEnc, c.LeaseID, c.IssuedAt, c.ExpiresAt, c.MaxExpiresAt, c.UserID)
 		if err != nil {
 			return fmt.Errorf("error storing credentials: %w", err)
 		}
@@ -237,7 +439,7 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *cr
 		s.abandon(ctx, srv, org.Key, *lease)
 		return nil, nil, err
 	}
-	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode}, c, nil
+	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID)}, c, nil
 }
 
 // abandon revokes a lease that could not be stored, so that failures do not pile up live logins.

@@ -18,19 +18,24 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
 // The isolation suite: what an org's read-only credentials can and cannot do, over real connections, in
-// both credential modes, with orgs on two database servers.
+// both credential modes, with orgs on two database servers, for each kind of read-only login: a member's own
+// (db connection) and the server's own (db sql). The fanout's writer login has its own suite
+// (TestWriterIsolation).
 func TestIsolation(t *testing.T) {
 	t.Parallel()
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			t.Parallel()
-			testIsolation(t, mode)
-		})
+		for _, kind := range []string{orgdb.KindMember, orgdb.KindService} {
+			t.Run(mode+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				testIsolation(t, mode, kind)
+			})
+		}
 	}
 }
 
@@ -62,11 +67,11 @@ func withDatabase(t *testing.T, rawURL, db string, port int) string {
 	return u.String()
 }
 
-func testIsolation(t *testing.T, mode string) {
+func testIsolation(t *testing.T, mode, kind string) {
 	ctx := context.Background()
 	policy := pgroles.LoginPolicy{TTL: time.Hour, MaxTTL: 2 * time.Hour, ConnectionLimit: 3, StatementTimeout: time.Second, IdleInTransactionTimeout: 2 * time.Second}
 	e := newEnv(t, mode, envOptions{policy: policy})
-	p := "iso_" + mode[:2]
+	p := "iso_" + mode[:2] + "_" + kind[:1]
 	a := e.newOrg(p + "_a")
 	b := e.newOrg(p + "_b")
 	c := e.newOrg(p + "_c")
@@ -79,9 +84,26 @@ func testIsolation(t *testing.T, mode string) {
 	asOwner(t, cb, b, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('b-secret')`)
 	asOwner(t, ca, c, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('c-secret')`)
 
-	cred, err := e.svc.Connection(ctx, a.ID)
+	// The login under test, and another of the same org (the service's for a member, a member's for the
+	// service) that nothing done with the first may touch.
+	member := e.newMember(a, "member@"+p+".example")
+	connection, roll, other := func() (*orgdb.Credential, error) { return e.svc.MemberConnection(ctx, a.ID, member) },
+		func() (*orgdb.Credential, error) { return e.svc.RollMemberCredentials(ctx, a.ID, member) },
+		func() (*orgdb.Credential, error) { return e.svc.ServiceConnection(ctx, a.ID) }
+	if kind == orgdb.KindService {
+		connection, roll, other = other, func() (*orgdb.Credential, error) { return e.svc.RollCredentials(ctx, a.ID) },
+			func() (*orgdb.Credential, error) { return e.svc.MemberConnection(ctx, a.ID, member) }
+	}
+	cred, err := connection()
 	if err != nil {
 		t.Fatal(err)
+	}
+	otherCred, err := other()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred.Kind != kind || otherCred.Username == cred.Username {
+		t.Fatalf("%s login is %s %s; the other is %s", kind, cred.Kind, cred.Username, otherCred.Username)
 	}
 	u, err := url.Parse(cred.URL)
 	if err != nil {
@@ -94,7 +116,7 @@ func testIsolation(t *testing.T, mode string) {
 	if !strings.HasPrefix(cred.Username, prefix+a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
 		t.Fatalf("username %q: want lower case, %s%s..., at most 63 bytes", cred.Username, prefix, a.Key)
 	}
-	if again, err := e.svc.Connection(ctx, a.ID); err != nil || again.URL != cred.URL {
+	if again, err := connection(); err != nil || again.URL != cred.URL {
 		t.Fatalf("second Connection returned other credentials (%v)", err)
 	}
 	connect := func(t *testing.T, rawURL string) *pgx.Conn {
@@ -132,6 +154,7 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("writes and escapes fail", func(t *testing.T) {
 		owner := pgx.Identifier{pgroles.OwnerRole(a.Key)}.Sanitize()
 		self := pgx.Identifier{cred.Username}.Sanitize()
+		sibling := pgx.Identifier{otherCred.Username}.Sanitize()
 		attempts := []string{
 			`INSERT INTO items VALUES (3, 'x')`,
 			`UPDATE items SET v = 'x'`,
@@ -157,6 +180,11 @@ func testIsolation(t *testing.T, mode string) {
 			`ALTER ROLE ` + owner + ` LOGIN PASSWORD 'x'`,
 			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.Key)}.Sanitize() + ` LOGIN`,
 			`GRANT ` + owner + ` TO ` + self,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` PASSWORD 'taken-over-0123456789'`,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` NOLOGIN`,
+			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` SET statement_timeout = 0`,
+			`SET default_transaction_read_only = off; DROP ROLE ` + sibling,
+			`SET ROLE ` + sibling,
 			`CREATE ROLE evil LOGIN`,
 			`SET default_transaction_read_only = off; INSERT INTO items VALUES (3, 'x')`,
 			`SET default_transaction_read_only = off; CREATE TABLE evil (x int)`,
@@ -205,6 +233,11 @@ func testIsolation(t *testing.T, mode string) {
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
 			t.Fatalf("items changed: %d %v", n, err)
 		}
+		sib := connect(t, otherCred.URL)
+		if err := sib.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("the org's other login after the attempts: %d %v", n, err)
+		}
+		sib.Close(ctx)
 		admin, err := ca.Connect(ctx, *a.DatabaseName)
 		if err != nil {
 			t.Fatal(err)
@@ -313,10 +346,15 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("after roll-credentials the old password fails and old sessions close", func(t *testing.T) {
 		old := connect(t, cred.URL)
 		start := time.Now()
-		rolled, err = e.svc.RollCredentials(ctx, a.ID)
+		sib := connect(t, otherCred.URL)
+		rolled, err = roll()
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := sib.Ping(ctx); err != nil {
+			t.Fatalf("rolling one login closed another's session: %v", err)
+		}
+		sib.Close(ctx)
 		took := time.Since(start)
 		if rolled.URL == cred.URL || rolled.Username == cred.Username {
 			t.Fatal("roll returned the old credentials")
@@ -336,7 +374,7 @@ func testIsolation(t *testing.T, mode string) {
 		if err := fresh.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
 			t.Fatalf("new credentials: %d %v", n, err)
 		}
-		if cur, err := e.svc.Connection(ctx, a.ID); err != nil || cur.URL != rolled.URL {
+		if cur, err := connection(); err != nil || cur.URL != rolled.URL {
 			t.Fatalf("Connection after roll returned other credentials (%v)", err)
 		}
 		t.Logf("%s: roll-credentials took %s", mode, took)
@@ -344,7 +382,7 @@ func testIsolation(t *testing.T, mode string) {
 
 	t.Run("a pg_dump of the application database holds no secret", func(t *testing.T) {
 		const webhookSecret = "whsec_plaintext_that_must_not_leak_42"
-		opaque := "svi_" + strings.Repeat("k", 26) + mode
+		opaque := "svi_" + strings.Repeat("k", 26) + mode + kind
 		enc, err := e.box.Encrypt(ctx, secrets.Binding{Table: "service_integrations", Column: "secret_enc", Row: opaque}, []byte(webhookSecret))
 		if err != nil {
 			t.Fatal(err)
@@ -616,6 +654,102 @@ func TestDeleteOrgRevokesAndDrops(t *testing.T) {
 			if _, err := e.svc.Connection(ctx, o.ID); !errors.Is(err, orgdb.ErrOrgNotFound) {
 				t.Fatalf("Connection of a deleted org: %v", err)
 			}
+		})
+	}
+}
+
+// The isolation suite for the fanout's writer login (webhookdb_fanout): it writes through the org owner roles
+// of its server and can do nothing else; in particular it cannot touch the org's read-only logins (members'
+// or the service's), reach the application database, or become anyone but an owner.
+func TestWriterIsolation(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var opts envOptions
+			if mode == orgdb.ModePostgres {
+				// webhookdb_fanout is one role per server: setting its password here would break the Vault
+				// static role of the shared servers. (The application database then lives on another server;
+				// in Vault mode it shares the writer's.)
+				opts.clusters = []*pgcluster.Cluster{pgtest.NewCluster(t)}
+			}
+			e := newEnv(t, mode, opts)
+			o := e.newOrg("wiso_" + mode[:2])
+			asOwner(t, e.clusterOf(o), o, `CREATE TABLE items (id int); INSERT INTO items VALUES (1)`)
+			member, err := e.svc.MemberConnection(ctx, o.ID, e.newMember(o, "m@wiso-"+mode+".example"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			service, err := e.svc.ServiceConnection(ctx, o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			connString, owner, err := e.svc.WriterConnString(ctx, o.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			session := func(t *testing.T) *pgx.Conn {
+				t.Helper()
+				w, err := pgx.Connect(ctx, connString)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { w.Close(context.Background()) })
+				return w
+			}
+			w := session(t)
+			writer := pgx.Identifier{mustURL(t, connString).User.Username()}.Sanitize()
+			if _, err := w.Exec(ctx, "SET ROLE "+pgx.Identifier{owner}.Sanitize()+"; INSERT INTO items VALUES (2); RESET ROLE"); err != nil {
+				t.Fatalf("the writer cannot write through the owner: %v", err)
+			}
+			for _, prefix := range []string{"", "SET ROLE " + pgx.Identifier{owner}.Sanitize() + "; "} {
+				for _, sql := range []string{
+					`CREATE ROLE evil LOGIN`,
+					`ALTER ROLE ` + writer + ` SUPERUSER`,
+					`ALTER ROLE ` + writer + ` CREATEROLE`,
+					`ALTER ROLE ` + writer + ` BYPASSRLS`,
+					`ALTER ROLE ` + pgx.Identifier{member.Username}.Sanitize() + ` PASSWORD 'taken-over-0123456789'`,
+					`ALTER ROLE ` + pgx.Identifier{service.Username}.Sanitize() + ` NOLOGIN`,
+					`ALTER ROLE ` + pgx.Identifier{member.Username}.Sanitize() + ` SET statement_timeout = 0`,
+					`DROP ROLE ` + pgx.Identifier{service.Username}.Sanitize(),
+					`SET ROLE ` + pgx.Identifier{member.Username}.Sanitize(),
+					`SET ROLE ` + pgx.Identifier{pgroles.VaultRole}.Sanitize(),
+					`SET ROLE pg_signal_backend`,
+					`SET SESSION AUTHORIZATION postgres`,
+					`COPY items TO PROGRAM 'touch /tmp/whdb-evil'`,
+					`SELECT pg_read_file('/etc/passwd')`,
+					`SELECT lo_import('/etc/passwd')`,
+					`CREATE EXTENSION dblink`,
+					`ALTER SYSTEM SET statement_timeout = 0`,
+					`CREATE PUBLICATION evil FOR ALL TABLES`,
+				} {
+					attempt := session(t)
+					if _, err := attempt.Exec(ctx, prefix+sql); err == nil {
+						t.Errorf("the writer succeeded: %s%s", prefix, sql)
+					}
+					attempt.Close(ctx)
+				}
+			}
+			for _, db := range []string{"postgres", "template1", strings.TrimPrefix(mustURL(t, e.appURL).Path, "/")} {
+				if c, err := pgx.Connect(ctx, withDatabase(t, connString, db, 0)); err == nil {
+					c.Close(ctx)
+					t.Errorf("the writer connects to %s", db)
+				}
+			}
+			mustRead2 := func(rawURL, what string) {
+				c, err := pgx.Connect(ctx, rawURL)
+				if err != nil {
+					t.Fatalf("%s after the writer's attempts: %v", what, err)
+				}
+				defer c.Close(ctx)
+				var n int
+				if err := c.QueryRow(ctx, `SELECT count(*) FROM items`).Scan(&n); err != nil || n != 2 {
+					t.Fatalf("%s: %d rows %v", what, n, err)
+				}
+			}
+			mustRead2(member.URL, "the member's login")
+			mustRead2(service.URL, "the service login")
 		})
 	}
 }

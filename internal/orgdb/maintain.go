@@ -19,8 +19,12 @@ type MaintainResult struct {
 	Writers int // fanout passwords rotated (postgres mode)
 }
 
+// stillMember holds for a credential (alias c) that is the service login's or a current member's.
+const stillMember = `(c.user_id IS NULL OR EXISTS (SELECT 1 FROM memberships m WHERE m.org_id = c.org_id AND m.user_id = c.user_id))`
+
 // Maintain makes one maintenance pass: it revokes credentials that are due (superseded ones at their
-// revoke_after, every one at its expiry: in postgres mode nothing else would), renews current credentials
+// revoke_after, every one at its expiry: in postgres mode nothing else would; a member's as soon as they are
+// no longer a member, should their removal not have revoked them), renews current credentials
 // that are close to expiry, and drops login roles that linger on the servers past their expiry (a restarted
 // Vault dev server, say, forgets its leases). Errors are collected; the pass goes on.
 func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
@@ -38,7 +42,9 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 		return srv, err
 	}
 
-	due, err := s.credentials(ctx, s.pool, `WHERE c.revoked_at IS NULL AND (c.revoke_after <= now() OR c.expires_at <= now()) ORDER BY c.expires_at LIMIT 500`)
+	due, err := s.credentials(ctx, s.pool, `
+		WHERE c.revoked_at IS NULL AND (c.revoke_after <= now() OR c.expires_at <= now() OR NOT `+stillMember+`)
+		ORDER BY c.expires_at LIMIT 500`)
 	if err != nil {
 		return res, err
 	}
@@ -56,7 +62,7 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 
 	renew, err := s.credentials(ctx, s.pool, `
 		WHERE c.revoked_at IS NULL AND c.superseded_at IS NULL AND c.mode = $1
-		  AND c.expires_at > now() AND c.expires_at < $2
+		  AND c.expires_at > now() AND c.expires_at < $2 AND `+stillMember+`
 		ORDER BY c.expires_at LIMIT 500`, s.cfg.Issuer.Mode(), time.Now().Add(s.cfg.RenewBefore))
 	if err != nil {
 		return res, errors.Join(append(errs, err)...)
