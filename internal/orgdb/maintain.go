@@ -17,6 +17,9 @@ type MaintainResult struct {
 	Renewed int // current credentials renewed ahead of expiry
 	Swept   int // stale login roles dropped from the servers
 	Writers int // fanout passwords rotated (postgres mode)
+	// Repaired counts ready orgs provisioned again because their recorded steps lack one (a step added by a
+	// later version, such as pgroles.StepReadGrants).
+	Repaired int
 }
 
 // Maintain makes one maintenance pass: it revokes credentials that are due (superseded ones at their
@@ -89,6 +92,11 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 	if res.Writers, err = s.rotateDueWriters(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	repaired, err := s.repairProvisioning(ctx)
+	res.Repaired = repaired
+	if err != nil {
+		errs = append(errs, err)
+	}
 
 	ids, err := s.serverIDs(ctx)
 	if err != nil {
@@ -116,6 +124,42 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 	return res, errors.Join(errs...)
 }
 
+// allSteps lists every provisioning step a ready org has recorded, in order.
+func allSteps() []string {
+	steps := []string{stepPlaced}
+	for _, st := range pgroles.Steps {
+		steps = append(steps, string(st))
+	}
+	return append(steps, stepIssuer)
+}
+
+// repairProvisioning provisions again (every step converges) the ready orgs whose last provisioning run did
+// not record every current step: orgs provisioned by a version that lacked a step get it without an operator.
+// A few per pass; one that fails keeps its last_error and is tried again next pass.
+func (s *Service) repairProvisioning(ctx context.Context) (int, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT o.id FROM organizations o LEFT JOIN org_provisioning p ON p.org_id = o.id
+		WHERE o.deleted_at IS NULL AND o.provision_state = 'ready' AND NOT coalesce(p.steps_done, '{}') @> $1::text[]
+		ORDER BY o.id LIMIT 20`, allSteps())
+	if err != nil {
+		return 0, fmt.Errorf("error listing orgs to repair: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("error listing orgs to repair: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if _, err := s.ProvisionOrg(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("error repairing the provisioning of org %d: %w", id, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 func (s *Service) serverIDs(ctx context.Context) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id FROM database_servers ORDER BY id`)
 	if err != nil {
@@ -138,7 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.ErrorContext(ctx, "credential maintenance failed", "error", err)
 		}
 		if res != (MaintainResult{}) {
-			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers)
+			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers, "repaired", res.Repaired)
 		}
 		select {
 		case <-ctx.Done():
