@@ -92,15 +92,17 @@ func CreationStatements(orgKey string, p LoginPolicy) ([]string, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return []string{
+	stmts := []string{
 		"CREATE ROLE " + nameIdent + " WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS" +
 			" CONNECTION LIMIT " + strconv.Itoa(p.ConnectionLimit) +
 			" PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'" +
 			" IN ROLE " + ident(ReadonlyRole(orgKey)),
-		"ALTER ROLE " + nameIdent + " SET default_transaction_read_only = on",
-		"ALTER ROLE " + nameIdent + " SET statement_timeout = " + strconv.FormatInt(p.StatementTimeout.Milliseconds(), 10),
-		"ALTER ROLE " + nameIdent + " SET idle_in_transaction_session_timeout = " + strconv.FormatInt(p.IdleInTransactionTimeout.Milliseconds(), 10),
-	}, nil
+	}
+	// Values are "on" and numbers: no quoting needed (and EnforceLimits compares them as stored).
+	for _, s := range LoginSettings(p) {
+		stmts = append(stmts, "ALTER ROLE "+nameIdent+" SET "+s.Name+" = "+s.Value)
+	}
+	return stmts, nil
 }
 
 // RenewStatements move a login role's VALID UNTIL to the renewed expiration.

@@ -20,6 +20,10 @@ type MaintainResult struct {
 	// Repaired counts ready orgs provisioned again because their recorded steps lack one (a step added by a
 	// later version, such as pgroles.StepReadGrants).
 	Repaired int
+	// Terminated counts sessions of read-only logins ended past their org's query or idle-in-transaction limit.
+	Terminated int
+	// Reset counts read-only logins whose role settings (changed by the login itself) were put back.
+	Reset int
 }
 
 // Maintain makes one maintenance pass: it revokes credentials that are due (superseded ones at their
@@ -108,6 +112,17 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 			errs = append(errs, err)
 			continue
 		}
+		limits, err := s.serverOrgLimits(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+		} else if len(limits) > 0 {
+			enforced, err := pgroles.EnforceLimits(ctx, srv.AdminURL, limits, s.cfg.Issuer.Policy())
+			res.Terminated += enforced.Terminated
+			res.Reset += enforced.Reset
+			if err != nil {
+				errs = append(errs, fmt.Errorf("error enforcing limits on %s: %w", srv.Name, err))
+			}
+		}
 		stale, err := pgroles.StaleLogins(ctx, srv.AdminURL)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("error listing stale logins on %s: %w", srv.Name, err))
@@ -122,6 +137,24 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// serverOrgLimits lists the limits of the ready orgs on a server.
+func (s *Service) serverOrgLimits(ctx context.Context, serverID int64) ([]pgroles.OrgLimits, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT key, query_limit, idle_in_transaction_limit FROM organizations
+		WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY key`, serverID)
+	if err != nil {
+		return nil, fmt.Errorf("error reading org limits: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgroles.OrgLimits, error) {
+		var l pgroles.OrgLimits
+		return l, r.Scan(&l.OrgKey, &l.Query, &l.IdleInTransaction)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error reading org limits: %w", err)
+	}
+	return out, nil
 }
 
 // allSteps lists every provisioning step a ready org has recorded, in order.
@@ -182,7 +215,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.ErrorContext(ctx, "credential maintenance failed", "error", err)
 		}
 		if res != (MaintainResult{}) {
-			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers, "repaired", res.Repaired)
+			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers, "repaired", res.Repaired, "terminated", res.Terminated, "reset", res.Reset)
 		}
 		select {
 		case <-ctx.Done():
