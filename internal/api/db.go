@@ -83,6 +83,14 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		}
 		timeout = d
 	}
+	// The org's query limit (what the maintenance pass enforces on its read-only logins) bounds db sql too.
+	var orgLimit time.Duration
+	if err := a.pool.QueryRow(r.Context(), `SELECT query_limit FROM organizations WHERE id = $1`, orgFrom(r).ID).Scan(&orgLimit); err != nil {
+		return wrapf(err, "error reading the organization's query limit")
+	}
+	if orgLimit > 0 && timeout > orgLimit {
+		timeout = orgLimit
+	}
 	rc := http.NewResponseController(w)
 	// The server's write timeout (60 s for every request) would cut the answer of a longer query, so this
 	// request gets its query's timeout plus the usual budget for connecting and streaming the rows. The read

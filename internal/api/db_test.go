@@ -106,6 +106,14 @@ func TestDBSQLOneStatementReadOnlyCapped(t *testing.T) {
 	if rows, _ := body["rows"].([]any); status != http.StatusOK || len(rows) != 1 || fmt.Sprint(rows[0]) != "[on 7s]" {
 		t.Fatalf("settings inside db sql: %d %v", status, body)
 	}
+	// The org's query limit bounds it too.
+	if _, err := f.pool.Exec(context.Background(), `UPDATE organizations SET query_limit = '3s' WHERE key = 'capped'`); err != nil {
+		t.Fatal(err)
+	}
+	status, body = post(map[string]any{"query": "SELECT current_setting('statement_timeout')", "timeout": "7s"})
+	if rows, _ := body["rows"].([]any); status != http.StatusOK || len(rows) != 1 || fmt.Sprint(rows[0]) != "[3s]" {
+		t.Fatalf("org limit: %d %v", status, body)
+	}
 	status, body = post(map[string]any{"query": "CREATE TABLE evil (x int)"})
 	if e, _ := body["error"].(map[string]any); status != http.StatusBadRequest || !strings.Contains(fmt.Sprint(e["message"]), "read-only transaction") {
 		t.Fatalf("write: %d %v", status, body)
@@ -134,10 +142,11 @@ func TestDBSQLOneStatementReadOnlyCapped(t *testing.T) {
 	if status != http.StatusOK || body["truncated"] != true || body["truncated_by"] != "max_rows" || body["row_count"] != float64(3) {
 		t.Fatalf("row cap: %d %v", status, body)
 	}
-	// Past a cap the rest of the result is not read: the query is cancelled rather than drained.
+	// Past a cap the rest of the result is not read: the query is cancelled rather than drained (wide rows,
+	// so that the server flushes them as they come).
 	started = time.Now()
-	status, body = post(map[string]any{"query": "SELECT i, pg_sleep(0.01) FROM generate_series(1, 1000) i", "max_rows": 3})
-	if status != http.StatusOK || body["truncated"] != true || time.Since(started) > 5*time.Second {
+	status, body = post(map[string]any{"query": "SELECT i, repeat('x', 500), pg_sleep(0.01) FROM generate_series(1, 1000) i", "max_rows": 3})
+	if status != http.StatusOK || body["truncated"] != true || time.Since(started) > 2*time.Second {
 		t.Fatalf("slow rows past the cap: %d %v after %s", status, body, time.Since(started))
 	}
 	status, body = post(map[string]any{"query": "SELECT 1"})
