@@ -190,17 +190,31 @@ func lockDownDatabases(ctx context.Context, tx pgx.Tx) error {
 	}
 	for _, name := range names {
 		stmt := "REVOKE CONNECT, TEMPORARY ON DATABASE " + ident(name) + " FROM PUBLIC"
-		if _, err := tx.Exec(ctx, "SAVEPOINT lockdown"); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			if pgerr.Is(err, pgerrcode.InvalidCatalogName) { // dropped since we listed it
-				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT lockdown"); err != nil {
-					return err
-				}
-				continue
+		for attempt := 1; ; attempt++ {
+			if _, err := tx.Exec(ctx, "SAVEPOINT lockdown"); err != nil {
+				return err
 			}
-			return fmt.Errorf("error running %q: %w", stmt, err)
+			_, err := tx.Exec(ctx, stmt)
+			if err == nil {
+				break
+			}
+			// Dropped since we listed it (invalid_catalog_name), or dropped or changed by someone else while we
+			// changed it ("tuple concurrently deleted/updated", internal_error): look again.
+			if !pgerr.Is(err, pgerrcode.InvalidCatalogName, pgerrcode.InternalError) || attempt == 3 {
+				return fmt.Errorf("error running %q: %w", stmt, err)
+			}
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT lockdown"); err != nil {
+				return err
+			}
+			var open bool
+			if err := tx.QueryRow(ctx, `
+				SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn
+				  AND (has_database_privilege('public', oid, 'CONNECT') OR has_database_privilege('public', oid, 'TEMPORARY')))`, name).Scan(&open); err != nil {
+				return fmt.Errorf("error checking database %s: %w", name, err)
+			}
+			if !open {
+				break
+			}
 		}
 	}
 	return nil
