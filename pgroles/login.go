@@ -27,8 +27,15 @@ type LoginPolicy struct {
 	TTL time.Duration
 	// MaxTTL bounds renewals: past it a new credential must be issued; default 720h (30 days).
 	MaxTTL time.Duration
-	// ConnectionLimit is the login role's CONNECTION LIMIT; default 10.
+	// ConnectionLimit is the login role's CONNECTION LIMIT at most; default 10. A login gets less when the
+	// server's budget for read-only logins has less left (see ReservedConnections).
 	ConnectionLimit int
+	// ReservedConnections are the connections of each database server that read-only logins never get, on top
+	// of superuser_reserved_connections: what the fanout, the maintenance pass, Vault and anything else of
+	// webhookdb's need there (PostgreSQL 15 has no reserved_connections). The CONNECTION LIMITs of all the
+	// read-only logins of a server add up to at most max_connections - superuser_reserved_connections -
+	// ReservedConnections; issuing a login fails when nothing is left. Default 20; -1 means none.
+	ReservedConnections int
 	// StatementTimeout is the login role's statement_timeout; default 5m.
 	StatementTimeout time.Duration
 	// IdleInTransactionTimeout is the login role's idle_in_transaction_session_timeout; default 10m.
@@ -45,6 +52,11 @@ func (p LoginPolicy) WithDefaults() LoginPolicy {
 	}
 	if p.ConnectionLimit == 0 {
 		p.ConnectionLimit = 10
+	}
+	if p.ReservedConnections == 0 {
+		p.ReservedConnections = 20
+	} else if p.ReservedConnections < 0 {
+		p.ReservedConnections = 0
 	}
 	if p.StatementTimeout == 0 {
 		p.StatementTimeout = 5 * time.Minute
@@ -66,6 +78,9 @@ func (p LoginPolicy) Validate() error {
 	}
 	if p.ConnectionLimit < 1 || p.ConnectionLimit > 10000 {
 		errs = append(errs, fmt.Errorf("%w: connection limit %d is not within 1..10000", ErrInvalidPolicy, p.ConnectionLimit))
+	}
+	if p.ReservedConnections < 0 || p.ReservedConnections > 100000 {
+		errs = append(errs, fmt.Errorf("%w: reserved connections %d is not within 0..100000", ErrInvalidPolicy, p.ReservedConnections))
 	}
 	for name, d := range map[string]time.Duration{"statement timeout": p.StatementTimeout, "idle in transaction timeout": p.IdleInTransactionTimeout} {
 		if d < time.Millisecond || d > 24*time.Hour {
@@ -92,15 +107,57 @@ func CreationStatements(orgKey string, p LoginPolicy) ([]string, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return []string{
+	stmts := []string{
+		// CONNECTION LIMIT 0 until the next statement has computed the login's share.
 		"CREATE ROLE " + nameIdent + " WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS" +
-			" CONNECTION LIMIT " + strconv.Itoa(p.ConnectionLimit) +
+			" CONNECTION LIMIT 0" +
 			" PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'" +
 			" IN ROLE " + ident(ReadonlyRole(orgKey)),
-		"ALTER ROLE " + nameIdent + " SET default_transaction_read_only = on",
-		"ALTER ROLE " + nameIdent + " SET statement_timeout = " + strconv.FormatInt(p.StatementTimeout.Milliseconds(), 10),
-		"ALTER ROLE " + nameIdent + " SET idle_in_transaction_session_timeout = " + strconv.FormatInt(p.IdleInTransactionTimeout.Milliseconds(), 10),
-	}, nil
+		connectionLimitStatement(p),
+	}
+	// Values are "on" and numbers: no quoting needed (and EnforceLimits compares them as stored).
+	for _, s := range LoginSettings(p) {
+		stmts = append(stmts, "ALTER ROLE "+nameIdent+" SET "+s.Name+" = "+s.Value)
+	}
+	return stmts, nil
+}
+
+// ReadonlyGroupLike matches the names of the org read-only groups (a LIKE pattern).
+const ReadonlyGroupLike = `org\_%\_readonly`
+
+// NoConnectionsLeftMessage starts the error (SQLSTATE too_many_connections) with which issuing a login fails
+// when the server's budget for read-only logins is spent.
+const NoConnectionsLeftMessage = "no connections left on this database server for read-only logins"
+
+// connectionLimitStatement gives the new login its CONNECTION LIMIT: the policy's, or what is left of the
+// server's budget for read-only logins (max_connections - superuser_reserved_connections - the reserve) once
+// the limits of every other read-only login on the server (those that may still log in) are counted; it fails
+// when nothing is left. Computed on the server itself, under the server lock so concurrent issuers (Vault,
+// webhookdb, several replicas) count each other's logins, with the same statement in both modes.
+func connectionLimitStatement(p LoginPolicy) string {
+	return `DO $webhookdb$
+DECLARE
+    budget int;
+    used   int;
+    lim    int;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(` + strconv.Itoa(serverLockID) + `);
+    budget := pg_catalog.current_setting('max_connections')::int
+        - pg_catalog.current_setting('superuser_reserved_connections')::int - ` + strconv.Itoa(p.ReservedConnections) + `;
+    SELECT coalesce(sum(CASE WHEN u.rolconnlimit < 0 THEN budget ELSE u.rolconnlimit END), 0) INTO used
+    FROM pg_catalog.pg_roles u
+    WHERE u.rolcanlogin AND u.rolname NOT IN ('{{name}}', ` + quoteLiteral(VaultRole) + `, ` + quoteLiteral(FanoutRole) + `)
+      AND EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                  WHERE m.member = u.oid AND g.rolname LIKE ` + quoteLiteral(ReadonlyGroupLike) + `);
+    lim := least(` + strconv.Itoa(p.ConnectionLimit) + `, budget - used);
+    IF lim < 1 THEN
+        RAISE EXCEPTION '` + NoConnectionsLeftMessage + ` (max_connections %, reserved %, in use by read-only logins %)',
+            pg_catalog.current_setting('max_connections'), ` + strconv.Itoa(p.ReservedConnections) + `, used
+            USING ERRCODE = 'too_many_connections';
+    END IF;
+    EXECUTE pg_catalog.format('ALTER ROLE %I CONNECTION LIMIT %s', '{{name}}', lim);
+END
+$webhookdb$`
 }
 
 // RenewStatements move a login role's VALID UNTIL to the renewed expiration.
@@ -294,7 +351,7 @@ func StaleLogins(ctx context.Context, adminURL string) ([]string, error) {
 		WHERE u.rolname NOT IN ($1, $2)
 		  AND ((u.rolvaliduntil < now() AND EXISTS (
 		          SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-		          WHERE m.member = u.oid AND g.rolname LIKE 'org\_%\_readonly'))
+		          WHERE m.member = u.oid AND g.rolname LIKE '`+ReadonlyGroupLike+`'))
 		    OR (NOT u.rolcanlogin AND u.rolvaliduntil = '-infinity' AND u.rolname ~ '^[vp]-org-'))
 		ORDER BY 1`, VaultRole, FanoutRole)
 	if err != nil {

@@ -26,8 +26,14 @@ const (
 	// group, and takes CONNECT and TEMP from PUBLIC on every other database of the server.
 	StepServerACL Step = "server_acl"
 	// StepSchemas sets up the schemas inside the org database: public owned by the owner, USAGE and SELECT
-	// (now and by default) for the read-only group, CREATE for nobody else, the meta schema private.
+	// (now and by default) for the read-only group, CREATE for nobody else, the meta schema the owner's.
 	StepSchemas Step = "schemas"
+	// StepReadGrants lets the read-only group read everything a standard tool reads (pg_dump, psql's \d+, a
+	// driver's catalog queries): SELECT on the sequences of public, now and by default, and USAGE and SELECT
+	// (now and by default) on the meta schema, which pg_dump locks like any other. Organisations provisioned
+	// before this step existed get it from the maintenance pass's repair (orgdb re-provisions every ready org
+	// whose recorded steps lack one).
+	StepReadGrants Step = "read_grants"
 	// StepGuard installs the event trigger that refuses DDL from anyone but the owner (and superusers).
 	StepGuard Step = "guard"
 	// StepServiceRoles grants the read-only group to webhookdb_vault WITH ADMIN OPTION and the owner role
@@ -36,7 +42,7 @@ const (
 )
 
 // Steps lists the provisioning steps in the order they run.
-var Steps = []Step{StepRoles, StepDatabase, StepServerACL, StepSchemas, StepGuard, StepServiceRoles}
+var Steps = []Step{StepRoles, StepDatabase, StepServerACL, StepSchemas, StepReadGrants, StepGuard, StepServiceRoles}
 
 // ProvisionOptions tune ProvisionOrgWith.
 type ProvisionOptions struct {
@@ -83,15 +89,18 @@ func ProvisionOrgWith(ctx context.Context, adminURL, orgKey string, opts Provisi
 			err = stepDatabase(ctx, conn, orgKey)
 		case StepServerACL:
 			err = stepServerACL(ctx, conn, orgKey)
-		case StepSchemas, StepGuard:
+		case StepSchemas, StepReadGrants, StepGuard:
 			if orgConn == nil {
 				if orgConn, err = connect(ctx, adminURL, DatabaseName(orgKey)); err != nil {
 					break
 				}
 			}
-			if step == StepSchemas {
+			switch step {
+			case StepSchemas:
 				err = stepSchemas(ctx, orgConn, orgKey)
-			} else {
+			case StepReadGrants:
+				err = stepReadGrants(ctx, orgConn, orgKey)
+			default:
 				err = stepGuard(ctx, orgConn)
 			}
 		case StepServiceRoles:
@@ -181,17 +190,31 @@ func lockDownDatabases(ctx context.Context, tx pgx.Tx) error {
 	}
 	for _, name := range names {
 		stmt := "REVOKE CONNECT, TEMPORARY ON DATABASE " + ident(name) + " FROM PUBLIC"
-		if _, err := tx.Exec(ctx, "SAVEPOINT lockdown"); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			if pgerr.Is(err, pgerrcode.InvalidCatalogName) { // dropped since we listed it
-				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT lockdown"); err != nil {
-					return err
-				}
-				continue
+		for attempt := 1; ; attempt++ {
+			if _, err := tx.Exec(ctx, "SAVEPOINT lockdown"); err != nil {
+				return err
 			}
-			return fmt.Errorf("error running %q: %w", stmt, err)
+			_, err := tx.Exec(ctx, stmt)
+			if err == nil {
+				break
+			}
+			// Dropped since we listed it (invalid_catalog_name), or dropped or changed by someone else while we
+			// changed it ("tuple concurrently deleted/updated", internal_error): look again.
+			if !pgerr.Is(err, pgerrcode.InvalidCatalogName, pgerrcode.InternalError) || attempt == 3 {
+				return fmt.Errorf("error running %q: %w", stmt, err)
+			}
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT lockdown"); err != nil {
+				return err
+			}
+			var open bool
+			if err := tx.QueryRow(ctx, `
+				SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datallowconn
+				  AND (has_database_privilege('public', oid, 'CONNECT') OR has_database_privilege('public', oid, 'TEMPORARY')))`, name).Scan(&open); err != nil {
+				return fmt.Errorf("error checking database %s: %w", name, err)
+			}
+			if !open {
+				break
+			}
 		}
 	}
 	return nil
@@ -217,6 +240,30 @@ func stepSchemas(ctx context.Context, conn *pgx.Conn, orgKey string) error {
 			"REVOKE ALL ON SCHEMA " + meta + " FROM PUBLIC",
 			// Large objects need no privilege to create; one owned by a login role would block dropping it.
 			"REVOKE EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC",
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("error running %q: %w", stmt, err)
+			}
+		}
+		return nil
+	})
+}
+
+func stepReadGrants(ctx context.Context, conn *pgx.Conn, orgKey string) error {
+	owner, readonly := ident(OwnerRole(orgKey)), ident(ReadonlyRole(orgKey))
+	meta := ident(MetaSchema)
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, stmt := range []string{
+			// pg_dump reads every sequence of the tables it dumps (SELECT last_value).
+			"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO " + readonly,
+			"ALTER DEFAULT PRIVILEGES FOR ROLE " + owner + " IN SCHEMA public GRANT SELECT ON SEQUENCES TO " + readonly,
+			// pg_dump locks every table of every schema it dumps: the meta schema (the fanout's applied
+			// position, about this org's own data) is readable, never writable.
+			"GRANT USAGE ON SCHEMA " + meta + " TO " + readonly,
+			"GRANT SELECT ON ALL TABLES IN SCHEMA " + meta + " TO " + readonly,
+			"GRANT SELECT ON ALL SEQUENCES IN SCHEMA " + meta + " TO " + readonly,
+			"ALTER DEFAULT PRIVILEGES FOR ROLE " + owner + " IN SCHEMA " + meta + " GRANT SELECT ON TABLES TO " + readonly,
+			"ALTER DEFAULT PRIVILEGES FOR ROLE " + owner + " IN SCHEMA " + meta + " GRANT SELECT ON SEQUENCES TO " + readonly,
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("error running %q: %w", stmt, err)

@@ -303,7 +303,7 @@ func TestLoginPolicyValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := strings.Join(stmts, ";")
-	for _, want := range []string{`"{{name}}"`, "CONNECTION LIMIT 3", "statement_timeout = 1500", `IN ROLE "org_ok_readonly"`, "default_transaction_read_only = on", "VALID UNTIL '{{expiration}}'"} {
+	for _, want := range []string{`"{{name}}"`, "least(3, budget - used)", "statement_timeout = 1500", `IN ROLE "org_ok_readonly"`, "default_transaction_read_only = on", "VALID UNTIL '{{expiration}}'"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("creation statements lack %q: %s", want, all)
 		}

@@ -91,6 +91,8 @@ type Config struct {
 	MaxOrgsPerUser int
 	// SQLRowLimit caps `db sql` results; default 1,000.
 	SQLRowLimit int
+	// SQLByteLimit caps the bytes of the rows of a `db sql` answer (as JSON); default 10 MiB.
+	SQLByteLimit int
 	// SQLTimeout bounds `db sql`; default 30s.
 	SQLTimeout time.Duration
 	Logger     *slog.Logger
@@ -123,6 +125,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.SQLRowLimit == 0 {
 		cfg.SQLRowLimit = 1000
+	}
+	if cfg.SQLByteLimit == 0 {
+		cfg.SQLByteLimit = 10 << 20
 	}
 	if cfg.SQLTimeout == 0 {
 		cfg.SQLTimeout = 30 * time.Second

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -84,6 +86,7 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 	if in.MaxRows > 0 {
 		limit = min(in.MaxRows, 10*a.cfg.SQLRowLimit)
 	}
+	byteLimit := a.cfg.SQLByteLimit
 	timeout := a.cfg.SQLTimeout
 	if in.Timeout != "" {
 		d, err := time.ParseDuration(in.Timeout)
@@ -91,6 +94,14 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 			return errInvalid("timeout", "a duration up to 5m")
 		}
 		timeout = d
+	}
+	// The org's query limit (what the maintenance pass enforces on its read-only logins) bounds db sql too.
+	var orgLimit time.Duration
+	if err := a.pool.QueryRow(r.Context(), `SELECT query_limit FROM organizations WHERE id = $1`, orgFrom(r).ID).Scan(&orgLimit); err != nil {
+		return wrapf(err, "error reading the organization's query limit")
+	}
+	if orgLimit > 0 && timeout > orgLimit {
+		timeout = orgLimit
 	}
 	rc := http.NewResponseController(w)
 	// The server's write timeout (60 s for every request) would cut the answer of a longer query, so this
@@ -108,8 +119,24 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	// Simple protocol: exactly one statement, no parameters, results as text.
-	rows, err := conn.Query(ctx, in.Query, pgx.QueryExecModeSimpleProtocol)
+	// A read-only transaction whose statement timeout the server sets, whatever the login's own settings say
+	// (any login may turn its timeouts off); the context's deadline backs it up.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return sqlError(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only: nothing to keep
+	if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = "+strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)); err != nil {
+		return sqlError(err)
+	}
+	// Extended protocol (one Parse of an unnamed statement, results as text): the server refuses a query
+	// string holding several statements ("cannot insert multiple commands into a prepared statement"), so
+	// exactly one runs, inside the transaction. Never the simple protocol, which would run them all.
+	// Past a cap the rest of the result is not drained: cancelling the query's context cancels it on the
+	// server (the connection is closed afterwards anyway).
+	queryCtx, stopQuery := context.WithCancel(ctx)
+	defer stopQuery()
+	rows, err := tx.Query(queryCtx, in.Query, pgx.QueryExecModeExec)
 	if err != nil {
 		return sqlError(err)
 	}
@@ -131,13 +158,13 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		bw.Write(b)
 		bw.WriteString(`,"rows":[`)
 	}
-	n, truncated := 0, false
+	n, size, truncatedBy := 0, 0, ""
 	for rows.Next() {
 		if !started {
 			start()
 		}
 		if n == limit {
-			truncated = true
+			truncatedBy = "max_rows"
 			break
 		}
 		vals, err := rows.Values()
@@ -148,6 +175,11 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			b, _ = json.Marshal(stringify(vals))
 		}
+		if size+len(b)+1 > byteLimit {
+			truncatedBy = "max_bytes"
+			break
+		}
+		size += len(b) + 1
 		if n > 0 {
 			bw.WriteByte(',')
 		}
@@ -157,6 +189,10 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 			bw.Flush()
 			_ = rc.Flush()
 		}
+	}
+	truncated := truncatedBy != ""
+	if truncated {
+		stopQuery()
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil && !truncated {
@@ -183,8 +219,13 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		bw.WriteString("false")
 	}
+	if truncated {
+		bw.WriteString(`,"truncated_by":"` + truncatedBy + `"`)
+	}
 	bw.WriteString(`,"max_rows":`)
 	bw.WriteString(jsonInt(limit))
+	bw.WriteString(`,"max_bytes":`)
+	bw.WriteString(jsonInt(byteLimit))
 	bw.WriteString("}\n")
 	return bw.Flush()
 }
@@ -211,6 +252,9 @@ func stringify(vals []any) []any {
 // sqlError passes the database's own message back: it is the user's query and the user's data.
 func sqlError(err error) error {
 	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.QueryCanceled {
+		return &Error{Status: http.StatusBadRequest, Code: "sql_timeout", Message: "the query ran past its timeout (" + pgErr.Message + ")"}
+	}
 	if errors.As(err, &pgErr) {
 		return &Error{Status: http.StatusBadRequest, Code: "sql_error", Message: pgErr.Severity + ": " + pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"}
 	}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +74,89 @@ func TestDBSQLOutlivesServerTimeouts(t *testing.T) {
 	status, body := f.call(alice, "POST", "/v1/orgs/slow/db/sql", map[string]any{"query": "SELECT pg_sleep(3)", "timeout": "100ms"})
 	if e, _ := body["error"].(map[string]any); status != http.StatusBadRequest || e["code"] != "sql_timeout" {
 		t.Fatalf("timed-out query: %d %v", status, body)
+	}
+}
+
+// db sql runs exactly one statement (extended protocol), in a read-only transaction, under the request's
+// statement timeout set by the server whatever the login's own settings say, and caps the bytes of its answer.
+func TestDBSQLOneStatementReadOnlyCapped(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, func(cfg *api.Config) {
+		// The login turns its own timeout off, as any login may.
+		u := cfg.Pool.Config().ConnString()
+		if strings.Contains(u, "?") {
+			u += "&statement_timeout=0"
+		} else {
+			u += "?statement_timeout=0"
+		}
+		cfg.Credentials = poolCredentials{url: u}
+		cfg.SQLByteLimit = 2000
+	}, nil)
+	alice := f.user("alice@sqlcap.example", false)
+	f.must(alice, "POST", "/v1/orgs", map[string]any{"key": "capped"}, 201)
+	post := func(q map[string]any) (int, map[string]any) {
+		t.Helper()
+		return f.call(alice, "POST", "/v1/orgs/capped/db/sql", q)
+	}
+
+	started := time.Now()
+	status, body := post(map[string]any{"query": "SELECT 1; SELECT pg_sleep(4)"})
+	if e, _ := body["error"].(map[string]any); status != http.StatusBadRequest || e["code"] != "sql_error" || !strings.Contains(fmt.Sprint(e["message"]), "multiple commands") {
+		t.Fatalf("two statements: %d %v", status, body)
+	}
+	if time.Since(started) > 3*time.Second {
+		t.Fatalf("two statements ran (%s)", time.Since(started))
+	}
+
+	status, body = post(map[string]any{"query": "SELECT current_setting('transaction_read_only'), current_setting('statement_timeout')", "timeout": "7s"})
+	if rows, _ := body["rows"].([]any); status != http.StatusOK || len(rows) != 1 || fmt.Sprint(rows[0]) != "[on 7s]" {
+		t.Fatalf("settings inside db sql: %d %v", status, body)
+	}
+	// The org's query limit bounds it too.
+	if _, err := f.pool.Exec(context.Background(), `UPDATE organizations SET query_limit = '3s' WHERE key = 'capped'`); err != nil {
+		t.Fatal(err)
+	}
+	status, body = post(map[string]any{"query": "SELECT current_setting('statement_timeout')", "timeout": "7s"})
+	if rows, _ := body["rows"].([]any); status != http.StatusOK || len(rows) != 1 || fmt.Sprint(rows[0]) != "[3s]" {
+		t.Fatalf("org limit: %d %v", status, body)
+	}
+	status, body = post(map[string]any{"query": "CREATE TABLE evil (x int)"})
+	if e, _ := body["error"].(map[string]any); status != http.StatusBadRequest || !strings.Contains(fmt.Sprint(e["message"]), "read-only transaction") {
+		t.Fatalf("write: %d %v", status, body)
+	}
+
+	// 100 rows of ~100 bytes: the byte cap cuts the answer, which says so.
+	b, _ := json.Marshal(map[string]any{"query": "SELECT i, repeat('x', 100) FROM generate_series(1, 100) i"})
+	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/orgs/capped/db/sql", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+alice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out api.SQLResult
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&out); err != nil {
+		t.Fatalf("%d %v: %s", resp.StatusCode, err, raw)
+	}
+	if !out.Truncated || out.TruncatedBy != "max_bytes" || out.MaxBytes != 2000 || out.RowCount == 0 || out.RowCount >= 100 || len(out.Rows) != out.RowCount || len(raw) > 2000+200 {
+		t.Fatalf("byte cap: %d bytes, %+v", len(raw), out)
+	}
+	status, body = post(map[string]any{"query": "SELECT i FROM generate_series(1, 10) i", "max_rows": 3})
+	if status != http.StatusOK || body["truncated"] != true || body["truncated_by"] != "max_rows" || body["row_count"] != float64(3) {
+		t.Fatalf("row cap: %d %v", status, body)
+	}
+	// Past a cap the rest of the result is not read: the query is cancelled rather than drained (wide rows,
+	// so that the server flushes them as they come).
+	started = time.Now()
+	status, body = post(map[string]any{"query": "SELECT i, repeat('x', 500), pg_sleep(0.01) FROM generate_series(1, 1000) i", "max_rows": 3})
+	if status != http.StatusOK || body["truncated"] != true || time.Since(started) > 2*time.Second {
+		t.Fatalf("slow rows past the cap: %d %v after %s", status, body, time.Since(started))
+	}
+	status, body = post(map[string]any{"query": "SELECT 1"})
+	if status != http.StatusOK || body["truncated"] != false || body["truncated_by"] != nil {
+		t.Fatalf("whole answer: %d %v", status, body)
 	}
 }

@@ -154,14 +154,17 @@ type IntegrationStats struct {
 
 // SQLResult is the body of POST /orgs/{org}/db/sql. The handler streams it field by field (rows as they
 // arrive), so these tags only read it: the answer has Error when the query failed after rows were sent, and
-// then neither Truncated nor MaxRows.
+// then neither Truncated nor MaxRows. Truncated says rows were left out; TruncatedBy says which cap cut them
+// ("max_rows" or "max_bytes", absent otherwise).
 type SQLResult struct {
-	Columns   []string `json:"columns"`
-	Rows      [][]any  `json:"rows"`
-	RowCount  int      `json:"row_count"`
-	Truncated bool     `json:"truncated"`
-	MaxRows   int      `json:"max_rows"`
-	Error     string   `json:"error"`
+	Columns     []string `json:"columns"`
+	Rows        [][]any  `json:"rows"`
+	RowCount    int      `json:"row_count"`
+	Truncated   bool     `json:"truncated"`
+	TruncatedBy string   `json:"truncated_by,omitempty"`
+	MaxRows     int      `json:"max_rows"`
+	MaxBytes    int      `json:"max_bytes"`
+	Error       string   `json:"error"`
 }
 
 // Table is one table of an org's database.

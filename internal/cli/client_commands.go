@@ -594,7 +594,10 @@ func dbCommand(o *clientOptions) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "(%d rows)\n", out.RowCount)
-			if out.Truncated {
+			switch {
+			case out.Truncated && out.TruncatedBy == "max_bytes":
+				fmt.Fprintf(cmd.ErrOrStderr(), "truncated at %d bytes: select fewer columns or add LIMIT\n", out.MaxBytes)
+			case out.Truncated:
 				fmt.Fprintf(cmd.ErrOrStderr(), "truncated at %d rows: add LIMIT or pass --max-rows\n", out.MaxRows)
 			}
 			if out.Error != "" {

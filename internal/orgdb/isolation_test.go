@@ -80,7 +80,8 @@ func testIsolation(t *testing.T, mode, kind string) {
 	}
 	ca, cb := e.clusterOf(a), e.clusterOf(b)
 	asOwner(t, ca, a, `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a-one'), (2, 'a-two');
-		CREATE TABLE `+pgroles.MetaSchema+`.state (lsn text); INSERT INTO `+pgroles.MetaSchema+`.state VALUES ('0/0')`)
+		CREATE TABLE `+pgroles.MetaSchema+`.state (lsn text); INSERT INTO `+pgroles.MetaSchema+`.state VALUES ('0/0');
+		CREATE SEQUENCE `+pgroles.MetaSchema+`.seq`)
 	asOwner(t, cb, b, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('b-secret')`)
 	asOwner(t, ca, c, `CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('c-secret')`)
 
@@ -195,7 +196,8 @@ func testIsolation(t *testing.T, mode, kind string) {
 			`SELECT pg_read_binary_file('postgresql.conf')`,
 			`SELECT pg_ls_dir('.')`,
 			`SELECT lo_import('/etc/passwd')`,
-			`SELECT * FROM ` + pgroles.MetaSchema + `.state`,
+			`SET default_transaction_read_only = off; INSERT INTO ` + pgroles.MetaSchema + `.state VALUES ('1/0')`,
+			`SET default_transaction_read_only = off; SELECT nextval('` + pgroles.MetaSchema + `.seq')`,
 			`CREATE EXTENSION dblink`,
 			`LOAD 'dblink'`,
 			`ALTER SYSTEM SET statement_timeout = 0`,

@@ -17,6 +17,13 @@ type MaintainResult struct {
 	Renewed int // current credentials renewed ahead of expiry
 	Swept   int // stale login roles dropped from the servers
 	Writers int // fanout passwords rotated (postgres mode)
+	// Repaired counts ready orgs provisioned again because their recorded steps lack one (a step added by a
+	// later version, such as pgroles.StepReadGrants).
+	Repaired int
+	// Terminated counts sessions of read-only logins ended past their org's query or idle-in-transaction limit.
+	Terminated int
+	// Reset counts read-only logins whose role settings (changed by the login itself) were put back.
+	Reset int
 }
 
 // stillMember holds for a credential (alias c) that is the service login's or a current member's.
@@ -95,6 +102,11 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 	if res.Writers, err = s.rotateDueWriters(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	repaired, err := s.repairProvisioning(ctx)
+	res.Repaired = repaired
+	if err != nil {
+		errs = append(errs, err)
+	}
 
 	ids, err := s.serverIDs(ctx)
 	if err != nil {
@@ -105,6 +117,17 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		limits, err := s.serverOrgLimits(ctx, id)
+		if err != nil {
+			errs = append(errs, err)
+		} else if len(limits) > 0 {
+			enforced, err := pgroles.EnforceLimits(ctx, srv.AdminURL, limits, s.cfg.Issuer.Policy())
+			res.Terminated += enforced.Terminated
+			res.Reset += enforced.Reset
+			if err != nil {
+				errs = append(errs, fmt.Errorf("error enforcing limits on %s: %w", srv.Name, err))
+			}
 		}
 		stale, err := pgroles.StaleLogins(ctx, srv.AdminURL)
 		if err != nil {
@@ -120,6 +143,60 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// serverOrgLimits lists the limits of the ready orgs on a server.
+func (s *Service) serverOrgLimits(ctx context.Context, serverID int64) ([]pgroles.OrgLimits, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT key, query_limit, idle_in_transaction_limit FROM organizations
+		WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY key`, serverID)
+	if err != nil {
+		return nil, fmt.Errorf("error reading org limits: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgroles.OrgLimits, error) {
+		var l pgroles.OrgLimits
+		return l, r.Scan(&l.OrgKey, &l.Query, &l.IdleInTransaction)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error reading org limits: %w", err)
+	}
+	return out, nil
+}
+
+// allSteps lists every provisioning step a ready org has recorded, in order.
+func allSteps() []string {
+	steps := []string{stepPlaced}
+	for _, st := range pgroles.Steps {
+		steps = append(steps, string(st))
+	}
+	return append(steps, stepIssuer)
+}
+
+// repairProvisioning provisions again (every step converges) the ready orgs whose last provisioning run did
+// not record every current step: orgs provisioned by a version that lacked a step get it without an operator.
+// A few per pass; one that fails keeps its last_error and is tried again next pass.
+func (s *Service) repairProvisioning(ctx context.Context) (int, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT o.id FROM organizations o LEFT JOIN org_provisioning p ON p.org_id = o.id
+		WHERE o.deleted_at IS NULL AND o.provision_state = 'ready' AND NOT coalesce(p.steps_done, '{}') @> $1::text[]
+		ORDER BY o.id LIMIT 20`, allSteps())
+	if err != nil {
+		return 0, fmt.Errorf("error listing orgs to repair: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("error listing orgs to repair: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if _, err := s.ProvisionOrg(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("error repairing the provisioning of org %d: %w", id, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 func (s *Service) serverIDs(ctx context.Context) ([]int64, error) {
@@ -144,7 +221,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.ErrorContext(ctx, "credential maintenance failed", "error", err)
 		}
 		if res != (MaintainResult{}) {
-			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers)
+			s.cfg.Logger.InfoContext(ctx, "credential maintenance", "revoked", res.Revoked, "renewed", res.Renewed, "swept", res.Swept, "writers", res.Writers, "repaired", res.Repaired, "terminated", res.Terminated, "reset", res.Reset)
 		}
 		select {
 		case <-ctx.Done():

@@ -195,6 +195,47 @@ func (s *Service) recordStep(ctx context.Context, q db, orgID int64, step string
 	return nil
 }
 
+// Limits are what the maintenance pass holds an org's read-only logins to, whatever they set themselves.
+type Limits struct {
+	// Query: a query running longer is terminated; default 30 minutes (pg_dump of a typical org database).
+	Query time.Duration `json:"query_limit"`
+	// IdleInTransaction: a session idle in a transaction longer is terminated; default 10 minutes.
+	IdleInTransaction time.Duration `json:"idle_in_transaction_limit"`
+}
+
+// ErrInvalidLimits means a limit is under a second.
+var ErrInvalidLimits = errors.New("invalid limits: each must be at least 1s")
+
+// OrgLimits returns an org's limits.
+func (s *Service) OrgLimits(ctx context.Context, orgID int64) (Limits, error) {
+	var l Limits
+	err := s.pool.QueryRow(ctx, `SELECT query_limit, idle_in_transaction_limit FROM organizations WHERE id = $1 AND deleted_at IS NULL`, orgID).
+		Scan(&l.Query, &l.IdleInTransaction)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return l, fmt.Errorf("%w: %d", ErrOrgNotFound, orgID)
+	}
+	if err != nil {
+		return l, fmt.Errorf("error reading the limits of org %d: %w", orgID, err)
+	}
+	return l, nil
+}
+
+// SetOrgLimits changes an org's limits; the next maintenance pass applies them.
+func (s *Service) SetOrgLimits(ctx context.Context, orgID int64, l Limits) error {
+	if l.Query < time.Second || l.IdleInTransaction < time.Second {
+		return ErrInvalidLimits
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE organizations SET query_limit = $2, idle_in_transaction_limit = $3 WHERE id = $1 AND deleted_at IS NULL`,
+		orgID, l.Query, l.IdleInTransaction)
+	if err != nil {
+		return fmt.Errorf("error setting the limits of org %d: %w", orgID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: %d", ErrOrgNotFound, orgID)
+	}
+	return nil
+}
+
 // ProvisioningSteps returns the steps recorded for an org's last provisioning run and its last error.
 func (s *Service) ProvisioningSteps(ctx context.Context, orgID int64) ([]string, string, error) {
 	var steps []string
