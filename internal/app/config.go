@@ -419,7 +419,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	if groups&FlagsMaintenance != 0 {
 		fs.DurationVar(&c.Retention, "retention", c.envDuration(EnvRetention), "how long staging rows are kept; default 168h ("+EnvRetention+")")
 		period := c.envDuration(EnvKeyRotationPeriod)
-		if _, set := os.LookupEnv(EnvKeyRotationPeriod); set && period == 0 {
+		if Env(EnvKeyRotationPeriod) != "" && period == 0 {
 			period = -1
 		}
 		c.KeyRotationPeriod = period
