@@ -165,9 +165,15 @@ func (c *Cache) refresh(ctx context.Context) error {
 			c.byOpaque[old.opaqueID] = t
 		}
 		c.mu.Unlock()
+		if t.retry {
+			break // the key service is still away: the next poll tries again, the poll is not held up
+		}
 	}
 	return nil
 }
+
+// decryptTimeout bounds one decryption of a secret.
+const decryptTimeout = 3 * time.Second
 
 // lookupWait bounds how long a lookup waits for its turn.
 const lookupWait = 2 * time.Second
@@ -257,7 +263,10 @@ func (c *Cache) build(ctx context.Context, in *integrations.Integration, old *ta
 		if old != nil && old.secretEnc == t.secretEnc && old.secret != "" {
 			t.secret = old.secret // decrypted before: no need for Vault
 		} else {
-			s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "secret_enc"), *in.SecretEnc)
+			// Bounded: an unreachable key service must not hold up the poll (or a lookup) for long.
+			dctx, cancel := context.WithTimeout(ctx, decryptTimeout)
+			s, err := c.box.Decrypt(dctx, integrations.SecretBinding(in.OpaqueID, "secret_enc"), *in.SecretEnc)
+			cancel()
 			if err != nil {
 				if errors.Is(err, secrets.ErrDecrypt) {
 					t.broken = "integration's secret cannot be decrypted"

@@ -173,6 +173,9 @@ func (k *TokenKeeper) Start(ctx context.Context) error {
 	if errors.Is(err, ErrTokenNotPeriodic) {
 		return err
 	}
+	if err != nil && k.cfg.AppRole == nil && isStatus(err, 403) {
+		return fmt.Errorf("Vault refuses the token (expired, revoked or mistyped?): %w", err)
+	}
 	if err != nil {
 		k.cfg.Logger.WarnContext(ctx, "Vault is not reachable yet: starting without it, retrying", slog.String("error", err.Error()))
 	}
