@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -36,6 +38,19 @@ func TestUndecryptableSecretAnswers503AndRecovers(t *testing.T) {
 	box.down.Store(true)
 	e := newEnvBox(t, box, nil, nil, nil, nil)
 	in := e.integration("stripe_charge_v1", "whsec_a")
+	// Its row changed long ago and a newer one exists: the cache's polls no longer return it, so only its own
+	// retry can decrypt it once Vault is back.
+	// (Past the trigger that stamps updated_at.)
+	if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL session_replication_role = replica`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE service_integrations SET updated_at = now() - interval '1 hour' WHERE id = $1`, in.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.integration("stripe_charge_v1", "whsec_other")
 	body := stripeEvent("evt_vault")
 	send := func() *http.Response { return post(t, e.url(in), body, stripeHeaders("whsec_a", body, time.Now())) }
 

@@ -134,7 +134,7 @@ type KeeperConfig struct {
 // AppRole when the token is lost, exports the token's remaining TTL, and says whether renewal is healthy.
 type TokenKeeper struct {
 	cfg       KeeperConfig
-	ttl       prometheus.Gauge
+	ttl       prometheus.GaugeFunc
 	renewals  *prometheus.CounterVec
 	mu        sync.Mutex
 	lastErr   error
@@ -154,11 +154,12 @@ func NewTokenKeeper(cfg KeeperConfig) *TokenKeeper {
 	}
 	k := &TokenKeeper{
 		cfg: cfg,
-		ttl: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webhookdb_vault_token_ttl_seconds",
-			Help: "Remaining TTL of webhookdb's Vault token at its last renewal or lookup (a periodic token is renewed at a third of its period)."}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webhookdb_vault_token_renewals_total",
 			Help: "Renewals (and logins) of webhookdb's Vault token, by result."}, []string{"result"}),
 	}
+	k.ttl = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "webhookdb_vault_token_ttl_seconds",
+		Help: "Remaining TTL of webhookdb's Vault token, as of its last renewal or lookup (a periodic token is renewed at a third of its TTL); 0 when unknown."},
+		func() float64 { return max(k.TTL(), 0).Seconds() })
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(k.ttl, k.renewals)
 	}
@@ -226,7 +227,6 @@ func (k *TokenKeeper) login(ctx context.Context) error {
 }
 
 func (k *TokenKeeper) setTTL(ttl time.Duration) {
-	k.ttl.Set(ttl.Seconds())
 	k.mu.Lock()
 	k.expiresAt = time.Now().Add(ttl)
 	k.mu.Unlock()

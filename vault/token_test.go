@@ -165,7 +165,10 @@ func metric(t *testing.T, reg *prometheus.Registry, name, label string) float64 
 			if label != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != label) {
 				continue
 			}
-			if m.Gauge != nil {
+			if m.Gauge != nil || m.Untyped != nil {
+				if m.Untyped != nil {
+					return m.GetUntyped().GetValue()
+				}
 				return m.GetGauge().GetValue()
 			}
 			return m.GetCounter().GetValue()
