@@ -53,8 +53,6 @@ func (r AppRole) Login(ctx context.Context, client *vaultapi.Client) (*vaultapi.
 type TokenInfo struct {
 	Period time.Duration
 	TTL    time.Duration
-	// Root: the root policy with no TTL (a dev server's root token); it never expires.
-	Root bool
 }
 
 // LookupSelf reads the client's token.
@@ -69,13 +67,6 @@ func LookupSelf(ctx context.Context, client *vaultapi.Client) (TokenInfo, error)
 	var info TokenInfo
 	info.Period = seconds(s.Data["period"])
 	info.TTL = seconds(s.Data["ttl"])
-	if pols, ok := s.Data["policies"].([]any); ok && info.TTL == 0 {
-		for _, p := range pols {
-			if p == "root" {
-				info.Root = true
-			}
-		}
-	}
 	return info, nil
 }
 
@@ -94,7 +85,8 @@ func seconds(v any) time.Duration {
 	return 0
 }
 
-// CheckPeriodic refuses a token that is not periodic (ErrTokenNotPeriodic).
+// CheckPeriodic refuses a token that is not periodic (ErrTokenNotPeriodic), a root token too: it never
+// expires, but a server must not run with one.
 func CheckPeriodic(info TokenInfo) error {
 	if info.Period > 0 {
 		return nil
