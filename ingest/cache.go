@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,6 +35,13 @@ type target struct {
 	rejectedLimit *rate.Limiter
 	// broken says why the integration cannot verify anything (bad stored config), or "".
 	broken string
+	// secretEnc and previousEnc are the ciphertexts secret and previous came from: a rebuild while the key
+	// service is unreachable keeps a secret already decrypted when its ciphertext did not change.
+	secretEnc, previousEnc string
+	// retry: the secret could not be decrypted for a reason that may pass (Vault unreachable); src is what to
+	// build it from again at the next poll.
+	retry bool
+	src   *integrations.Integration
 }
 
 // secrets returns the secrets that verify at now: current first, then the previous one during its grace period.
@@ -123,10 +131,13 @@ func (c *Cache) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	seen := make(map[string]bool, len(changed))
 	for _, in := range changed {
-		t := c.build(ctx, in)
+		seen[in.OpaqueID] = true
+		old := c.cached(in.OpaqueID)
+		t := c.build(ctx, in, old)
 		c.mu.Lock()
-		if old, ok := c.byOpaque[in.OpaqueID]; ok {
+		if old != nil {
 			t.rejectedLimit = old.rejectedLimit
 		}
 		c.byOpaque[in.OpaqueID] = t
@@ -136,8 +147,33 @@ func (c *Cache) refresh(ctx context.Context) error {
 		}
 		c.mu.Unlock()
 	}
+	// Secrets that could not be decrypted yet (Vault unreachable) are tried again at every poll, however long
+	// ago their row changed.
+	c.mu.RLock()
+	var again []*target
+	for id, t := range c.byOpaque {
+		if t.retry && !seen[id] && len(again) < 100 {
+			again = append(again, t)
+		}
+	}
+	c.mu.RUnlock()
+	for _, old := range again {
+		t := c.build(ctx, old.src, old)
+		t.rejectedLimit = old.rejectedLimit
+		c.mu.Lock()
+		if c.byOpaque[old.opaqueID] == old {
+			c.byOpaque[old.opaqueID] = t
+		}
+		c.mu.Unlock()
+		if t.retry {
+			break // the key service is still away: the next poll tries again, the poll is not held up
+		}
+	}
 	return nil
 }
+
+// decryptTimeout bounds one decryption of a secret.
+const decryptTimeout = 3 * time.Second
 
 // lookupWait bounds how long a lookup waits for its turn.
 const lookupWait = 2 * time.Second
@@ -186,7 +222,7 @@ func (c *Cache) lookup(ctx context.Context, opaqueID string) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error looking up integration: %w", err)
 	}
-	t = c.build(ctx, in)
+	t = c.build(ctx, in, nil)
 	c.mu.Lock()
 	if existing, ok := c.byOpaque[opaqueID]; ok {
 		t = existing
@@ -197,7 +233,8 @@ func (c *Cache) lookup(ctx context.Context, opaqueID string) (*target, error) {
 	return t, nil
 }
 
-func (c *Cache) build(ctx context.Context, in *integrations.Integration) *target {
+// build makes the cache's entry of an integration; old is the entry it replaces, if any.
+func (c *Cache) build(ctx context.Context, in *integrations.Integration, old *target) *target {
 	t := &target{
 		id: in.ID, orgID: in.OrgID, opaqueID: in.OpaqueID, service: in.Service,
 		bodyLimit:     c.bodyLimit,
@@ -222,18 +259,40 @@ func (c *Cache) build(ctx context.Context, in *integrations.Integration) *target
 		t.sensitive[h] = true
 	}
 	if in.SecretEnc != nil {
-		s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "secret_enc"), *in.SecretEnc)
-		if err != nil {
-			t.broken = "integration's secret cannot be decrypted"
-			c.logger.ErrorContext(ctx, "cannot decrypt integration secret", slog.String("opaque_id", in.OpaqueID), slog.String("error", err.Error()))
-			return t
+		t.secretEnc = *in.SecretEnc
+		if old != nil && old.secretEnc == t.secretEnc && old.secret != "" {
+			t.secret = old.secret // decrypted before: no need for Vault
+		} else {
+			// Bounded: an unreachable key service must not hold up the poll (or a lookup) for long.
+			dctx, cancel := context.WithTimeout(ctx, decryptTimeout)
+			s, err := c.box.Decrypt(dctx, integrations.SecretBinding(in.OpaqueID, "secret_enc"), *in.SecretEnc)
+			cancel()
+			if err != nil {
+				if errors.Is(err, secrets.ErrDecrypt) {
+					t.broken = "integration's secret cannot be decrypted"
+				} else {
+					// Vault unreachable, say: the sender gets 503 with Retry-After (never 401) and the next poll
+					// tries again.
+					t.broken = "integration's secret cannot be decrypted yet: the key service is unavailable"
+					t.retry, t.src = true, in
+				}
+				c.logger.ErrorContext(ctx, "cannot decrypt integration secret", slog.String("opaque_id", in.OpaqueID), slog.String("error", err.Error()))
+				return t
+			}
+			t.secret = string(s)
 		}
-		t.secret = string(s)
 	}
 	if in.PreviousSecretEnc != nil && in.PreviousSecretExpiresAt != nil {
-		s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "previous_secret_enc"), *in.PreviousSecretEnc)
-		if err == nil {
-			t.previous, t.previousExpires = string(s), *in.PreviousSecretExpiresAt
+		t.previousEnc = *in.PreviousSecretEnc
+		if old != nil && old.previousEnc == t.previousEnc && old.previous != "" {
+			t.previous, t.previousExpires = old.previous, *in.PreviousSecretExpiresAt
+		} else {
+			s, err := c.box.Decrypt(ctx, integrations.SecretBinding(in.OpaqueID, "previous_secret_enc"), *in.PreviousSecretEnc)
+			if err == nil {
+				t.previous, t.previousExpires = string(s), *in.PreviousSecretExpiresAt
+			} else if !errors.Is(err, secrets.ErrDecrypt) {
+				t.retry, t.src = true, in // the current secret verifies meanwhile
+			}
 		}
 	}
 	return t

@@ -81,13 +81,22 @@ func newEnvServer(t *testing.T, reg *prometheus.Registry, srvMutate func(*http.S
 
 func newEnvFull(t *testing.T, pool *pgxpool.Pool, reg *prometheus.Registry, srvMutate func(*http.Server), mutate func(*ingest.Config)) *env {
 	t.Helper()
+	return newEnvBox(t, nil, pool, reg, srvMutate, mutate)
+}
+
+// newEnvBox is newEnvFull with the secrets box given (nil: a new keyring).
+func newEnvBox(t *testing.T, box secrets.Box, pool *pgxpool.Pool, reg *prometheus.Registry, srvMutate func(*http.Server), mutate func(*ingest.Config)) *env {
+	t.Helper()
+	if box == nil {
+		box = newKeyring(t)
+	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
 	if pool == nil {
 		pool = pgtest.NewDB(t)
 	}
-	e := &env{t: t, pool: pool, box: newKeyring(t)}
+	e := &env{t: t, pool: pool, box: box}
 	e.org = createOrg(t, pool, "acme")
 	r := mux.NewRouter()
 	e.srv = httptest.NewUnstartedServer(r)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -28,6 +29,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
+	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 // App is one assembled webhookdb process: the roles of its config, sharing one application database pool,
@@ -43,7 +45,14 @@ type App struct {
 	lookupPool *pgxpool.Pool
 	registry   *prometheus.Registry
 	box        secrets.Box
+	keys       *Keys
 	orgs       *orgdb.Service
+	// keeper renews the Vault token (nil without Vault); /healthz reports it.
+	keeper *vault.TokenKeeper
+	// reconciled: Vault and the database servers have been reconciled with the application database since
+	// start; until then the maintenance role retries (reconcileRetry first, doubling).
+	reconciled     atomic.Bool
+	reconcileRetry time.Duration
 
 	// router and listener serve ingest and the API (nil when the process runs neither). The listener is bound
 	// before ingest and the API are built: with port 0 only it knows the port of their public URL.
@@ -101,8 +110,51 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if a.box, a.orgs, err = buildSecrets(ctx, cfg, a.pool); err != nil {
+	if cfg.VaultAddr != "" && (cfg.Encryption == EncryptionTransit || cfg.Credentials == CredentialsVault) {
+		// One client for the process, its token renewed for as long as the process runs: leases live only as
+		// long as the token that made them.
+		if cfg.vaultClient, err = cfg.newVaultClient(); err != nil {
+			return nil, err
+		}
+		ar, err := cfg.appRole()
+		if err != nil {
+			return nil, err
+		}
+		a.keeper = vault.NewTokenKeeper(vault.KeeperConfig{Client: cfg.vaultClient, AppRole: ar, Registerer: a.registry, Logger: logger})
+		startCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = a.keeper.Start(startCtx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		a.workers = append(a.workers, a.keeper.Run)
+	}
+	if a.keys, a.orgs, err = buildSecrets(ctx, cfg, a.pool); err != nil {
 		return nil, err
+	}
+	a.box = a.keys.Box
+	if cfg.Has(RoleMaintenance) {
+		// Vault or an org database server may be unreachable: one attempt now, bounded, then retries in the
+		// background while everything else serves.
+		a.reconcileRetry = time.Second
+		attemptCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		if err := a.reconcileOnce(attemptCtx); err != nil {
+			logger.WarnContext(ctx, "reconciling credentials at start failed; serving anyway and retrying in the background", "error", err)
+		} else {
+			a.reconciled.Store(true)
+		}
+		cancel()
+		a.workers = append(a.workers, a.reconcile)
+		if cfg.KeyRotationPeriod > 0 {
+			rot, _ := a.box.(secrets.Rotator)
+			if rot != nil && (a.keys.Transit != nil || a.keys.Keyring != nil) {
+				sched := secrets.NewSchedule(secrets.ScheduleConfig{
+					Pool: a.pool, Box: rot, Keyring: a.keys.Keyring, Period: cfg.KeyRotationPeriod,
+					OnRotated: cfg.OnKeyRotated, Registerer: a.registry, Logger: logger,
+				})
+				a.workers = append(a.workers, sched.Run)
+			}
+		}
 	}
 	logger.InfoContext(ctx, "assembling webhookdb", slog.Any("roles", cfg.Roles), slog.String("credentials", a.orgs.Mode()),
 		slog.String("encryption", cfg.Encryption), slog.String("slot", cfg.Slot))
@@ -281,13 +333,27 @@ func (a *App) handleHealthz(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"ok":false,"database":"unreachable"}`))
 		return
 	}
+	// Vault degraded (its token's renewal failing) is reported but stays 200: ingest still verifies with the
+	// secrets it holds and stores every webhook, so a load balancer must keep sending traffic; the
+	// vault field and webhookdb_vault_token_ttl_seconds are what to alert on.
+	vaultField := ""
+	if a.keeper != nil {
+		vaultState := "ok"
+		if ok, _ := a.keeper.Healthy(); !ok {
+			vaultState = "degraded"
+		}
+		vaultField = fmt.Sprintf(`,"vault":%q`, vaultState)
+	}
+	if a.cfg.Has(RoleMaintenance) && !a.reconciled.Load() {
+		vaultField += `,"credentials":"reconciling"`
+	}
 	if !slotHealthy(state) {
 		// Webhooks are still stored, but none reaches an org database until the slot is recovered.
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, `{"ok":false,"slot":%q,"slot_state":%q}`, a.cfg.Slot, state)
+		_, _ = fmt.Fprintf(w, `{"ok":false,"slot":%q,"slot_state":%q%s}`, a.cfg.Slot, state, vaultField)
 		return
 	}
-	_, _ = fmt.Fprintf(w, `{"ok":true,"slot_state":%q}`, state)
+	_, _ = fmt.Fprintf(w, `{"ok":true,"slot_state":%q%s}`, state, vaultField)
 }
 
 // Close releases what New acquired, for an App that is never Run (Run closes it itself).

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
@@ -67,6 +69,14 @@ type Config struct {
 	// VaultAddr and VaultToken reach Vault (VAULT_ADDR, VAULT_TOKEN).
 	VaultAddr  string
 	VaultToken string
+	// VaultRoleID and VaultSecretID log in with an AppRole instead of a token (WEBHOOKDB_VAULT_ROLE_ID,
+	// WEBHOOKDB_VAULT_SECRET_ID, or files holding them: WEBHOOKDB_VAULT_ROLE_ID_FILE,
+	// WEBHOOKDB_VAULT_SECRET_ID_FILE). The role must issue periodic tokens (token_period), as a server's token
+	// must be periodic: leases end with the token that made them.
+	VaultRoleID       string
+	VaultSecretID     string
+	VaultRoleIDFile   string
+	VaultSecretIDFile string
 	// Keyring and KeyringFile hold the local AES-256-GCM keys that encrypt stored secrets
 	// (WEBHOOKDB_KEYRING, WEBHOOKDB_KEYRING_FILE): "VERSION:BASE64KEY" entries, the highest version current.
 	// With transit encryption they still decrypt values written before a move to transit.
@@ -105,10 +115,19 @@ type Config struct {
 	// TrustedProxies are CIDRs whose X-Forwarded-For ingest believes when telling clients apart
 	// (WEBHOOKDB_TRUSTED_PROXIES, comma-separated); default none.
 	TrustedProxies string
+	// KeyRotationPeriod is how old the encryption key's current version may get (WEBHOOKDB_KEY_ROTATION_PERIOD,
+	// --key-rotation-period); 0 here means the default, 30 days; negative disables (the flag's and the
+	// variable's 0 disables). With transit the maintenance role rotates and rewraps; with the keyring it warns.
+	KeyRotationPeriod time.Duration
+	// OnKeyRotated runs after a scheduled rotation (dev saves its transit key backup).
+	OnKeyRotated func(ctx context.Context) error
 	// ShutdownTimeout bounds graceful shutdown (WEBHOOKDB_SHUTDOWN_TIMEOUT); default 15s.
 	ShutdownTimeout time.Duration
 
 	Logger *slog.Logger
+
+	// vaultClient is the server's one Vault client, whose token its keeper renews (set by New).
+	vaultClient *vaultapi.Client
 
 	// deprecated notes the deprecated environment variables BindFlags read, logged once a logger exists.
 	deprecated []string
@@ -164,6 +183,9 @@ func (c Config) WithDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second
 	}
+	if c.KeyRotationPeriod == 0 {
+		c.KeyRotationPeriod = DefaultKeyRotationPeriod
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -195,8 +217,14 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("metrics listen address %q is not host:port (--metrics-listen or WEBHOOKDB_METRICS_LISTEN): %w", c.MetricsListen, err))
 		}
 	}
-	if c.VaultAddr != "" && c.VaultToken == "" {
-		errs = append(errs, errors.New("VAULT_ADDR is set but VAULT_TOKEN is not (--vault-token or VAULT_TOKEN)"))
+	roleID, secretID := c.VaultRoleID != "" || c.VaultRoleIDFile != "", c.VaultSecretID != "" || c.VaultSecretIDFile != ""
+	switch {
+	case roleID != secretID:
+		errs = append(errs, fmt.Errorf("an AppRole login needs both the role id and the secret id (%s or %s, %s or %s)", EnvVaultRoleID, EnvVaultRoleIDFile, EnvVaultSecretID, EnvVaultSecretIDFile))
+	case roleID && c.VaultToken != "":
+		errs = append(errs, fmt.Errorf("set either VAULT_TOKEN or an AppRole (%s, %s), not both", EnvVaultRoleID, EnvVaultSecretID))
+	case c.VaultAddr != "" && c.VaultToken == "" && !roleID:
+		errs = append(errs, fmt.Errorf("VAULT_ADDR is set but neither VAULT_TOKEN (--vault-token) nor an AppRole (%s and %s, or their _FILE variants)", EnvVaultRoleID, EnvVaultSecretID))
 	}
 	switch c.Credentials {
 	case CredentialsVault:
@@ -302,6 +330,12 @@ const (
 	EnvShutdownTimeout = "WEBHOOKDB_SHUTDOWN_TIMEOUT"
 	EnvMaxOrgsPerUser  = "WEBHOOKDB_MAX_ORGS_PER_USER"
 
+	EnvVaultRoleID       = "WEBHOOKDB_VAULT_ROLE_ID"
+	EnvVaultSecretID     = "WEBHOOKDB_VAULT_SECRET_ID"
+	EnvVaultRoleIDFile   = "WEBHOOKDB_VAULT_ROLE_ID_FILE"
+	EnvVaultSecretIDFile = "WEBHOOKDB_VAULT_SECRET_ID_FILE"
+	EnvKeyRotationPeriod = "WEBHOOKDB_KEY_ROTATION_PERIOD"
+
 	EnvIngestMemory       = "WEBHOOKDB_INGEST_MEMORY"
 	EnvIngestMemoryPerOrg = "WEBHOOKDB_INGEST_MEMORY_PER_ORG"
 	EnvIngestIdleTimeout  = "WEBHOOKDB_INGEST_IDLE_TIMEOUT"
@@ -342,6 +376,10 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	if groups&FlagsSecrets != 0 {
 		fs.StringVar(&c.VaultAddr, "vault-addr", Env(EnvVaultAddr), "Vault address ("+EnvVaultAddr+")")
 		fs.StringVar(&c.VaultToken, "vault-token", Env(EnvVaultToken), "Vault token ("+EnvVaultToken+")")
+		fs.StringVar(&c.VaultRoleID, "vault-role-id", Env(EnvVaultRoleID), "log in to Vault with this AppRole role id instead of a token; the role must set token_period ("+EnvVaultRoleID+")")
+		fs.StringVar(&c.VaultSecretID, "vault-secret-id", Env(EnvVaultSecretID), "the AppRole's secret id ("+EnvVaultSecretID+")")
+		fs.StringVar(&c.VaultRoleIDFile, "vault-role-id-file", Env(EnvVaultRoleIDFile), "file holding the AppRole role id ("+EnvVaultRoleIDFile+")")
+		fs.StringVar(&c.VaultSecretIDFile, "vault-secret-id-file", Env(EnvVaultSecretIDFile), "file holding the AppRole secret id ("+EnvVaultSecretIDFile+")")
 		fs.StringVar(&c.Keyring, "keyring", Env(EnvKeyring), "local encryption keys, VERSION:BASE64KEY[,...] ("+EnvKeyring+")")
 		fs.StringVar(&c.KeyringFile, "keyring-file", Env(EnvKeyringFile), "file of local encryption keys, one VERSION:BASE64KEY a line ("+EnvKeyringFile+")")
 		fs.StringVar(&c.Encryption, "encryption", Env(EnvEncryption), "encryption of stored secrets: transit (default with Vault) or keyring ("+EnvEncryption+")")
@@ -380,6 +418,12 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	}
 	if groups&FlagsMaintenance != 0 {
 		fs.DurationVar(&c.Retention, "retention", c.envDuration(EnvRetention), "how long staging rows are kept; default 168h ("+EnvRetention+")")
+		period := c.envDuration(EnvKeyRotationPeriod)
+		if Env(EnvKeyRotationPeriod) != "" && period == 0 {
+			period = -1
+		}
+		c.KeyRotationPeriod = period
+		fs.Var((*rotationPeriod)(&c.KeyRotationPeriod), "key-rotation-period", "rotate the encryption key (transit) or warn (keyring) when its current version is older; 0 disables; default 720h ("+EnvKeyRotationPeriod+")")
 	}
 }
 
@@ -407,3 +451,35 @@ func (c *Config) envDuration(name string) time.Duration {
 	}
 	return d
 }
+
+// DefaultKeyRotationPeriod is the default --key-rotation-period.
+const DefaultKeyRotationPeriod = 30 * 24 * time.Hour
+
+// rotationPeriod is --key-rotation-period: a duration whose 0 disables (stored as -1, since the Config's 0
+// means the default).
+type rotationPeriod time.Duration
+
+func (p *rotationPeriod) String() string {
+	switch d := time.Duration(*p); {
+	case d < 0:
+		return "0"
+	case d == 0:
+		return DefaultKeyRotationPeriod.String()
+	default:
+		return d.String()
+	}
+}
+
+func (p *rotationPeriod) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d <= 0 {
+		d = -1
+	}
+	*p = rotationPeriod(d)
+	return nil
+}
+
+func (p *rotationPeriod) Type() string { return "duration" }

@@ -3,6 +3,7 @@ package app
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -104,5 +105,46 @@ func TestIngestBudgetsAndTrustedProxies(t *testing.T) {
 	c.TrustedProxies = "10.0.0.0/8,not-a-network"
 	if err := c.WithDefaults().validate(); err == nil || !strings.Contains(err.Error(), `trusted proxy "not-a-network"`) {
 		t.Fatalf("bad trusted proxy: %v", err)
+	}
+}
+
+// --key-rotation-period: 30 days by default, 0 (flag or variable) disables.
+func TestKeyRotationPeriod(t *testing.T) {
+	t.Setenv(EnvKeyRotationPeriod, "")
+	if c := bind(t, FlagsAll).WithDefaults(); c.KeyRotationPeriod != DefaultKeyRotationPeriod {
+		t.Fatalf("default: %v", c.KeyRotationPeriod)
+	}
+	if c := bind(t, FlagsAll, "--key-rotation-period=0").WithDefaults(); c.KeyRotationPeriod > 0 {
+		t.Fatalf("--key-rotation-period=0 does not disable: %v", c.KeyRotationPeriod)
+	}
+	if c := bind(t, FlagsAll, "--key-rotation-period=48h").WithDefaults(); c.KeyRotationPeriod != 48*time.Hour {
+		t.Fatalf("48h: %v", c.KeyRotationPeriod)
+	}
+	t.Setenv(EnvKeyRotationPeriod, "0")
+	if c := bind(t, FlagsAll).WithDefaults(); c.KeyRotationPeriod > 0 {
+		t.Fatalf("%s=0 does not disable: %v", EnvKeyRotationPeriod, c.KeyRotationPeriod)
+	}
+}
+
+// Vault needs a token or an AppRole (both ids), not both.
+func TestVaultAuthValidation(t *testing.T) {
+	base := Config{DatabaseURL: "postgres://localhost/x", VaultAddr: "http://127.0.0.1:8200", Roles: []Role{RoleMaintenance}}
+	cases := []struct {
+		mutate func(*Config)
+		want   string
+	}{
+		{func(c *Config) {}, "neither VAULT_TOKEN"},
+		{func(c *Config) { c.VaultRoleID = "r" }, "both the role id and the secret id"},
+		{func(c *Config) { c.VaultRoleID, c.VaultSecretID, c.VaultToken = "r", "s", "t" }, "not both"},
+		{func(c *Config) { c.VaultRoleIDFile, c.VaultSecretID = "/f", "s" }, ""},
+		{func(c *Config) { c.VaultToken = "t" }, ""},
+	}
+	for i, tc := range cases {
+		c := base
+		tc.mutate(&c)
+		err := c.WithDefaults().validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("case %d: %v, want %q", i, err, tc.want)
+		}
 	}
 }

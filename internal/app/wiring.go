@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
@@ -18,10 +21,36 @@ import (
 	"github.com/webhookdb-go/webhookdb/vault"
 )
 
-// VaultClient returns a client of the configured Vault.
+// VaultClient returns a client of the configured Vault, logged in: with the token, or with the AppRole (a
+// login per call: for commands; a server keeps one client and renews its token, see New).
 func (c Config) VaultClient() (*vaultapi.Client, error) {
-	if c.VaultAddr == "" || c.VaultToken == "" {
-		return nil, errors.New("Vault address and token are required (--vault-addr/VAULT_ADDR, --vault-token/VAULT_TOKEN)")
+	if c.vaultClient != nil {
+		return c.vaultClient, nil
+	}
+	client, err := c.newVaultClient()
+	if err != nil {
+		return nil, err
+	}
+	ar, err := c.appRole()
+	if err != nil || ar == nil {
+		return client, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := ar.Login(ctx, client); err != nil {
+		return nil, err
+	}
+	return client, nil
+}
+
+// newVaultClient returns a client carrying the token, if any (none with an AppRole: not logged in yet).
+func (c Config) newVaultClient() (*vaultapi.Client, error) {
+	ar, err := c.appRole()
+	if err != nil {
+		return nil, err
+	}
+	if c.VaultAddr == "" || (c.VaultToken == "" && ar == nil) {
+		return nil, errors.New("Vault address and token (or AppRole) are required (--vault-addr/VAULT_ADDR, --vault-token/VAULT_TOKEN or " + EnvVaultRoleID + " and " + EnvVaultSecretID + ")")
 	}
 	vc := vaultapi.DefaultConfig()
 	vc.Address = c.VaultAddr
@@ -29,8 +58,37 @@ func (c Config) VaultClient() (*vaultapi.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error creating Vault client: %w", err)
 	}
-	client.SetToken(c.VaultToken)
+	client.ClearToken() // never VAULT_TOKEN from the environment behind the config's back
+	if c.VaultToken != "" {
+		client.SetToken(c.VaultToken)
+	}
 	return client, nil
+}
+
+// appRole is the configured AppRole login, or nil; the _FILE settings are read here.
+func (c Config) appRole() (*vault.AppRole, error) {
+	read := func(value, file, env string) (string, error) {
+		if value != "" || file == "" {
+			return value, nil
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("error reading %s: %w", env, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	roleID, err := read(c.VaultRoleID, c.VaultRoleIDFile, EnvVaultRoleIDFile)
+	if err != nil {
+		return nil, err
+	}
+	secretID, err := read(c.VaultSecretID, c.VaultSecretIDFile, EnvVaultSecretIDFile)
+	if err != nil {
+		return nil, err
+	}
+	if roleID == "" && secretID == "" {
+		return nil, nil
+	}
+	return &vault.AppRole{RoleID: roleID, SecretID: secretID}, nil
 }
 
 // Keys is the configured encryption of stored secrets.
@@ -92,10 +150,11 @@ func OpenKeys(ctx context.Context, cfg Config, ensureKey bool) (*Keys, error) {
 }
 
 // buildSecrets sets up the encryption of stored secrets and the org database service (credentials and the
-// fanout's writer logins) for the configured modes. Only a process with the maintenance role creates the
-// transit key and reconciles Vault with the application database; the others use what it made.
-func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (secrets.Box, *orgdb.Service, error) {
-	keys, err := OpenKeys(ctx, cfg, cfg.Has(RoleMaintenance))
+// fanout's writer logins) for the configured modes. It needs neither Vault nor an org database server to be
+// reachable: a process with the maintenance role creates the transit key and reconciles Vault with the
+// application database in reconcile, at start and in the background until it succeeds.
+func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Keys, *orgdb.Service, error) {
+	keys, err := OpenKeys(ctx, cfg, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -119,13 +178,49 @@ func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (secrets.
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.Has(RoleMaintenance) {
-		// Re-applies what the database says Vault should hold (roles, connections), and revokes what it forgot.
-		if err := svc.Reconcile(ctx); err != nil {
-			return nil, nil, fmt.Errorf("error reconciling credentials: %w", err)
+	return keys, svc, nil
+}
+
+// reconcileOnce makes sure the transit key exists, then re-applies what the database says Vault should hold
+// (roles, connections) and revokes what it forgot.
+func (a *App) reconcileOnce(ctx context.Context) error {
+	if a.keys.Transit != nil {
+		if err := a.keys.Transit.EnsureKey(ctx); err != nil {
+			return fmt.Errorf("error preparing the transit key: %w", err)
 		}
 	}
-	return box, svc, nil
+	if err := a.orgs.Reconcile(ctx); err != nil {
+		return fmt.Errorf("error reconciling credentials: %w", err)
+	}
+	return nil
+}
+
+// reconcileRetryMax caps the wait between reconcile attempts.
+const reconcileRetryMax = 5 * time.Minute
+
+// reconcile tries reconcileOnce until it succeeds (a maintenance worker): Vault or an org database server may be
+// unreachable when serve starts, and ingest must not wait for them.
+func (a *App) reconcile(ctx context.Context) error {
+	wait := a.reconcileRetry
+	for !a.reconciled.Load() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		err := a.reconcileOnce(ctx)
+		if err == nil {
+			a.reconciled.Store(true)
+			a.logger.InfoContext(ctx, "credentials reconciled with Vault and the database servers")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait = min(2*wait, reconcileRetryMax)
+		a.logger.WarnContext(ctx, "reconciling credentials failed; retrying", "error", err, "retry_in", wait)
+	}
+	return nil
 }
 
 // orgdbAdapter presents orgdb to the API.

@@ -158,6 +158,20 @@ func newVaultCommand(_ *globalOptions) *cobra.Command {
 	rotateRoot.Flags().StringVar(&o.VaultAddr, "vault-addr", app.Env(app.EnvVaultAddr), "Vault address ("+app.EnvVaultAddr+")")
 	rotateRoot.Flags().StringVar(&o.VaultToken, "vault-token", app.Env(app.EnvVaultToken), "Vault token ("+app.EnvVaultToken+")")
 	rotateRoot.Flags().StringVar(&o.DatabaseMount, "database-mount", app.Env(app.EnvDatabaseMount), "database secrets engine mount path; default database ("+app.EnvDatabaseMount+")")
-	v.AddCommand(rotateRoot)
+	var pc app.Config
+	policy := &cobra.Command{
+		Use:   "policy",
+		Short: "Print the Vault policy webhookdb's token needs (vault policy write webhookdb -)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := pc.WithDefaults()
+			fmt.Fprint(cmd.OutOrStdout(), vault.Policy(c.DatabaseMount, c.TransitMount, c.TransitKey))
+			return nil
+		},
+	}
+	policy.Flags().StringVar(&pc.DatabaseMount, "database-mount", app.Env(app.EnvDatabaseMount), "database secrets engine mount path; default database ("+app.EnvDatabaseMount+")")
+	policy.Flags().StringVar(&pc.TransitMount, "transit-mount", app.Env(app.EnvTransitMount), "transit mount; default transit ("+app.EnvTransitMount+")")
+	policy.Flags().StringVar(&pc.TransitKey, "transit-key", app.Env(app.EnvTransitKey), "transit key; default webhookdb ("+app.EnvTransitKey+")")
+	v.AddCommand(rotateRoot, policy)
 	return v
 }

@@ -2,12 +2,17 @@ package devenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -112,4 +117,89 @@ func TestAssembleSurvivesAVaultRestart(t *testing.T) {
 	if got, err := a2.Box().Decrypt(ctx, legacyBinding, stored); err != nil || string(got) != "legacy-secret" || stored[:9] != "vault:v2:" {
 		t.Fatalf("after rotation: %q %v (%s)", got, err, stored[:9])
 	}
+}
+
+// A scheduled rotation in dev saves the transit key's backup again: after a Vault restart, a value sealed
+// under the new version still decrypts. The app runs with a periodic token of its own, not the root token.
+func TestScheduledRotationRefreshesTheTransitBackup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c := pgtest.NewCluster(t)
+	appURL := pgtest.NewDBURL(t)
+	dir := t.TempDir()
+	backup := filepath.Join(dir, "transit-key")
+	spec := orgdb.ServerSpec{Name: "local", AdminURL: c.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: c.Port, SSLMode: "disable"}
+	v1, err := vaultdev.Start(ctx, vaultdev.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = v1.Stop() }()
+	a1, err := assemble(ctx, assembly{DatabaseURL: appURL, Listen: "127.0.0.1:0", Vault: v1, TransitBackupFile: backup,
+		LegacyKeyringFile: filepath.Join(dir, "none"), Server: spec, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), KeyRotationPeriod: time.Nanosecond, Slot: "dev_rotation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a1.Run(runCtx) }()
+	// Poll the saved backup until it holds a rotated key.
+	root, _ := v1.Client()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(backup)
+		if latestInBackup(t, root, string(b)) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the transit backup was not refreshed after a scheduled rotation")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	<-done
+	b := secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: "probe"}
+	tr, _ := secrets.NewTransit(secrets.TransitConfig{Client: root})
+	ct, err := tr.Encrypt(ctx, b, []byte("after rotation"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refresh once more to be sure the version that sealed ct is saved (rotation goes on every second).
+	if err := saveTransitBackup(ctx, root, backup); err != nil {
+		t.Fatal(err)
+	}
+	_ = v1.Stop()
+
+	v2, err := vaultdev.Start(ctx, vaultdev.Config{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = v2.Stop() }()
+	a2, err := assemble(ctx, assembly{DatabaseURL: appURL, Listen: "127.0.0.1:0", Vault: v2, TransitBackupFile: backup,
+		LegacyKeyringFile: filepath.Join(dir, "none"), Server: spec, Logger: quiet, Slot: "dev_rotation"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	if got, err := a2.Box().Decrypt(ctx, b, ct); err != nil || string(got) != "after rotation" {
+		t.Fatalf("after a restart: %q %v", got, err)
+	}
+}
+
+// latestInBackup restores a backup under a scratch name and reads its latest version (0 for no backup).
+func latestInBackup(t *testing.T, root *vaultapi.Client, backup string) int {
+	t.Helper()
+	if strings.TrimSpace(backup) == "" {
+		return 0
+	}
+	name := "probe-" + strings.ToLower(rand.Text())[:8]
+	if _, err := root.Logical().Write("transit/restore/"+name, map[string]any{"backup": strings.TrimSpace(backup)}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := root.Logical().Read("transit/keys/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := s.Data["latest_version"].(json.Number).Int64()
+	return int(n)
 }

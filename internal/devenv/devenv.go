@@ -27,6 +27,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/vaultdev"
+	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 const (
@@ -204,7 +205,10 @@ type assembly struct {
 	LegacyKeyringFile string
 	// Server is the local cluster, registered as the default database server.
 	Server orgdb.ServerSpec
-	Logger *slog.Logger
+	// KeyRotationPeriod and Slot override the defaults (tests).
+	KeyRotationPeriod time.Duration
+	Slot              string
+	Logger            *slog.Logger
 }
 
 // assemble builds every role the way serve does, on dev's own Vault. Vault dev keeps nothing across
@@ -219,15 +223,31 @@ func assemble(ctx context.Context, as assembly) (*app.App, error) {
 	if err := prepareTransit(ctx, client, as.TransitBackupFile); err != nil {
 		return nil, fmt.Errorf("error preparing the transit key: %w", err)
 	}
+	// The server runs as production does: with a periodic token carrying the webhookdb policy, never the dev
+	// server's root token (which is not periodic, and which the server would refuse).
+	if _, err := client.Logical().WriteWithContext(ctx, "sys/policies/acl/webhookdb", map[string]any{
+		"policy": vault.Policy("database", "transit", "webhookdb"),
+	}); err != nil {
+		return nil, fmt.Errorf("error writing the webhookdb Vault policy: %w", err)
+	}
+	token, err := vault.CreatePeriodicChild(ctx, client, 768*time.Hour, "webhookdb")
+	if err != nil {
+		return nil, err
+	}
 	cfg := app.Config{
 		Roles:       app.AllRoles,
 		DatabaseURL: as.DatabaseURL,
 		Listen:      as.Listen,
 		VaultAddr:   as.Vault.Addr,
-		VaultToken:  as.Vault.Token,
-		Encryption:  app.EncryptionTransit,
-		Credentials: app.CredentialsVault,
-		Logger:      as.Logger,
+		VaultToken:  token,
+		// A scheduled rotation adds a key version the saved backup lacks: save it again (with the root
+		// token: the webhookdb policy cannot read a backup), so the next dev start still decrypts.
+		OnKeyRotated:      func(ctx context.Context) error { return saveTransitBackup(ctx, client, as.TransitBackupFile) },
+		Encryption:        app.EncryptionTransit,
+		Credentials:       app.CredentialsVault,
+		Logger:            as.Logger,
+		KeyRotationPeriod: as.KeyRotationPeriod,
+		Slot:              as.Slot,
 	}
 	if _, err := os.Stat(as.LegacyKeyringFile); err == nil {
 		cfg.KeyringFile = as.LegacyKeyringFile
@@ -265,11 +285,24 @@ func prepareTransit(ctx context.Context, client *vaultapi.Client, backupFile str
 	if err := tr.EnsureKey(ctx); err != nil {
 		return err
 	}
+	return saveTransitBackup(ctx, client, backupFile)
+}
+
+// saveTransitBackup writes the transit key's backup (every version) to backupFile, atomically.
+func saveTransitBackup(ctx context.Context, client *vaultapi.Client, backupFile string) error {
+	tr, err := secrets.NewTransit(secrets.TransitConfig{Client: client, Backupable: true})
+	if err != nil {
+		return err
+	}
 	backup, err := tr.Backup(ctx)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(backupFile, []byte(backup+"\n"), 0o600); err != nil {
+	tmp := backupFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(backup+"\n"), 0o600); err != nil {
+		return fmt.Errorf("error writing the transit backup: %w", err)
+	}
+	if err := os.Rename(tmp, backupFile); err != nil {
 		return fmt.Errorf("error writing the transit backup: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 )
@@ -267,4 +268,43 @@ func jsonInt(v any) (int, error) {
 func isVaultStatus(err error, code int) bool {
 	var re *vaultapi.ResponseError
 	return errors.As(err, &re) && re.StatusCode == code
+}
+
+// KeyInfo is the transit key's state as rotation needs it.
+type KeyInfo struct {
+	Latest, MinDecryption int
+	// LatestCreated is when the latest version was made.
+	LatestCreated time.Time
+}
+
+// Info reads the key's latest and minimum decryption versions and when the latest was created.
+func (t *Transit) Info(ctx context.Context) (KeyInfo, error) {
+	s, err := t.cfg.Client.Logical().ReadWithContext(ctx, t.path("keys"))
+	if err != nil {
+		return KeyInfo{}, fmt.Errorf("error reading transit key %s: %w", t.cfg.Key, err)
+	}
+	if s == nil {
+		return KeyInfo{}, fmt.Errorf("%w: %s does not exist", ErrTransitKey, t.cfg.Key)
+	}
+	var ki KeyInfo
+	if ki.Latest, err = jsonInt(s.Data["latest_version"]); err != nil {
+		return ki, err
+	}
+	if ki.MinDecryption, err = jsonInt(s.Data["min_decryption_version"]); err != nil {
+		return ki, err
+	}
+	keys, _ := s.Data["keys"].(map[string]any)
+	switch v := keys[strconv.Itoa(ki.Latest)].(type) {
+	case string:
+		ki.LatestCreated, err = time.Parse(time.RFC3339Nano, v)
+	default:
+		var unix int
+		if unix, err = jsonInt(v); err == nil {
+			ki.LatestCreated = time.Unix(int64(unix), 0)
+		}
+	}
+	if err != nil {
+		return ki, fmt.Errorf("error reading when version %d of transit key %s was made: %w", ki.Latest, t.cfg.Key, err)
+	}
+	return ki, nil
 }
