@@ -20,6 +20,9 @@ type Credential struct {
 	Database  string    `json:"database"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Mode      string    `json:"mode"`
+	// CACert is the server's CA certificate (PEM) when its sslmode is verify-ca or verify-full: clients
+	// need it as sslrootcert.
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // ErrRevokePending means new credentials were issued and stored, but the old ones could not be revoked yet;
@@ -47,7 +50,9 @@ type credential struct {
 	RevokeAfter  *time.Time
 	// from the org
 	OrgKey   string
+	NameBase string
 	Database string
+	CACert   string // from the server
 	OrgReady bool
 }
 
@@ -59,15 +64,16 @@ func (c credential) lease() Lease {
 func (s *Service) credentials(ctx context.Context, q db, where string, args ...any) ([]credential, error) {
 	rows, err := q.Query(ctx, `
 		SELECT c.id, c.org_id, c.database_server_id, c.mode, c.username, c.url_enc, c.lease_id, c.issued_at, c.expires_at,
-		       c.max_expires_at, c.superseded_at, c.revoke_after, o.key, coalesce(o.database_name, ''),
-		       o.provision_state = 'ready' AND o.deleted_at IS NULL
-		FROM org_credentials c JOIN organizations o ON o.id = c.org_id `+where, args...)
+		       c.max_expires_at, c.superseded_at, c.revoke_after, o.key, coalesce(o.name_base, o.key), coalesce(o.database_name, ''),
+		       o.provision_state = 'ready' AND o.deleted_at IS NULL, coalesce(s.ca_cert, '')
+		FROM org_credentials c JOIN organizations o ON o.id = c.org_id
+		JOIN database_servers s ON s.id = c.database_server_id `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("error reading credentials: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (credential, error) {
 		var c credential
-		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.OrgKey, &c.Database, &c.OrgReady)
+		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.OrgKey, &c.NameBase, &c.Database, &c.OrgReady, &c.CACert)
 		return c, err
 	})
 	if err != nil {
@@ -89,7 +95,7 @@ func (s *Service) open(ctx context.Context, c *credential) (*Credential, error) 
 	if err != nil {
 		return nil, fmt.Errorf("error decrypting credentials: %w", err)
 	}
-	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode}, nil
+	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode, CACert: c.CACert}, nil
 }
 
 // fresh reports whether a credential needs neither renewal nor reissue.
@@ -122,7 +128,7 @@ func (s *Service) Connection(ctx context.Context, orgID int64) (*Credential, err
 			return err
 		}
 		if c != nil && c.Mode == s.cfg.Issuer.Mode() {
-			expires, err := s.cfg.Issuer.Renew(ctx, srv, org.Key, c.lease())
+			expires, err := s.cfg.Issuer.Renew(ctx, srv, org.NameBase, c.lease())
 			switch {
 			case err == nil && time.Until(expires) > s.cfg.RenewBefore:
 				if _, err := q.Exec(ctx, `UPDATE org_credentials SET expires_at = $2 WHERE id = $1`, c.ID, expires); err != nil {
@@ -173,7 +179,7 @@ func (s *Service) RollCredentials(ctx context.Context, orgID int64) (*Credential
 			return err
 		}
 		if old != nil {
-			if err := s.revoke(ctx, q, srv, org.Key, *old); err != nil {
+			if err := s.revoke(ctx, q, srv, org.NameBase, *old); err != nil {
 				return fmt.Errorf("%w: %w", ErrRevokePending, err)
 			}
 		}
@@ -203,7 +209,7 @@ func (s *Service) readyOrg(ctx context.Context, q db, orgID int64) (*Org, Server
 // issue issues a credential and stores it as the org's current one; old, when set, is superseded and due
 // for revocation at revokeAfter.
 func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *credential, revokeAfter time.Time) (*Credential, *credential, error) {
-	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.Key)
+	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.NameBase)
 	if err != nil {
 		return nil, nil, fmt.Errorf("error issuing credentials for org %s: %w", org.Key, err)
 	}
@@ -211,7 +217,7 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *cr
 	url := readonlyURL(srv, *org.DatabaseName, lease.Username, lease.Password)
 	enc, err := s.cfg.Box.Encrypt(ctx, URLBinding(id), []byte(url))
 	if err != nil {
-		s.abandon(ctx, srv, org.Key, *lease)
+		s.abandon(ctx, srv, org.NameBase, *lease)
 		return nil, nil, fmt.Errorf("error encrypting credentials: %w", err)
 	}
 	c := &credential{
@@ -234,10 +240,10 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, old *cr
 		return nil
 	})
 	if err != nil {
-		s.abandon(ctx, srv, org.Key, *lease)
+		s.abandon(ctx, srv, org.NameBase, *lease)
 		return nil, nil, err
 	}
-	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode}, c, nil
+	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode, CACert: srv.CACert}, c, nil
 }
 
 // abandon revokes a lease that could not be stored, so that failures do not pile up live logins.

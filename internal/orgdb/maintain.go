@@ -45,7 +45,7 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 	for _, c := range due {
 		srv, err := getServer(c.ServerID)
 		if err == nil {
-			err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.OrgKey, c) })
+			err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.NameBase, c) })
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -68,7 +68,7 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 			continue
 		}
 		err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error {
-			expires, err := s.cfg.Issuer.Renew(ctx, srv, c.OrgKey, c.lease())
+			expires, err := s.cfg.Issuer.Renew(ctx, srv, c.NameBase, c.lease())
 			if errors.Is(err, ErrNotRenewable) || errors.Is(err, ErrLeaseGone) {
 				return nil // Connection reissues when asked; until then it lives out its lease
 			}
@@ -207,7 +207,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 				continue
 			}
 			s.cfg.Logger.InfoContext(ctx, "revoking credentials the issuer no longer knows", "org", c.OrgKey, "username", c.Username, "mode", c.Mode)
-			if err := s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.OrgKey, c) }); err != nil {
+			if err := s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.NameBase, c) }); err != nil {
 				errs = append(errs, err)
 			}
 		}
