@@ -146,11 +146,11 @@ func (tp *topology) setup() (orgDB *pgx.Conn, webhookURL string) {
 	if err := json.Unmarshal([]byte(tp.cli("integrations", "create", "stripe_charge_v1", "--secret", "whsec_topology", "-o", "json")), &created); err != nil {
 		t.Fatal(err)
 	}
-	var orgKey string
-	if err := connect(t, tp.appURL).QueryRow(context.Background(), `SELECT key FROM organizations`).Scan(&orgKey); err != nil {
+	var dbName string
+	if err := connect(t, tp.appURL).QueryRow(context.Background(), `SELECT database_name FROM organizations`).Scan(&dbName); err != nil {
 		t.Fatal(err)
 	}
-	return connect(t, tp.cluster.URL(pgroles.DatabaseName(orgKey))), created.Integration.WebhookURL
+	return connect(t, tp.cluster.URL(dbName)), created.Integration.WebhookURL
 }
 
 // send delivers a signed Stripe charge event and expects 202.

@@ -43,7 +43,7 @@ func asOwner(t *testing.T, c *pgcluster.Cluster, o *orgdb.Org, sql string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(o.Key)}.Sanitize()+"; "+sql); err != nil {
+	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(o.NameBase)}.Sanitize()+"; "+sql); err != nil {
 		t.Fatalf("as owner of %s: %v", o.Key, err)
 	}
 }
@@ -91,8 +91,8 @@ func testIsolation(t *testing.T, mode string) {
 		t.Fatalf("credential URL %s (mode %s)", u.Redacted(), cred.Mode)
 	}
 	prefix := map[string]string{orgdb.ModeVault: "v-org-", orgdb.ModePostgres: "p-org-"}[mode]
-	if !strings.HasPrefix(cred.Username, prefix+a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
-		t.Fatalf("username %q: want lower case, %s%s..., at most 63 bytes", cred.Username, prefix, a.Key)
+	if !strings.HasPrefix(cred.Username, prefix+a.NameBase) || strings.Contains(cred.Username, a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
+		t.Fatalf("username %q: want lower case, %s%s..., no org key, at most 63 bytes", cred.Username, prefix, a.NameBase)
 	}
 	if again, err := e.svc.Connection(ctx, a.ID); err != nil || again.URL != cred.URL {
 		t.Fatalf("second Connection returned other credentials (%v)", err)
@@ -130,7 +130,7 @@ func testIsolation(t *testing.T, mode string) {
 	})
 
 	t.Run("writes and escapes fail", func(t *testing.T) {
-		owner := pgx.Identifier{pgroles.OwnerRole(a.Key)}.Sanitize()
+		owner := pgx.Identifier{pgroles.OwnerRole(a.NameBase)}.Sanitize()
 		self := pgx.Identifier{cred.Username}.Sanitize()
 		attempts := []string{
 			`INSERT INTO items VALUES (3, 'x')`,
@@ -155,7 +155,7 @@ func testIsolation(t *testing.T, mode string) {
 			`ALTER ROLE ` + self + ` VALID UNTIL 'infinity'`,
 			`ALTER ROLE ` + self + ` RENAME TO evil`,
 			`ALTER ROLE ` + owner + ` LOGIN PASSWORD 'x'`,
-			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.Key)}.Sanitize() + ` LOGIN`,
+			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.NameBase)}.Sanitize() + ` LOGIN`,
 			`GRANT ` + owner + ` TO ` + self,
 			`CREATE ROLE evil LOGIN`,
 			`SET default_transaction_read_only = off; INSERT INTO items VALUES (3, 'x')`,
@@ -243,8 +243,8 @@ func testIsolation(t *testing.T, mode string) {
 	t.Run("other orgs' data is unreachable by any path", func(t *testing.T) {
 		for _, sql := range []string{
 			`SELECT * FROM ` + pgx.Identifier{*c.DatabaseName, "public", "secrets"}.Sanitize(),
-			`SET ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(c.Key)}.Sanitize(),
-			`SET ROLE ` + pgx.Identifier{pgroles.OwnerRole(c.Key)}.Sanitize(),
+			`SET ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(c.NameBase)}.Sanitize(),
+			`SET ROLE ` + pgx.Identifier{pgroles.OwnerRole(c.NameBase)}.Sanitize(),
 			`SELECT dblink_connect('dbname=` + *c.DatabaseName + `')`,
 			`COPY (SELECT 1) TO PROGRAM 'psql ` + *c.DatabaseName + `'`,
 		} {
@@ -261,7 +261,7 @@ func testIsolation(t *testing.T, mode string) {
 			t.Fatal(err)
 		}
 		groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil || len(groups) != 1 || groups[0] != pgroles.ReadonlyRole(a.Key) {
+		if err != nil || len(groups) != 1 || groups[0] != pgroles.ReadonlyRole(a.NameBase) {
 			t.Fatalf("memberships %v %v", groups, err)
 		}
 		// Other sessions' queries are hidden.
@@ -610,7 +610,7 @@ func TestDeleteOrgRevokesAndDrops(t *testing.T) {
 			defer admin.Close(ctx)
 			var left int
 			if err := admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)) + (SELECT count(*) FROM pg_database WHERE datname = $2)`,
-				[]string{cred.Username, pgroles.OwnerRole(o.Key), pgroles.ReadonlyRole(o.Key)}, *o.DatabaseName).Scan(&left); err != nil || left != 0 {
+				[]string{cred.Username, pgroles.OwnerRole(o.NameBase), pgroles.ReadonlyRole(o.NameBase)}, *o.DatabaseName).Scan(&left); err != nil || left != 0 {
 				t.Fatalf("%d roles/databases left (%v)", left, err)
 			}
 			if _, err := e.svc.Connection(ctx, o.ID); !errors.Is(err, orgdb.ErrOrgNotFound) {
