@@ -175,7 +175,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("error setting up server %s: %w", srv.Name, err))
 			continue
 		}
-		rows, err := s.pool.Query(ctx, `SELECT key FROM organizations WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY key`, id)
+		rows, err := s.pool.Query(ctx, `SELECT coalesce(name_base, key) FROM organizations WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY 1`, id)
 		if err != nil {
 			errs = append(errs, err)
 			continue

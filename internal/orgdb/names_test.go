@@ -20,7 +20,9 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
+	"github.com/webhookdb-go/webhookdb/internal/vaulttest"
 	"github.com/webhookdb-go/webhookdb/pgroles"
+	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 // catalogText is everything a login can read about the server's other tenants from the shared catalogs:
@@ -343,4 +345,33 @@ func TestRegisterServerSSLMode(t *testing.T) {
 	if err != nil || len(servers) != 2 || servers[1].Name != "tls" || servers[1].CACert != ca {
 		t.Fatalf("servers: %+v, %v", servers, err)
 	}
+}
+
+// Reconcile (what `dev` and every server start run) re-creates a forgotten Vault role under the org's opaque
+// names, so credentials can be issued again.
+func TestReconcileRestoresVaultRoleUnderOpaqueNames(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, orgdb.ModeVault, envOptions{})
+	o := e.newOrg("reconcile_opaque")
+	role := "database/roles/" + vault.RoleName(o.NameBase)
+	client := vaulttest.Client(t)
+	if _, err := client.Logical().DeleteWithContext(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := client.Logical().ReadWithContext(ctx, role); err != nil || s == nil {
+		t.Fatalf("vault role %s after reconcile: %v, %v", role, s, err)
+	}
+	cred, err := e.svc.Connection(ctx, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, cred.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
 }
