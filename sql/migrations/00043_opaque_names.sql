@@ -22,7 +22,8 @@ SET sslmode = CASE
         WHEN public_host IN ('localhost', '::1') OR public_host ~ '^127\.' THEN 'disable'
         ELSE 'require' END
 WHERE sslmode IN ('prefer', 'allow');
-ALTER TABLE database_servers ALTER COLUMN sslmode DROP DEFAULT;
+-- RegisterServer always chooses; rows written some other way get the safe choice.
+ALTER TABLE database_servers ALTER COLUMN sslmode SET DEFAULT 'require';
 ALTER TABLE database_servers DROP CONSTRAINT database_servers_sslmode_check;
 ALTER TABLE database_servers ADD CONSTRAINT database_servers_sslmode_check
     CHECK (sslmode IN ('disable', 'require', 'verify-ca', 'verify-full'));
