@@ -20,7 +20,7 @@ func RenameOrgDatabases(ctx context.Context, cfg Config, progress func(orgKey st
 	if _, err := migrate.Up(ctx, cfg.DatabaseURL, cfg.Logger); err != nil {
 		return nil, err
 	}
-	pool, err := openPool(ctx, cfg)
+	pool, err := openSmallPool(ctx, cfg, 4)
 	if err != nil {
 		return nil, err
 	}
