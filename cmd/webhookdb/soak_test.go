@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
 )
 
 // soakOrg is one org of the soak with a json_v1 integration behind a shared-secret header.
