@@ -201,7 +201,7 @@ func (i *Issuer) rotateRoot(ctx context.Context, serverName string) error {
 	return nil
 }
 
-// SetupOrg implements orgdb.Issuer: it writes database/roles/org-<key>-readonly, then allows it on the
+// SetupOrg implements orgdb.Issuer: it writes database/roles/org-<name base>-readonly, then allows it on the
 // server's connection.
 func (i *Issuer) SetupOrg(ctx context.Context, srv orgdb.Server, orgKey string, _ []string) error {
 	creation, err := pgroles.CreationStatements(orgKey, i.cfg.Policy)

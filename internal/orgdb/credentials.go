@@ -14,7 +14,7 @@ import (
 
 // Credential is an org's read-only connection string.
 type Credential struct {
-	// URL is postgres://user:password@public-host:port/org_<key>?sslmode=...
+	// URL is postgres://user:password@public-host:port/org_<name base>?sslmode=...
 	URL       string    `json:"url"`
 	Username  string    `json:"username"`
 	Database  string    `json:"database"`

@@ -149,7 +149,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Reconcile re-applies what the application database says the issuer should know: every server's setup and
-// every ready org's (Vault: webhookdb_vault, database/config/<server>, database/roles/org-<key>-readonly),
+// every ready org's (Vault: webhookdb_vault, database/config/<server>, database/roles/org-<name base>-readonly),
 // then revokes directly, and forgets, every stored credential the issuer no longer knows (so the next
 // Connection issues a new one). `webhookdb dev` calls it at start, since its Vault dev server keeps nothing;
 // it is safe at every start of a server.
