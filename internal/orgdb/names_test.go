@@ -375,3 +375,42 @@ func TestReconcileRestoresVaultRoleUnderOpaqueNames(t *testing.T) {
 	}
 	conn.Close(ctx)
 }
+
+// Deleting an org whose rename stopped half-way drops whatever it has under either name.
+func TestDeleteOrgMidRename(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e := newEnv(t, mode, envOptions{})
+			o := e.newLegacyOrg("midrename" + mode[:2])
+			cluster := e.clusterOf(o)
+			e.mu.Lock()
+			e.crashAt[o.ID] = orgdb.RenameStepServer
+			e.mu.Unlock()
+			if err := e.svc.RenameOrgDatabase(ctx, o.ID); !errors.Is(err, e.errCrash) {
+				t.Fatalf("%v; want the simulated crash", err)
+			}
+			var target string
+			if err := e.pool.QueryRow(ctx, `SELECT renaming_to FROM organizations WHERE id = $1`, o.ID).Scan(&target); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.svc.DeleteOrg(ctx, o.ID); err != nil {
+				t.Fatal(err)
+			}
+			super, err := cluster.Connect(ctx, "postgres")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer super.Close(ctx)
+			var left int
+			if err := super.QueryRow(ctx, `
+				SELECT (SELECT count(*) FROM pg_database WHERE datname = ANY($1)) + (SELECT count(*) FROM pg_roles WHERE rolname = ANY($2))`,
+				[]string{pgroles.DatabaseName(o.Key), pgroles.DatabaseName(target)},
+				[]string{pgroles.OwnerRole(o.Key), pgroles.ReadonlyRole(o.Key), pgroles.OwnerRole(target), pgroles.ReadonlyRole(target)}).Scan(&left); err != nil || left != 0 {
+				t.Fatalf("%d databases and roles left after deleting an org mid-rename (%v)", left, err)
+			}
+		})
+	}
+}

@@ -254,6 +254,9 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID int64) error {
 			if err := pgroles.DropOrg(ctx, srv.AdminURL, org.NameBase); err != nil {
 				return err
 			}
+			if err := s.dropRenameTarget(ctx, q, srv, org, keys); err != nil {
+				return err
+			}
 		}
 		if _, err := q.Exec(ctx, `UPDATE organizations SET provision_state = 'deleted', deleted_at = now() WHERE id = $1`, orgID); err != nil {
 			return fmt.Errorf("error marking org %s deleted: %w", org.Key, err)

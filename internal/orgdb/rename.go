@@ -169,3 +169,19 @@ func (s *Service) afterRenameStep(ctx context.Context, orgID int64, step string)
 	}
 	return nil
 }
+
+// dropRenameTarget removes what an org's unfinished rename (RenameOrgDatabase) created under its new names:
+// the issuer's setup, and the database and roles if the server step ran. DeleteOrg calls it.
+func (s *Service) dropRenameTarget(ctx context.Context, q db, srv Server, org *Org, bases []string) error {
+	var target *string
+	if err := q.QueryRow(ctx, `SELECT renaming_to FROM organizations WHERE id = $1`, org.ID).Scan(&target); err != nil {
+		return fmt.Errorf("error reading organization %d: %w", org.ID, err)
+	}
+	if target == nil {
+		return nil
+	}
+	if err := s.cfg.Issuer.RemoveOrg(ctx, srv, *target, bases); err != nil {
+		return fmt.Errorf("error removing the new names of org %s from %s credentials: %w", org.Key, s.cfg.Issuer.Mode(), err)
+	}
+	return pgroles.DropOrg(ctx, srv.AdminURL, *target)
+}
