@@ -290,7 +290,7 @@ func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error)
 		return nil, err
 	}
 	// Tables must belong to the org's owner role, whatever role the server's admin URL logs in as.
-	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(org.key)}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(org.names)}.Sanitize()); err != nil {
 		closeConn(conn)
 		return nil, fmt.Errorf("error switching to the org owner role: %w", err)
 	}

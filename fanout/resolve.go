@@ -25,7 +25,8 @@ var (
 type orgInfo struct {
 	id      int64
 	key     string
-	gone    bool // deleted, or no such org: its changes are dropped
+	names   string // name base: the org's database and owner role are named from it (pgroles)
+	gone    bool   // deleted, or no such org: its changes are dropped
 	connCfg *pgx.ConnConfig
 	err     error // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
 	at      time.Time
@@ -93,9 +94,9 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 		provisionStatus string
 	)
 	err := r.pool.QueryRow(ctx, `
-		SELECT o.key, o.deleted_at IS NOT NULL, o.provision_state, s.name, s.admin_url_enc
+		SELECT o.key, coalesce(o.name_base, o.key), o.deleted_at IS NOT NULL, o.provision_state, s.name, s.admin_url_enc
 		FROM organizations o LEFT JOIN database_servers s ON s.id = o.database_server_id
-		WHERE o.id = $1`, id).Scan(&o.key, &deleted, &provisionStatus, &server, &urlEnc)
+		WHERE o.id = $1`, id).Scan(&o.key, &o.names, &deleted, &provisionStatus, &server, &urlEnc)
 	if errors.Is(err, pgx.ErrNoRows) {
 		o.gone = true
 		return o, nil
@@ -123,7 +124,7 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 			o.err = fmt.Errorf("error decrypting the admin URL of database server %s: %w", *server, err)
 			return o, nil
 		}
-		connString = pgroles.OrgURL(string(adminURL), o.key)
+		connString = pgroles.OrgURL(string(adminURL), o.names)
 	}
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {

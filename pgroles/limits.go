@@ -29,7 +29,8 @@ func LoginSettings(p LoginPolicy) []Setting {
 
 // OrgLimits are the limits enforced from outside on the read-only logins of one org.
 type OrgLimits struct {
-	OrgKey string
+	// NameBase names the org's roles (pgroles' names are built from it, never from the org key).
+	NameBase string
 	// Query ends a query (a session in state active) running longer.
 	Query time.Duration
 	// IdleInTransaction ends a session idle in a transaction longer.
@@ -51,7 +52,7 @@ type EnforceResult struct {
 func EnforceLimits(ctx context.Context, adminURL string, orgs []OrgLimits, p LoginPolicy) (EnforceResult, error) {
 	var res EnforceResult
 	for _, o := range orgs {
-		if err := ValidateOrgKey(o.OrgKey); err != nil {
+		if err := ValidateOrgKey(o.NameBase); err != nil {
 			return res, err
 		}
 	}
@@ -80,13 +81,13 @@ func EnforceLimits(ctx context.Context, adminURL string, orgs []OrgLimits, p Log
 			WHERE a.usesysid IN (SELECT oid FROM logins) AND a.pid <> pg_catalog.pg_backend_pid()
 			  AND ((a.state IN ('active', 'fastpath function call') AND a.query_start < now() - $4::interval)
 			    OR (a.state IN ('idle in transaction', 'idle in transaction (aborted)') AND a.state_change < now() - $5::interval))`,
-			ReadonlyRole(o.OrgKey), VaultRole, FanoutRole, o.Query, o.IdleInTransaction).Scan(&n)
+			ReadonlyRole(o.NameBase), VaultRole, FanoutRole, o.Query, o.IdleInTransaction).Scan(&n)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("error ending sessions past the limits of org %s: %w", o.OrgKey, err))
+			errs = append(errs, fmt.Errorf("error ending sessions past the limits of org %s: %w", o.NameBase, err))
 			continue
 		}
 		res.Terminated += n
-		changed, err := changedLogins(ctx, conn, o.OrgKey, wantConfig)
+		changed, err := changedLogins(ctx, conn, o.NameBase, wantConfig)
 		if err != nil {
 			errs = append(errs, err)
 			continue

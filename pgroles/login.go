@@ -223,7 +223,7 @@ func IssueLogin(ctx context.Context, adminURL, orgKey string, p LoginPolicy) (*L
 		return nil, err
 	}
 	p = p.WithDefaults()
-	username := DirectUsernamePrefix + truncate("org-"+orgKey+"-readonly", 44) + "-" + randomString(16, lowerAlnum)
+	username := DirectLoginName(orgKey)
 	password := randomString(32, alnum)
 	verifier, err := scramVerifier(password)
 	if err != nil {
@@ -382,8 +382,9 @@ func execStatements(ctx context.Context, adminURL string, stmts []string) error 
 }
 
 const (
-	alnum      = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	lowerAlnum = "abcdefghijklmnopqrstuvwxyz0123456789"
+	alnum        = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	lowerAlnum   = "abcdefghijklmnopqrstuvwxyz0123456789"
+	lowerLetters = "abcdefghijklmnopqrstuvwxyz"
 )
 
 // randomString draws n characters uniformly from set (rejection sampling, no modulo bias).

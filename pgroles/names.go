@@ -35,14 +35,46 @@ func ValidateUsername(name string) error {
 	return nil
 }
 
+// Names on a database server come from an org's *name base*, never from its key: every login on a server can
+// read pg_database, pg_roles and pg_stat_activity (PostgreSQL 15 cannot hide them), so anything in a name is
+// visible to every other tenant of the server. A name base is opaque and random (NewNameBase), stored with the
+// org. Orgs provisioned before opaque names used their key as name base until `webhookdb admin
+// rename-org-databases` moves them; the functions below take whichever base the org has. A name base obeys the
+// org key syntax (ValidateOrgKey), so everything that checks keys before naming objects checks bases too.
+
+// NameBaseLength is the length of an opaque name base: a lower-case letter and 19 lower-case letters or digits
+// (about 98 bits).
+const NameBaseLength = 20
+
+var nameBasePattern = regexp.MustCompile(`^[a-z][a-z0-9]{19}$`)
+
+// NewNameBase returns a fresh opaque name base for an org.
+func NewNameBase() string {
+	return randomString(1, lowerLetters) + randomString(NameBaseLength-1, lowerAlnum)
+}
+
+// IsOpaqueNameBase reports whether base has the form NewNameBase gives (and so carries no org key).
+func IsOpaqueNameBase(base string) bool { return nameBasePattern.MatchString(base) }
+
 // DatabaseName is the org's replication database.
-func DatabaseName(orgKey string) string { return "org_" + orgKey }
+func DatabaseName(base string) string { return "org_" + base }
 
 // OwnerRole owns the org database's schema and tables (NOLOGIN); the fanout writes through it.
-func OwnerRole(orgKey string) string { return "org_" + orgKey + "_owner" }
+func OwnerRole(base string) string { return "org_" + base + "_owner" }
 
 // ReadonlyRole is the NOLOGIN group holding every read grant in the org database; issued login roles join it.
-func ReadonlyRole(orgKey string) string { return "org_" + orgKey + "_readonly" }
+func ReadonlyRole(base string) string { return "org_" + base + "_readonly" }
+
+// LoginRoleStem is the part of an issued login's name that says which org's group it joins:
+// "org-<base>-readonly". Vault's role is named after it (and its username template puts "v-" before it), and
+// logins issued directly are "p-" + stem + "-" + random (DirectLoginName); the rest of the name is random.
+// Cut to 44 bytes, so that a login name stays within PostgreSQL's 63.
+func LoginRoleStem(base string) string { return truncate("org-"+base+"-readonly", 44) }
+
+// DirectLoginName is a fresh name for a login issued directly (postgres mode).
+func DirectLoginName(base string) string {
+	return DirectUsernamePrefix + LoginRoleStem(base) + "-" + randomString(16, lowerAlnum)
+}
 
 // MetaSchema holds webhookdb's own bookkeeping inside an org database (the fanout's applied LSN); users'
 // read-only roles are not granted it.

@@ -87,13 +87,15 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 
 var _ orgdb.Issuer = (*Issuer)(nil)
 
-// RoleName is the Vault role that issues an org's read-only logins.
-func RoleName(orgKey string) string { return "org-" + orgKey + "-readonly" }
+// RoleName is the Vault role that issues an org's read-only logins, named from the org's name base (never
+// its key: the role name goes into every login's name, which every login on the server can read).
+func RoleName(base string) string { return "org-" + base + "-readonly" }
 
 // FanoutRoleName is the Vault static role holding a server's fanout credentials.
 func FanoutRoleName(serverName string) string { return "webhookdb-fanout-" + serverName }
 
-// UsernameTemplate names the logins Vault creates: "v-", the role (so an operator can tell the org), 16
+// UsernameTemplate names the logins Vault creates: "v-", the role cut to 44 bytes (pgroles.LoginRoleStem, so
+// an operator can tell the org from its name base), 16
 // random lower-case letters and digits; at most 63 bytes, PostgreSQL's limit. Only lower-case letters,
 // digits, '_' and '-' appear, as the statement templates require (and nobody has to quote the name in SQL).
 const UsernameTemplate = `{{ printf "v-%s-%s" (.RoleName | truncate 44) (random 16 | lowercase) | truncate 63 }}`
@@ -199,7 +201,7 @@ func (i *Issuer) rotateRoot(ctx context.Context, serverName string) error {
 	return nil
 }
 
-// SetupOrg implements orgdb.Issuer: it writes database/roles/org-<key>-readonly, then allows it on the
+// SetupOrg implements orgdb.Issuer: it writes database/roles/org-<name base>-readonly, then allows it on the
 // server's connection.
 func (i *Issuer) SetupOrg(ctx context.Context, srv orgdb.Server, orgKey string, _ []string) error {
 	creation, err := pgroles.CreationStatements(orgKey, i.cfg.Policy)

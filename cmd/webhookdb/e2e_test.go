@@ -152,10 +152,10 @@ func TestCLIEndToEnd(t *testing.T) {
 	var super bool
 	err = admin.QueryRow(context.Background(), `
 		SELECT a.usename, r.rolsuper FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
-		WHERE a.datname = 'org_acme' AND a.application_name = 'webhookdb-fanout' LIMIT 1`).Scan(&writer, &super)
+		WHERE a.datname = (SELECT database_name FROM organizations WHERE key = 'acme') AND a.application_name = 'webhookdb-fanout' LIMIT 1`).Scan(&writer, &super)
 	admin.Close(context.Background())
 	if err != nil || super {
-		t.Fatalf("fanout connection to org_acme: user %q superuser %v (%v)", writer, super, err)
+		t.Fatalf("fanout connection to acme's database: user %q superuser %v (%v)", writer, super, err)
 	}
 
 	// the list commands

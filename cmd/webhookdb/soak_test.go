@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
 // soakOrg is one org of the soak with a json_v1 integration behind a shared-secret header.
@@ -64,7 +62,7 @@ func TestSoakOneTenantsBadInputCostsOthersNothing(t *testing.T) {
 		if err := json.Unmarshal([]byte(tp.cli(args...)), &created); err != nil {
 			t.Fatal(err)
 		}
-		orgs[i] = &soakOrg{key: key, url: created.Integration.WebhookURL, db: connect(t, tp.cluster.URL(pgroles.DatabaseName(key)))}
+		orgs[i] = &soakOrg{key: key, url: created.Integration.WebhookURL, db: connect(t, tp.cluster.URL(orgDatabase(t, tp, key)))}
 	}
 
 	// RSS of the server, sampled throughout.

@@ -146,11 +146,17 @@ func (tp *topology) setup() (orgDB *pgx.Conn, webhookURL string) {
 	if err := json.Unmarshal([]byte(tp.cli("integrations", "create", "stripe_charge_v1", "--secret", "whsec_topology", "-o", "json")), &created); err != nil {
 		t.Fatal(err)
 	}
-	var orgKey string
-	if err := connect(t, tp.appURL).QueryRow(context.Background(), `SELECT key FROM organizations`).Scan(&orgKey); err != nil {
+	return connect(t, tp.cluster.URL(orgDatabase(t, tp, "acme"))), created.Integration.WebhookURL
+}
+
+// orgDatabase is the name of an org's database (named from its opaque name base, not its key).
+func orgDatabase(t *testing.T, tp *topology, key string) string {
+	t.Helper()
+	var dbName string
+	if err := connect(t, tp.appURL).QueryRow(context.Background(), `SELECT database_name FROM organizations WHERE key = $1 AND deleted_at IS NULL`, key).Scan(&dbName); err != nil {
 		t.Fatal(err)
 	}
-	return connect(t, tp.cluster.URL(pgroles.DatabaseName(orgKey))), created.Integration.WebhookURL
+	return dbName
 }
 
 // send delivers a signed Stripe charge event and expects 202.

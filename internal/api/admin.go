@@ -120,7 +120,7 @@ func (a *API) skipError(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) listServers(w http.ResponseWriter, r *http.Request) error {
 	rows, err := a.pool.Query(r.Context(), `
-		SELECT s.name, s.public_host, s.public_port, s.sslmode, count(o.id), s.created_at
+		SELECT s.name, s.public_host, s.public_port, s.sslmode, s.ca_cert IS NOT NULL, count(o.id), s.created_at
 		FROM database_servers s LEFT JOIN organizations o ON o.database_server_id = s.id AND o.deleted_at IS NULL
 		GROUP BY s.id ORDER BY s.name`)
 	if err != nil {
@@ -128,7 +128,7 @@ func (a *API) listServers(w http.ResponseWriter, r *http.Request) error {
 	}
 	servers, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ServerView, error) {
 		var s ServerView
-		return s, row.Scan(&s.Name, &s.PublicHost, &s.PublicPort, &s.SSLMode, &s.Orgs, &s.CreatedAt)
+		return s, row.Scan(&s.Name, &s.PublicHost, &s.PublicPort, &s.SSLMode, &s.CACert, &s.Orgs, &s.CreatedAt)
 	})
 	if err != nil {
 		return wrapf(err, "error listing servers")
@@ -144,13 +144,7 @@ func (a *API) addServer(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Servers == nil {
 		return errUnavailable("server registration is not configured")
 	}
-	var in struct {
-		Name       string `json:"name"`
-		AdminURL   string `json:"admin_url"`
-		PublicHost string `json:"public_host"`
-		PublicPort int    `json:"public_port"`
-		SSLMode    string `json:"sslmode"`
-	}
+	var in ServerRegistration
 	if err := decode(r, &in); err != nil {
 		return err
 	}
@@ -164,13 +158,14 @@ func (a *API) addServer(w http.ResponseWriter, r *http.Request) error {
 	case in.PublicPort < 1 || in.PublicPort > 65535:
 		return errInvalid("public_port", "a port from 1 to 65535")
 	}
-	if in.SSLMode == "" {
-		in.SSLMode = "prefer"
+	sslmode, err := a.cfg.Servers.RegisterServer(r.Context(), in)
+	if errors.Is(err, ErrInvalidSSLMode) {
+		return errInvalid("sslmode", err.Error())
 	}
-	if err := a.cfg.Servers.RegisterServer(r.Context(), in.Name, in.AdminURL, in.PublicHost, in.PublicPort, in.SSLMode); err != nil {
+	if err != nil {
 		return errInvalid("admin_url", err.Error())
 	}
-	writeJSON(w, http.StatusCreated, ServerEnvelope{Server: ServerView{Name: in.Name, PublicHost: in.PublicHost, PublicPort: in.PublicPort, SSLMode: in.SSLMode}})
+	writeJSON(w, http.StatusCreated, ServerEnvelope{Server: ServerView{Name: in.Name, PublicHost: in.PublicHost, PublicPort: in.PublicPort, SSLMode: sslmode, CACert: in.CACert != ""}})
 	return nil
 }
 

@@ -30,6 +30,8 @@ type Credential struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// Kind is "member" (a member's own login) or "service" (the server's own, never shown).
 	Kind string `json:"kind,omitempty"`
+	// CACert is the PEM CA certificate to verify the server with (sslmode verify-ca or verify-full).
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // Credentials issues and rolls org read-only credentials (Vault or direct mode): a login per member, and
@@ -56,8 +58,24 @@ type Provisioner interface {
 
 // ServerRegistry registers database servers.
 type ServerRegistry interface {
-	RegisterServer(ctx context.Context, name, adminURL, publicHost string, publicPort int, sslmode string) error
+	// RegisterServer registers (or updates) a server and returns the sslmode it chose when none was given.
+	RegisterServer(ctx context.Context, reg ServerRegistration) (sslmode string, err error)
 }
+
+// ServerRegistration is POST /admin/servers. SSLMode may be empty (require, or disable for a loopback host);
+// CACert is PEM, for verify-ca and verify-full.
+type ServerRegistration struct {
+	Name       string `json:"name"`
+	AdminURL   string `json:"admin_url"`
+	PublicHost string `json:"public_host"`
+	PublicPort int    `json:"public_port"`
+	SSLMode    string `json:"sslmode"`
+	CACert     string `json:"ca_cert"`
+}
+
+// ErrInvalidSSLMode is what a ServerRegistry wraps its sslmode and CA certificate errors in; the API answers
+// them as invalid sslmode (or ca_cert).
+var ErrInvalidSSLMode = errors.New("invalid sslmode")
 
 // KeyRotator rotates the key that encrypts stored secrets and rewraps every value.
 type KeyRotator interface {

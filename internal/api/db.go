@@ -3,6 +3,8 @@ package api
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,11 +65,45 @@ func (a *API) readOnlyConn(ctx context.Context, orgID int64) (*pgx.Conn, error) 
 	if err != nil {
 		return nil, wrapf(err, "error issuing credentials")
 	}
-	conn, err := pgx.Connect(ctx, c.URL)
+	cfg, err := ReadOnlyConnConfig(c)
+	if err != nil {
+		return nil, wrapf(err, "error parsing the organization's connection URL")
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, wrapf(err, "error connecting to the organization's database")
 	}
 	return conn, nil
+}
+
+// ReadOnlyConnConfig parses a read-only credential's URL; with a CA certificate (sslmode verify-ca or
+// verify-full), the server is verified against that CA rather than the system's roots.
+func ReadOnlyConnConfig(c *Credential) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(c.URL)
+	if err != nil {
+		return nil, errors.New("the connection URL does not parse") // never echo it: it holds a password
+	}
+	if c.CACert == "" {
+		return cfg, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.CACert)) {
+		return nil, errors.New("the server's CA certificate does not parse")
+	}
+	for _, tc := range append([]*tls.Config{cfg.TLSConfig}, fallbackTLS(cfg)...) {
+		if tc != nil {
+			tc.RootCAs = pool
+		}
+	}
+	return cfg, nil
+}
+
+func fallbackTLS(cfg *pgx.ConnConfig) []*tls.Config {
+	out := make([]*tls.Config, 0, len(cfg.Fallbacks))
+	for _, f := range cfg.Fallbacks {
+		out = append(out, f.TLSConfig)
+	}
+	return out
 }
 
 func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {

@@ -238,6 +238,7 @@ type ServerView struct {
 	PublicHost string    `json:"public_host"`
 	PublicPort int       `json:"public_port"`
 	SSLMode    string    `json:"sslmode"`
+	CACert     bool      `json:"ca_cert"` // a CA certificate is stored (verify modes)
 	Orgs       int       `json:"orgs"`
 	CreatedAt  time.Time `json:"created_at"`
 }

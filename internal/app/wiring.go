@@ -234,7 +234,7 @@ func apiCredential(c *orgdb.Credential, err error) (*api.Credential, error) {
 	if err != nil {
 		return nil, translate(err)
 	}
-	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt, Kind: c.Kind}, nil
+	return &api.Credential{URL: c.URL, Username: c.Username, ExpiresAt: c.ExpiresAt, Kind: c.Kind, CACert: c.CACert}, nil
 }
 
 func (a orgdbAdapter) Connection(ctx context.Context, orgID, userID int64) (*api.Credential, error) {
@@ -265,9 +265,22 @@ func (a orgdbAdapter) DeleteOrg(ctx context.Context, orgID int64) error {
 	return translate(a.svc.DeleteOrg(ctx, orgID))
 }
 
-func (a orgdbAdapter) RegisterServer(ctx context.Context, name, adminURL, publicHost string, publicPort int, sslmode string) error {
-	_, err := a.svc.RegisterServer(ctx, orgdb.ServerSpec{Name: name, AdminURL: adminURL, PublicHost: publicHost, PublicPort: publicPort, SSLMode: sslmode})
-	return err
+// kindError is err, also matching kind under errors.Is.
+type kindError struct{ err, kind error }
+
+func (e kindError) Error() string        { return e.err.Error() }
+func (e kindError) Unwrap() error        { return e.err }
+func (e kindError) Is(target error) bool { return target == e.kind }
+
+func (a orgdbAdapter) RegisterServer(ctx context.Context, reg api.ServerRegistration) (string, error) {
+	info, err := a.svc.RegisterServer(ctx, orgdb.ServerSpec{Name: reg.Name, AdminURL: reg.AdminURL, PublicHost: reg.PublicHost, PublicPort: reg.PublicPort, SSLMode: reg.SSLMode, CACert: reg.CACert})
+	if errors.Is(err, orgdb.ErrInvalidSSLMode) {
+		return "", kindError{err: err, kind: api.ErrInvalidSSLMode}
+	}
+	if err != nil {
+		return "", err
+	}
+	return info.SSLMode, nil
 }
 
 func (a orgdbAdapter) RotateKeys(ctx context.Context, _ func(done, total int)) (*api.KeyRotation, error) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -534,11 +535,39 @@ func sqlClientTimeout(flag string) time.Duration {
 	return max(clientTimeout, d+time.Minute)
 }
 
+// saveCACert writes a credential's CA certificate to path (when path is set) and points the URL's sslrootcert
+// at it, so psql verifies the server against that CA.
+func saveCACert(c *api.Credential, path string) error {
+	if path == "" {
+		return nil
+	}
+	if c.CACert == "" {
+		return errors.New("--ca-file: this database server has no CA certificate (its sslmode is not verify-ca or verify-full)")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("--ca-file: %w", err)
+	}
+	if err := os.WriteFile(abs, []byte(c.CACert), 0o644); err != nil {
+		return fmt.Errorf("--ca-file: %w", err)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return errors.New("the server answered a connection URL that does not parse")
+	}
+	q := u.Query()
+	q.Set("sslrootcert", abs)
+	u.RawQuery = q.Encode()
+	c.URL = u.String()
+	return nil
+}
+
 func dbCommand(o *clientOptions) *cobra.Command {
 	db := &cobra.Command{Use: "db", Short: "Your organization's database"}
 	var rollAll bool
 	credential := func(method, suffix string) *cobra.Command {
-		return &cobra.Command{
+		var caFile string
+		cmd := &cobra.Command{
 			Args: cobra.NoArgs,
 			RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
 				path := orgPath + suffix
@@ -556,14 +585,22 @@ func dbCommand(o *clientOptions) *cobra.Command {
 				if err := c.do(cmd.Context(), method, path, nil, &out); err != nil {
 					return err
 				}
+				if err := saveCACert(&out, caFile); err != nil {
+					return err
+				}
 				if p.format == "json" {
 					return p.json(&out)
 				}
 				fmt.Fprintf(p.w, "%s\n", cell(out.URL))
 				fmt.Fprintf(cmd.ErrOrStderr(), "user %s, valid until %s\n", cell(out.Username), cell(out.ExpiresAt))
+				if out.CACert != "" && caFile == "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "the server is verified against its own CA: pass --ca-file PATH to save the certificate and have the URL point at it (sslrootcert)\n")
+				}
 				return nil
 			}),
 		}
+		cmd.Flags().StringVar(&caFile, "ca-file", "", "save the database server's CA certificate here and put it into the URL as sslrootcert (servers with sslmode verify-ca or verify-full)")
+		return cmd
 	}
 	conn := credential("GET", "/db/connection")
 	conn.Use, conn.Short = "connection", "Print your own read-only connection URL (for psql or a BI tool)"
@@ -814,13 +851,21 @@ func failedChangeID(arg string) (string, error) {
 
 func serversCommand(o *clientOptions) *cobra.Command {
 	servers := &cobra.Command{Use: "servers", Short: "Database servers that hold org databases (server admins)"}
-	var adminURL, host, sslmode string
+	var adminURL, host, sslmode, caFile string
 	var port int
 	add := &cobra.Command{
 		Use: "add NAME", Short: "Register a database server", Args: cobra.ExactArgs(1),
 		RunE: run(o, false, func(cmd *cobra.Command, args []string, c *client, p *printer, _ string) error {
+			var caCert []byte
+			if caFile != "" {
+				var err error
+				if caCert, err = os.ReadFile(caFile); err != nil {
+					return fmt.Errorf("--ca-file: %w", err)
+				}
+			}
 			var out api.ServerEnvelope
-			if err := c.do(cmd.Context(), "POST", "/v1/admin/servers", map[string]any{"name": args[0], "admin_url": adminURL, "public_host": host, "public_port": port, "sslmode": sslmode}, &out); err != nil {
+			reg := api.ServerRegistration{Name: args[0], AdminURL: adminURL, PublicHost: host, PublicPort: port, SSLMode: sslmode, CACert: string(caCert)}
+			if err := c.do(cmd.Context(), "POST", "/v1/admin/servers", reg, &out); err != nil {
 				return err
 			}
 			s := &out.Server
@@ -830,7 +875,8 @@ func serversCommand(o *clientOptions) *cobra.Command {
 	add.Flags().StringVar(&adminURL, "admin-url", "", "URL webhookdb provisions with (stored encrypted)")
 	add.Flags().StringVar(&host, "public-host", "", "host users connect to")
 	add.Flags().IntVar(&port, "public-port", 5432, "port users connect to")
-	add.Flags().StringVar(&sslmode, "sslmode", "prefer", "sslmode put into read-only URLs")
+	add.Flags().StringVar(&sslmode, "sslmode", "", "sslmode put into read-only URLs: require (the default), verify-full or verify-ca (with --ca-file), or disable (loopback hosts only; their default)")
+	add.Flags().StringVar(&caFile, "ca-file", "", "PEM certificate of the CA that signed the server's certificate (for verify-full and verify-ca); users get it with db connection --ca-file")
 	list := listCommand(o, "list", "List database servers", false, "/v1/admin/servers", []string{"name", "public_host", "public_port", "sslmode", "orgs"},
 		func(l *api.ServerList) (rows [][]any) {
 			for _, s := range l.Servers {

@@ -221,7 +221,7 @@ func newAdminCommand(g *globalOptions) *cobra.Command {
 	create.Flags().StringVar(&dbURL, "database-url", app.Env(app.EnvDatabaseURL), "application database URL (WEBHOOKDB_DATABASE_URL)")
 	create.Flags().StringVar(&email, "email", "", "the user's email")
 	create.Flags().BoolVar(&serverAdmin, "server-admin", false, "may manage database servers, keys and the fanout")
-	admin.AddCommand(create)
+	admin.AddCommand(create, newRenameOrgDatabasesCommand())
 	return admin
 }
 
@@ -237,4 +237,39 @@ func createUserWithToken(ctx context.Context, dbURL, email string, serverAdmin b
 	}
 	token, _, err := accounts.CreateToken(ctx, conn, u.ID, "created by admin create-user")
 	return token, err
+}
+
+func newRenameOrgDatabasesCommand() *cobra.Command {
+	var cfg app.Config
+	cmd := &cobra.Command{
+		Use:   "rename-org-databases",
+		Short: "Move orgs provisioned before opaque names to them (an upgrade step; safe to run again)",
+		Long: `Org databases, their roles and the logins issued for them used to be named from the org key, which every
+login on a shared database server can read in pg_database, pg_roles and pg_stat_activity. This moves every
+org still named that way to an opaque name, one org at a time: it revokes the org's read-only logins (users
+run db connection again for new ones), terminates the sessions in its database, renames the database and its
+roles, updates Vault's roles and the stored names. An org is unreachable only while it is being renamed; the
+fanout catches up afterwards. An org that fails is reported and left to the next run, which resumes it.
+Run it with the same credential mode and encryption settings as the servers.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := app.RenameOrgDatabases(cmd.Context(), cfg, func(orgKey string, err error) {
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", orgKey, err)
+					return
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: renamed\n", orgKey)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d orgs renamed, %d failed\n", len(res.Renamed), len(res.Failed))
+			if len(res.Failed) > 0 {
+				return fmt.Errorf("%d orgs could not be renamed: run the command again once the cause is fixed", len(res.Failed))
+			}
+			return nil
+		},
+	}
+	app.BindFlags(cmd.Flags(), &cfg, app.FlagsCore)
+	return cmd
 }

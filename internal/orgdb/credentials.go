@@ -15,7 +15,7 @@ import (
 // Credential is a read-only connection string to an org's database: a member's own login, or the
 // server's own login for the org.
 type Credential struct {
-	// URL is postgres://user:password@public-host:port/org_<key>?sslmode=...
+	// URL is postgres://user:password@public-host:port/org_<name base>?sslmode=...
 	URL       string    `json:"url"`
 	Username  string    `json:"username"`
 	Database  string    `json:"database"`
@@ -23,6 +23,9 @@ type Credential struct {
 	Mode      string    `json:"mode"`
 	// Kind is KindMember or KindService.
 	Kind string `json:"kind"`
+	// CACert is the server's CA certificate (PEM) when its sslmode is verify-ca or verify-full: clients
+	// need it as sslrootcert.
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // Credential kinds. Every member of an org gets a login of their own (MemberConnection), and the server one
@@ -62,7 +65,9 @@ type credential struct {
 	UserID       *int64 // the member whose login it is; nil for the service login
 	// from the org
 	OrgKey   string
+	NameBase string
 	Database string
+	CACert   string // from the server
 	OrgReady bool
 }
 
@@ -74,15 +79,16 @@ func (c credential) lease() Lease {
 func (s *Service) credentials(ctx context.Context, q db, where string, args ...any) ([]credential, error) {
 	rows, err := q.Query(ctx, `
 		SELECT c.id, c.org_id, c.database_server_id, c.mode, c.username, c.url_enc, c.lease_id, c.issued_at, c.expires_at,
-		       c.max_expires_at, c.superseded_at, c.revoke_after, c.user_id, o.key, coalesce(o.database_name, ''),
-		       o.provision_state = 'ready' AND o.deleted_at IS NULL
-		FROM org_credentials c JOIN organizations o ON o.id = c.org_id `+where, args...)
+		       c.max_expires_at, c.superseded_at, c.revoke_after, c.user_id, o.key, coalesce(o.name_base, o.key), coalesce(o.database_name, ''),
+		       o.provision_state = 'ready' AND o.deleted_at IS NULL, coalesce(s.ca_cert, '')
+		FROM org_credentials c JOIN organizations o ON o.id = c.org_id
+		JOIN database_servers s ON s.id = c.database_server_id `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("error reading credentials: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (credential, error) {
 		var c credential
-		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.UserID, &c.OrgKey, &c.Database, &c.OrgReady)
+		err := r.Scan(&c.ID, &c.OrgID, &c.ServerID, &c.Mode, &c.Username, &c.URLEnc, &c.LeaseID, &c.IssuedAt, &c.ExpiresAt, &c.MaxExpiresAt, &c.SupersededAt, &c.RevokeAfter, &c.UserID, &c.OrgKey, &c.NameBase, &c.Database, &c.OrgReady, &c.CACert)
 		return c, err
 	})
 	if err != nil {
@@ -139,7 +145,7 @@ func (s *Service) open(ctx context.Context, c *credential) (*Credential, error) 
 	if err != nil {
 		return nil, fmt.Errorf("error decrypting credentials: %w", err)
 	}
-	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID)}, nil
+	return &Credential{URL: string(plain), Username: c.Username, Database: c.Database, ExpiresAt: c.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID), CACert: c.CACert}, nil
 }
 
 // fresh reports whether a credential needs neither renewal nor reissue.
@@ -198,7 +204,7 @@ func (s *Service) connection(ctx context.Context, orgID, userID int64) (*Credent
 			return err
 		}
 		if c != nil && c.Mode == s.cfg.Issuer.Mode() {
-			expires, err := s.cfg.Issuer.Renew(ctx, srv, org.Key, c.lease())
+			expires, err := s.cfg.Issuer.Renew(ctx, srv, org.NameBase, c.lease())
 			switch {
 			case err == nil && time.Until(expires) > s.cfg.RenewBefore:
 				if _, err := q.Exec(ctx, `UPDATE org_credentials SET expires_at = $2 WHERE id = $1`, c.ID, expires); err != nil {
@@ -293,7 +299,7 @@ func (s *Service) RollAllCredentials(ctx context.Context, orgID, userID int64) (
 			}
 		}
 		for _, c := range others {
-			if err := s.revoke(ctx, q, srv, org.Key, c); err != nil {
+			if err := s.revoke(ctx, q, srv, org.NameBase, c); err != nil {
 				errs = append(errs, fmt.Errorf("%w: %w", ErrRevokePending, err))
 			}
 		}
@@ -327,7 +333,7 @@ func (s *Service) RevokeMember(ctx context.Context, orgID, userID int64) error {
 		}
 		var errs []error
 		for _, c := range creds {
-			if err := s.revoke(ctx, q, srv, c.OrgKey, c); err != nil {
+			if err := s.revoke(ctx, q, srv, c.NameBase, c); err != nil {
 				errs = append(errs, fmt.Errorf("%w: %w", ErrRevokePending, err))
 			}
 		}
@@ -376,7 +382,7 @@ func (s *Service) roll(ctx context.Context, q db, org *Org, srv Server, userID i
 	}
 	var errs []error
 	for _, c := range olds {
-		if err := s.revoke(ctx, q, srv, org.Key, c); err != nil {
+		if err := s.revoke(ctx, q, srv, org.NameBase, c); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -404,7 +410,7 @@ func (s *Service) readyOrg(ctx context.Context, q db, orgID int64) (*Org, Server
 // issue issues a credential and stores it as the holder's current one (userID 0: the org's service login);
 // old, when set, is superseded and due for revocation at revokeAfter.
 func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, userID int64, old *credential, revokeAfter time.Time) (*Credential, *credential, error) {
-	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.Key)
+	lease, err := s.cfg.Issuer.Issue(ctx, srv, org.NameBase)
 	if err != nil {
 		return nil, nil, fmt.Errorf("error issuing credentials for org %s: %w", org.Key, err)
 	}
@@ -412,7 +418,7 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, userID 
 	url := readonlyURL(srv, *org.DatabaseName, lease.Username, lease.Password)
 	enc, err := s.cfg.Box.Encrypt(ctx, URLBinding(id), []byte(url))
 	if err != nil {
-		s.abandon(ctx, srv, org.Key, *lease)
+		s.abandon(ctx, srv, org.NameBase, *lease)
 		return nil, nil, fmt.Errorf("error encrypting credentials: %w", err)
 	}
 	c := &credential{
@@ -436,10 +442,10 @@ func (s *Service) issue(ctx context.Context, q db, org *Org, srv Server, userID 
 		return nil
 	})
 	if err != nil {
-		s.abandon(ctx, srv, org.Key, *lease)
+		s.abandon(ctx, srv, org.NameBase, *lease)
 		return nil, nil, err
 	}
-	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID)}, c, nil
+	return &Credential{URL: url, Username: lease.Username, Database: *org.DatabaseName, ExpiresAt: lease.ExpiresAt, Mode: c.Mode, Kind: kindOf(c.UserID), CACert: srv.CACert}, c, nil
 }
 
 // abandon revokes a lease that could not be stored, so that failures do not pile up live logins.

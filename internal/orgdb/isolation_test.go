@@ -48,7 +48,7 @@ func asOwner(t *testing.T, c *pgcluster.Cluster, o *orgdb.Org, sql string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(o.Key)}.Sanitize()+"; "+sql); err != nil {
+	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(o.NameBase)}.Sanitize()+"; "+sql); err != nil {
 		t.Fatalf("as owner of %s: %v", o.Key, err)
 	}
 }
@@ -114,8 +114,8 @@ func testIsolation(t *testing.T, mode, kind string) {
 		t.Fatalf("credential URL %s (mode %s)", u.Redacted(), cred.Mode)
 	}
 	prefix := map[string]string{orgdb.ModeVault: "v-org-", orgdb.ModePostgres: "p-org-"}[mode]
-	if !strings.HasPrefix(cred.Username, prefix+a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
-		t.Fatalf("username %q: want lower case, %s%s..., at most 63 bytes", cred.Username, prefix, a.Key)
+	if !strings.HasPrefix(cred.Username, prefix+a.NameBase) || strings.Contains(cred.Username, a.Key) || cred.Username != strings.ToLower(cred.Username) || len(cred.Username) > 63 {
+		t.Fatalf("username %q: want lower case, %s%s..., no org key, at most 63 bytes", cred.Username, prefix, a.NameBase)
 	}
 	if again, err := connection(); err != nil || again.URL != cred.URL {
 		t.Fatalf("second Connection returned other credentials (%v)", err)
@@ -153,7 +153,7 @@ func testIsolation(t *testing.T, mode, kind string) {
 	})
 
 	t.Run("writes and escapes fail", func(t *testing.T) {
-		owner := pgx.Identifier{pgroles.OwnerRole(a.Key)}.Sanitize()
+		owner := pgx.Identifier{pgroles.OwnerRole(a.NameBase)}.Sanitize()
 		self := pgx.Identifier{cred.Username}.Sanitize()
 		sibling := pgx.Identifier{otherCred.Username}.Sanitize()
 		attempts := []string{
@@ -179,7 +179,7 @@ func testIsolation(t *testing.T, mode, kind string) {
 			`ALTER ROLE ` + self + ` VALID UNTIL 'infinity'`,
 			`ALTER ROLE ` + self + ` RENAME TO evil`,
 			`ALTER ROLE ` + owner + ` LOGIN PASSWORD 'x'`,
-			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.Key)}.Sanitize() + ` LOGIN`,
+			`ALTER ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(a.NameBase)}.Sanitize() + ` LOGIN`,
 			`GRANT ` + owner + ` TO ` + self,
 			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` PASSWORD 'taken-over-0123456789'`,
 			`SET default_transaction_read_only = off; ALTER ROLE ` + sibling + ` NOLOGIN`,
@@ -278,8 +278,8 @@ func testIsolation(t *testing.T, mode, kind string) {
 	t.Run("other orgs' data is unreachable by any path", func(t *testing.T) {
 		for _, sql := range []string{
 			`SELECT * FROM ` + pgx.Identifier{*c.DatabaseName, "public", "secrets"}.Sanitize(),
-			`SET ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(c.Key)}.Sanitize(),
-			`SET ROLE ` + pgx.Identifier{pgroles.OwnerRole(c.Key)}.Sanitize(),
+			`SET ROLE ` + pgx.Identifier{pgroles.ReadonlyRole(c.NameBase)}.Sanitize(),
+			`SET ROLE ` + pgx.Identifier{pgroles.OwnerRole(c.NameBase)}.Sanitize(),
 			`SELECT dblink_connect('dbname=` + *c.DatabaseName + `')`,
 			`COPY (SELECT 1) TO PROGRAM 'psql ` + *c.DatabaseName + `'`,
 		} {
@@ -296,7 +296,7 @@ func testIsolation(t *testing.T, mode, kind string) {
 			t.Fatal(err)
 		}
 		groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil || len(groups) != 1 || groups[0] != pgroles.ReadonlyRole(a.Key) {
+		if err != nil || len(groups) != 1 || groups[0] != pgroles.ReadonlyRole(a.NameBase) {
 			t.Fatalf("memberships %v %v", groups, err)
 		}
 		// Other sessions' queries are hidden.
@@ -650,7 +650,7 @@ func TestDeleteOrgRevokesAndDrops(t *testing.T) {
 			defer admin.Close(ctx)
 			var left int
 			if err := admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)) + (SELECT count(*) FROM pg_database WHERE datname = $2)`,
-				[]string{cred.Username, pgroles.OwnerRole(o.Key), pgroles.ReadonlyRole(o.Key)}, *o.DatabaseName).Scan(&left); err != nil || left != 0 {
+				[]string{cred.Username, pgroles.OwnerRole(o.NameBase), pgroles.ReadonlyRole(o.NameBase)}, *o.DatabaseName).Scan(&left); err != nil || left != 0 {
 				t.Fatalf("%d roles/databases left (%v)", left, err)
 			}
 			if _, err := e.svc.Connection(ctx, o.ID); !errors.Is(err, orgdb.ErrOrgNotFound) {

@@ -32,6 +32,7 @@ type Server struct {
 	PublicHost string
 	PublicPort int
 	SSLMode    string
+	CACert     string // PEM, for the verify modes
 }
 
 // Lease is one issued read-only login.
@@ -45,7 +46,9 @@ type Lease struct {
 
 // Issuer issues read-only login roles for orgs. Vault's database engine (vault.Issuer) and PostgreSQL
 // directly (PostgresIssuer) implement it with the same statements (pgroles.CreationStatements and friends).
-// orgKeys arguments list every org living on the server, for issuers that must allow-list them.
+// The org is named by its name base (Org.NameBase, what pgroles names its database and roles from), never by
+// its key: the arguments named orgKey and orgKeys carry name bases. orgKeys arguments list every org living on
+// the server, for issuers that must allow-list them.
 type Issuer interface {
 	// Mode is ModeVault or ModePostgres.
 	Mode() string
@@ -53,7 +56,7 @@ type Issuer interface {
 	Policy() pgroles.LoginPolicy
 	// SetupServer prepares the issuer for a server (Vault: webhookdb_vault, database/config/<server>).
 	SetupServer(ctx context.Context, srv Server, orgKeys []string) error
-	// SetupOrg prepares issuing for an org once its database exists (Vault: database/roles/org-<key>-readonly).
+	// SetupOrg prepares issuing for an org once its database exists (Vault: database/roles/org-<name base>-readonly).
 	SetupOrg(ctx context.Context, srv Server, orgKey string, orgKeys []string) error
 	// RemoveOrg revokes every lease of the org and forgets it; orgKeys no longer includes it.
 	RemoveOrg(ctx context.Context, srv Server, orgKey string, orgKeys []string) error

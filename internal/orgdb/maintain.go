@@ -58,7 +58,7 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 	for _, c := range due {
 		srv, err := getServer(c.ServerID)
 		if err == nil {
-			err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.OrgKey, c) })
+			err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.NameBase, c) })
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -81,7 +81,7 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 			continue
 		}
 		err = s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error {
-			expires, err := s.cfg.Issuer.Renew(ctx, srv, c.OrgKey, c.lease())
+			expires, err := s.cfg.Issuer.Renew(ctx, srv, c.NameBase, c.lease())
 			if errors.Is(err, ErrNotRenewable) || errors.Is(err, ErrLeaseGone) {
 				return nil // Connection reissues when asked; until then it lives out its lease
 			}
@@ -148,14 +148,14 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 // serverOrgLimits lists the limits of the ready orgs on a server.
 func (s *Service) serverOrgLimits(ctx context.Context, serverID int64) ([]pgroles.OrgLimits, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT key, query_limit, idle_in_transaction_limit FROM organizations
+		SELECT coalesce(name_base, key), query_limit, idle_in_transaction_limit FROM organizations
 		WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY key`, serverID)
 	if err != nil {
 		return nil, fmt.Errorf("error reading org limits: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pgroles.OrgLimits, error) {
 		var l pgroles.OrgLimits
-		return l, r.Scan(&l.OrgKey, &l.Query, &l.IdleInTransaction)
+		return l, r.Scan(&l.NameBase, &l.Query, &l.IdleInTransaction)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error reading org limits: %w", err)
@@ -232,7 +232,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Reconcile re-applies what the application database says the issuer should know: every server's setup and
-// every ready org's (Vault: webhookdb_vault, database/config/<server>, database/roles/org-<key>-readonly),
+// every ready org's (Vault: webhookdb_vault, database/config/<server>, database/roles/org-<name base>-readonly),
 // then revokes directly, and forgets, every stored credential the issuer no longer knows (so the next
 // Connection issues a new one). `webhookdb dev` calls it at start, since its Vault dev server keeps nothing;
 // it is safe at every start of a server.
@@ -258,7 +258,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("error setting up server %s: %w", srv.Name, err))
 			continue
 		}
-		rows, err := s.pool.Query(ctx, `SELECT key FROM organizations WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY key`, id)
+		rows, err := s.pool.Query(ctx, `SELECT coalesce(name_base, key) FROM organizations WHERE database_server_id = $1 AND deleted_at IS NULL AND provision_state = 'ready' ORDER BY 1`, id)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -290,7 +290,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 				continue
 			}
 			s.cfg.Logger.InfoContext(ctx, "revoking credentials the issuer no longer knows", "org", c.OrgKey, "username", c.Username, "mode", c.Mode)
-			if err := s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.OrgKey, c) }); err != nil {
+			if err := s.withLock(ctx, lockClassOrg, c.OrgID, func(q db) error { return s.revoke(ctx, q, srv, c.NameBase, c) }); err != nil {
 				errs = append(errs, err)
 			}
 		}

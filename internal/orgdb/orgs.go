@@ -17,11 +17,14 @@ import (
 
 // Org is an organization as far as its database goes.
 type Org struct {
-	ID             int64      `json:"id"`
-	Key            string     `json:"key"`
-	Name           string     `json:"name"`
-	ServerID       *int64     `json:"database_server_id,omitempty"`
-	DatabaseName   *string    `json:"database_name,omitempty"`
+	ID           int64   `json:"id"`
+	Key          string  `json:"key"`
+	Name         string  `json:"name"`
+	ServerID     *int64  `json:"database_server_id,omitempty"`
+	DatabaseName *string `json:"database_name,omitempty"`
+	// NameBase is what the org's database, roles and logins are named from on its server (pgroles): opaque
+	// and random for every org since migration 00043; an older org's key until rename-org-databases.
+	NameBase       string     `json:"name_base"`
 	ProvisionState string     `json:"provision_state"`
 	CreatedAt      time.Time  `json:"created_at"`
 	DeletedAt      *time.Time `json:"deleted_at,omitempty"`
@@ -56,9 +59,9 @@ func InsertOrg(ctx context.Context, q RowQuerier, key, name string) (*Org, error
 	}
 	o := &Org{}
 	err := q.QueryRow(ctx, `
-		INSERT INTO organizations (key, name) VALUES ($1, $2)
-		RETURNING id, key, name, database_server_id, database_name, provision_state, created_at, deleted_at`, key, name).
-		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
+		INSERT INTO organizations (key, name, name_base) VALUES ($1, $2, $3)
+		RETURNING `+orgColumns, key, name, pgroles.NewNameBase()).
+		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.NameBase, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
 	if pgerr.Is(err, pgerrcode.UniqueViolation) {
 		return nil, fmt.Errorf("%w: %s", ErrOrgExists, key)
 	}
@@ -68,6 +71,10 @@ func InsertOrg(ctx context.Context, q RowQuerier, key, name string) (*Org, error
 	return o, nil
 }
 
+// orgColumns are the columns an Org is scanned from; an org without a name base of its own (provisioned
+// before opaque names) is named from its key.
+const orgColumns = `id, key, name, database_server_id, database_name, coalesce(name_base, key), provision_state, created_at, deleted_at`
+
 // Org returns a live org.
 func (s *Service) Org(ctx context.Context, orgID int64) (*Org, error) {
 	return s.org(ctx, s.pool, orgID)
@@ -76,9 +83,9 @@ func (s *Service) Org(ctx context.Context, orgID int64) (*Org, error) {
 func (s *Service) org(ctx context.Context, q db, orgID int64) (*Org, error) {
 	o := &Org{}
 	err := q.QueryRow(ctx, `
-		SELECT id, key, name, database_server_id, database_name, provision_state, created_at, deleted_at
+		SELECT `+orgColumns+`
 		FROM organizations WHERE id = $1 AND deleted_at IS NULL`, orgID).
-		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
+		Scan(&o.ID, &o.Key, &o.Name, &o.ServerID, &o.DatabaseName, &o.NameBase, &o.ProvisionState, &o.CreatedAt, &o.DeletedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %d", ErrOrgNotFound, orgID)
 	}
@@ -132,7 +139,7 @@ func (s *Service) provision(ctx context.Context, q db, org *Org) error {
 	if err != nil {
 		return err
 	}
-	err = pgroles.ProvisionOrgWith(ctx, srv.AdminURL, org.Key, pgroles.ProvisionOptions{
+	err = pgroles.ProvisionOrgWith(ctx, srv.AdminURL, org.NameBase, pgroles.ProvisionOptions{
 		AfterStep: func(ctx context.Context, step pgroles.Step) error { return s.recordStep(ctx, q, org.ID, string(step)) },
 	})
 	if err != nil {
@@ -142,7 +149,7 @@ func (s *Service) provision(ctx context.Context, q db, org *Org) error {
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Issuer.SetupOrg(ctx, srv, org.Key, keys); err != nil {
+	if err := s.cfg.Issuer.SetupOrg(ctx, srv, org.NameBase, keys); err != nil {
 		return fmt.Errorf("error setting up %s credentials for org %s: %w", s.cfg.Issuer.Mode(), org.Key, err)
 	}
 	if err := s.recordStep(ctx, q, org.ID, stepIssuer); err != nil {
@@ -172,7 +179,7 @@ func (s *Service) place(ctx context.Context, q db, org *Org) error {
 		if err != nil {
 			return fmt.Errorf("error choosing a database server: %w", err)
 		}
-		dbName := pgroles.DatabaseName(org.Key)
+		dbName := pgroles.DatabaseName(org.NameBase)
 		if _, err := tx.Exec(ctx, `
 			UPDATE organizations SET database_server_id = $2, database_name = $3, provision_state = 'provisioning'
 			WHERE id = $1`, org.ID, serverID, dbName); err != nil {
@@ -274,7 +281,7 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID int64) error {
 				return err
 			}
 			for _, c := range creds {
-				if err := s.revoke(ctx, q, srv, org.Key, c); err != nil {
+				if err := s.revoke(ctx, q, srv, org.NameBase, c); err != nil {
 					return err
 				}
 			}
@@ -282,10 +289,13 @@ func (s *Service) DeleteOrg(ctx context.Context, orgID int64) error {
 			if err != nil {
 				return err
 			}
-			if err := s.cfg.Issuer.RemoveOrg(ctx, srv, org.Key, keys); err != nil {
+			if err := s.cfg.Issuer.RemoveOrg(ctx, srv, org.NameBase, keys); err != nil {
 				return fmt.Errorf("error removing org %s from %s credentials: %w", org.Key, s.cfg.Issuer.Mode(), err)
 			}
-			if err := pgroles.DropOrg(ctx, srv.AdminURL, org.Key); err != nil {
+			if err := pgroles.DropOrg(ctx, srv.AdminURL, org.NameBase); err != nil {
+				return err
+			}
+			if err := s.dropRenameTarget(ctx, q, srv, org, keys); err != nil {
 				return err
 			}
 		}

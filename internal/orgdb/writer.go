@@ -93,7 +93,7 @@ func (s *Service) WriterConnString(ctx context.Context, orgID int64) (connString
 		q.Set("port", strconv.Itoa(int(cfg.Port)))
 		u.RawQuery = q.Encode()
 	}
-	return u.String(), pgroles.OwnerRole(org.Key), nil
+	return u.String(), pgroles.OwnerRole(org.NameBase), nil
 }
 
 func sslmodeOf(connString string) string {
