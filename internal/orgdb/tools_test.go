@@ -104,7 +104,7 @@ func TestMaintainRepairsOrgsMissingNewSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	ro, owner := pgx.Identifier{pgroles.ReadonlyRole(o.Key)}.Sanitize(), pgx.Identifier{pgroles.OwnerRole(o.Key)}.Sanitize()
+	ro, owner := pgx.Identifier{pgroles.ReadonlyRole(o.NameBase)}.Sanitize(), pgx.Identifier{pgroles.OwnerRole(o.NameBase)}.Sanitize()
 	if _, err := admin.Exec(ctx, `REVOKE SELECT ON ALL SEQUENCES IN SCHEMA public FROM `+ro+`;
 		ALTER DEFAULT PRIVILEGES FOR ROLE `+owner+` IN SCHEMA public REVOKE SELECT ON SEQUENCES FROM `+ro+`;
 		REVOKE USAGE ON SCHEMA `+pgroles.MetaSchema+` FROM `+ro); err != nil {
@@ -116,7 +116,7 @@ func TestMaintainRepairsOrgsMissingNewSteps(t *testing.T) {
 	readable := func() bool {
 		var ok bool
 		if err := admin.QueryRow(ctx, `SELECT has_sequence_privilege($1, 'public.t_pk_seq', 'SELECT') AND has_schema_privilege($1, $2, 'USAGE')`,
-			pgroles.ReadonlyRole(o.Key), pgroles.MetaSchema).Scan(&ok); err != nil {
+			pgroles.ReadonlyRole(o.NameBase), pgroles.MetaSchema).Scan(&ok); err != nil {
 			t.Fatal(err)
 		}
 		return ok
