@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5"
@@ -213,5 +214,74 @@ func (a *API) fanoutStatus(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// OrgLimiter reads and sets the limits a server holds an org's read-only logins to.
+type OrgLimiter interface {
+	OrgLimits(ctx context.Context, orgID int64) (query, idleInTransaction time.Duration, err error)
+	SetOrgLimits(ctx context.Context, orgID int64, query, idleInTransaction time.Duration) error
+}
+
+// adminOrgID resolves the {org} of an admin route (a server admin need not be a member).
+func (a *API) adminOrgID(r *http.Request) (int64, error) {
+	var id int64
+	err := a.pool.QueryRow(r.Context(), `SELECT id FROM organizations WHERE key = $1 AND deleted_at IS NULL`, mux.Vars(r)["org"]).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errNotFound("organization")
+	}
+	return id, err
+}
+
+func (a *API) getOrgLimits(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Limits == nil {
+		return errUnavailable("org limits are not configured on this server")
+	}
+	id, err := a.adminOrgID(r)
+	if err != nil {
+		return err
+	}
+	q, idle, err := a.cfg.Limits.OrgLimits(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, OrgLimits{QueryLimit: q.String(), IdleInTransactionLimit: idle.String()})
+	return nil
+}
+
+func (a *API) setOrgLimits(w http.ResponseWriter, r *http.Request) error {
+	if a.cfg.Limits == nil {
+		return errUnavailable("org limits are not configured on this server")
+	}
+	id, err := a.adminOrgID(r)
+	if err != nil {
+		return err
+	}
+	var in OrgLimits
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	q, idle, err := a.cfg.Limits.OrgLimits(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		in   string
+		dst  *time.Duration
+	}{{"query_limit", in.QueryLimit, &q}, {"idle_in_transaction_limit", in.IdleInTransactionLimit, &idle}} {
+		if f.in == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.in)
+		if err != nil || d < time.Second {
+			return errInvalid(f.name, "a duration of at least 1s, like 30m")
+		}
+		*f.dst = d
+	}
+	if err := a.cfg.Limits.SetOrgLimits(r.Context(), id, q, idle); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, OrgLimits{QueryLimit: q.String(), IdleInTransactionLimit: idle.String()})
 	return nil
 }

@@ -96,6 +96,7 @@ type Config struct {
 	Provisioner Provisioner
 	Servers     ServerRegistry
 	Keys        KeyRotator
+	Limits      OrgLimiter
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
 	// ClientKey names who a request comes from, for per-client limits (the peer's address, or what trusted
@@ -342,6 +343,8 @@ func (a *API) routes() []route {
 		{"POST", "/admin/servers", a.serverAdmin(a.addServer)},
 		{"POST", "/admin/users", a.serverAdmin(a.createUser)},
 		{"POST", "/admin/keys/rotate", a.serverAdmin(a.rotateKeys)},
+		{"GET", "/admin/orgs/{org}/limits", a.serverAdmin(a.getOrgLimits)},
+		{"PUT", "/admin/orgs/{org}/limits", a.serverAdmin(a.setOrgLimits)},
 		{"GET", "/admin/fanout", a.serverAdmin(a.fanoutStatus)},
 	}
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -107,4 +108,38 @@ func TestBadTokensAreRateLimitedPerClient(t *testing.T) {
 	if s, _ := get("someone-else", good); s != http.StatusOK {
 		t.Fatalf("another client with a good token: %d", s)
 	}
+}
+
+type fakeLimiter struct{ q, idle time.Duration }
+
+func (f *fakeLimiter) OrgLimits(context.Context, int64) (time.Duration, time.Duration, error) {
+	return f.q, f.idle, nil
+}
+func (f *fakeLimiter) SetOrgLimits(_ context.Context, _ int64, q, idle time.Duration) error {
+	f.q, f.idle = q, idle
+	return nil
+}
+
+// A server admin reads and sets an org's limits; an org admin cannot, and bad durations are refused by name.
+func TestOrgLimitsAreServerAdmins(t *testing.T) {
+	t.Parallel()
+	lim := &fakeLimiter{q: 30 * time.Minute, idle: 10 * time.Minute}
+	f := newFixtureWith(t, func(c *api.Config) { c.Limits = lim }, nil)
+	alice := f.user("alice@limits.example", false)
+	ops := f.user("ops@limits.example", true)
+	f.must(alice, "POST", "/v1/orgs", map[string]any{"key": "lim"}, 201)
+	f.must(alice, "GET", "/v1/admin/orgs/lim/limits", nil, http.StatusForbidden)
+	out := f.must(ops, "GET", "/v1/admin/orgs/lim/limits", nil, http.StatusOK)
+	if out["query_limit"] != "30m0s" || out["idle_in_transaction_limit"] != "10m0s" {
+		t.Fatalf("limits: %v", out)
+	}
+	out = f.must(ops, "PUT", "/v1/admin/orgs/lim/limits", map[string]any{"query_limit": "2h"}, http.StatusOK)
+	if out["query_limit"] != "2h0m0s" || lim.q != 2*time.Hour || lim.idle != 10*time.Minute {
+		t.Fatalf("after setting the query limit: %v, %v", out, lim)
+	}
+	status, bad := f.call(ops, "PUT", "/v1/admin/orgs/lim/limits", map[string]any{"idle_in_transaction_limit": "10ms"})
+	if e, _ := bad["error"].(map[string]any); status != 422 || e["field"] != "idle_in_transaction_limit" {
+		t.Fatalf("a limit under a second: %d %v", status, bad)
+	}
+	f.must(ops, "GET", "/v1/admin/orgs/nosuch/limits", nil, http.StatusNotFound)
 }

@@ -266,3 +266,10 @@ type KeyRotation struct {
 	Columns              []secrets.ColumnReport `json:"columns"`
 	MinDecryptionVersion int                    `json:"min_decryption_version"`
 }
+
+// OrgLimits are what a server holds an org's read-only logins to: a query running longer, or a session idle in
+// a transaction longer, is ended by the next maintenance pass (within a minute).
+type OrgLimits struct {
+	QueryLimit             string `json:"query_limit,omitempty"`
+	IdleInTransactionLimit string `json:"idle_in_transaction_limit,omitempty"`
+}

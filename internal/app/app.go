@@ -209,8 +209,8 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		state := fanoutState{pool: a.pool, slot: cfg.Slot}
 		api.New(api.Config{
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
-			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter,
-			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser,
+			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter, Limits: adapter,
+			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
 			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },
 		}).Register(a.router)
 	}

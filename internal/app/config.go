@@ -103,6 +103,11 @@ type Config struct {
 	Retention time.Duration
 	// BodyLimit is the default webhook body limit in bytes (WEBHOOKDB_BODY_LIMIT); default 1 MiB.
 	BodyLimit int64
+	// SQLMaxBytes caps the bytes of a `db sql` answer (WEBHOOKDB_SQL_MAX_BYTES); default 10 MiB.
+	SQLMaxBytes int
+	// ServerReservedConnections are the connections of each database server that read-only logins never get,
+	// on top of the superuser reserve (WEBHOOKDB_SERVER_RESERVED_CONNECTIONS); default 20, -1: none.
+	ServerReservedConnections int
 	// MaxOrgsPerUser caps the live orgs a user who is not a server admin may administer
 	// (WEBHOOKDB_MAX_ORGS_PER_USER); default 10, negative: no limit.
 	MaxOrgsPerUser int
@@ -329,6 +334,8 @@ const (
 	EnvBodyLimit       = "WEBHOOKDB_BODY_LIMIT"
 	EnvShutdownTimeout = "WEBHOOKDB_SHUTDOWN_TIMEOUT"
 	EnvMaxOrgsPerUser  = "WEBHOOKDB_MAX_ORGS_PER_USER"
+	EnvSQLMaxBytes     = "WEBHOOKDB_SQL_MAX_BYTES"
+	EnvServerReserved  = "WEBHOOKDB_SERVER_RESERVED_CONNECTIONS"
 
 	EnvVaultRoleID       = "WEBHOOKDB_VAULT_ROLE_ID"
 	EnvVaultSecretID     = "WEBHOOKDB_VAULT_SECRET_ID"
@@ -389,6 +396,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	}
 	if groups&flagsCredentials != 0 {
 		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
+		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default 20, -1: none ("+EnvServerReserved+")")
 	}
 	if groups&FlagsSlot != 0 {
 		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")
@@ -397,6 +405,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.StringVar(&c.Listen, "listen", Env(EnvListen), "HTTP listen address of ingest and the API; default :8080 ("+EnvListen+")")
 		fs.StringVar(&c.PublicURL, "public-url", Env(EnvPublicURL), "URL senders use to reach this server; default http://<listen> ("+EnvPublicURL+")")
 		fs.Int64Var(&c.BodyLimit, "body-limit", c.envInt(EnvBodyLimit), "default webhook body limit in bytes; default 1048576 ("+EnvBodyLimit+")")
+		fs.IntVar(&c.SQLMaxBytes, "sql-max-bytes", int(c.envInt(EnvSQLMaxBytes)), "bytes of a `db sql` answer at most; default 10485760 ("+EnvSQLMaxBytes+")")
 		fs.IntVar(&c.MaxOrgsPerUser, "max-orgs-per-user", int(c.envInt(EnvMaxOrgsPerUser)), "live orgs a user who is not a server admin may administer; default 10, -1: no limit ("+EnvMaxOrgsPerUser+")")
 		fs.Int64Var(&c.IngestMemory, "ingest-memory", c.envInt(EnvIngestMemory), "webhook body bytes ingest holds in flight, in all; over it: 503; default 134217728 ("+EnvIngestMemory+")")
 		fs.Int64Var(&c.IngestMemoryPerOrg, "ingest-memory-per-org", c.envInt(EnvIngestMemoryPerOrg), "webhook body bytes in flight of one org; over it: 503 for that org only; default 33554432 ("+EnvIngestMemoryPerOrg+")")

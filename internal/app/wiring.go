@@ -166,10 +166,11 @@ func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Keys, *
 		}
 	}
 	var issuer orgdb.Issuer
+	policy := pgroles.LoginPolicy{ReservedConnections: cfg.ServerReservedConnections}
 	if cfg.Credentials == CredentialsVault {
-		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: cfg.Logger})
+		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: cfg.Logger, Policy: policy})
 	} else {
-		issuer, err = orgdb.NewPostgresIssuer(pgroles.LoginPolicy{})
+		issuer, err = orgdb.NewPostgresIssuer(policy)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -344,4 +345,13 @@ func (a orgdbAdapter) EnsureTable(ctx context.Context, orgID int64, opaqueID str
 		}
 	}
 	return nil
+}
+
+func (a orgdbAdapter) OrgLimits(ctx context.Context, orgID int64) (time.Duration, time.Duration, error) {
+	l, err := a.svc.OrgLimits(ctx, orgID)
+	return l.Query, l.IdleInTransaction, translate(err)
+}
+
+func (a orgdbAdapter) SetOrgLimits(ctx context.Context, orgID int64, query, idle time.Duration) error {
+	return translate(a.svc.SetOrgLimits(ctx, orgID, orgdb.Limits{Query: query, IdleInTransaction: idle}))
 }

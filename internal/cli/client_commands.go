@@ -288,7 +288,32 @@ func orgCommand(o *clientOptions) *cobra.Command {
 			return p.record(&out, deletedFields(&out)...)
 		}),
 	}
-	org.AddCommand(create, list, use, info, members, addMember, removeMember, changeRole, del)
+	var queryLimit, idleLimit string
+	limits := &cobra.Command{
+		Use:   "limits",
+		Short: "Show or set how long the org's read-only logins may run a query or idle in a transaction (server admins)",
+		Long: "A query of a read-only login running past --query-limit, or a session idle in a transaction past\n" +
+			"--idle-in-transaction-limit, is ended by the server's next maintenance pass (within a minute), whatever\n" +
+			"the login set for itself. Keep the query limit long enough for pg_dump of the org's database.",
+		Args: cobra.NoArgs,
+		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
+			path := "/v1/admin/orgs/" + strings.TrimPrefix(orgPath, "/v1/orgs/") + "/limits"
+			var out api.OrgLimits
+			var err error
+			if queryLimit == "" && idleLimit == "" {
+				err = c.do(cmd.Context(), "GET", path, nil, &out)
+			} else {
+				err = c.do(cmd.Context(), "PUT", path, api.OrgLimits{QueryLimit: queryLimit, IdleInTransactionLimit: idleLimit}, &out)
+			}
+			if err != nil {
+				return err
+			}
+			return p.record(&out, field{"query_limit", out.QueryLimit}, field{"idle_in_transaction_limit", out.IdleInTransactionLimit})
+		}),
+	}
+	limits.Flags().StringVar(&queryLimit, "query-limit", "", "new query limit, e.g. 30m")
+	limits.Flags().StringVar(&idleLimit, "idle-in-transaction-limit", "", "new idle-in-transaction limit, e.g. 10m")
+	org.AddCommand(create, list, use, info, members, addMember, removeMember, changeRole, del, limits)
 	return org
 }
 
