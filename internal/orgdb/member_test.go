@@ -67,20 +67,7 @@ func TestMemberChangingItsLoginLocksOutNobody(t *testing.T) {
 			e := newEnv(t, mode, envOptions{})
 			o := e.newOrg("own_" + mode[:2])
 			asOwner(t, e.clusterOf(o), o, `CREATE TABLE items (id int); INSERT INTO items VALUES (1)`)
-			alice, bob := e.newMember(o, "alice@own-"+mode+".example"), e.newMember(o, "bob@own-"+mode+".example")
-
-			credA, err := e.svc.MemberConnection(ctx, o.ID, alice)
-			if err != nil {
-				t.Fatal(err)
-			}
-			credB, err := e.svc.MemberConnection(ctx, o.ID, bob)
-			if err != nil {
-				t.Fatal(err)
-			}
-			service, err := e.svc.ServiceConnection(ctx, o.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			alice, _, credA, credB, service := e.twoMembers(o, "own-"+mode)
 			if credA.Username == credB.Username || credA.Username == service.Username || credB.Username == service.Username {
 				t.Fatalf("logins shared: alice %s, bob %s, service %s", credA.Username, credB.Username, service.Username)
 			}
@@ -218,19 +205,7 @@ func TestRollAllCredentials(t *testing.T) {
 			e := newEnv(t, mode, envOptions{})
 			o := e.newOrg("all_" + mode[:2])
 			asOwner(t, e.clusterOf(o), o, `CREATE TABLE items (id int); INSERT INTO items VALUES (1)`)
-			alice, bob := e.newMember(o, "alice@all-"+mode+".example"), e.newMember(o, "bob@all-"+mode+".example")
-			credA, err := e.svc.MemberConnection(ctx, o.ID, alice)
-			if err != nil {
-				t.Fatal(err)
-			}
-			credB, err := e.svc.MemberConnection(ctx, o.ID, bob)
-			if err != nil {
-				t.Fatal(err)
-			}
-			service, err := e.svc.ServiceConnection(ctx, o.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			alice, bob, credA, credB, service := e.twoMembers(o, "all-"+mode)
 			bobSession, err := pgx.Connect(ctx, credB.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -269,4 +244,22 @@ func TestRollAllCredentials(t *testing.T) {
 			mustRead(t, nextService.URL, "the new service login")
 		})
 	}
+}
+
+// twoMembers adds two members to o and returns their ids, their own logins and the org's service login.
+func (e *env) twoMembers(o *orgdb.Org, tag string) (alice, bob int64, credA, credB, service *orgdb.Credential) {
+	e.t.Helper()
+	ctx := context.Background()
+	alice, bob = e.newMember(o, "alice@"+tag+".example"), e.newMember(o, "bob@"+tag+".example")
+	var err error
+	if credA, err = e.svc.MemberConnection(ctx, o.ID, alice); err != nil {
+		e.t.Fatal(err)
+	}
+	if credB, err = e.svc.MemberConnection(ctx, o.ID, bob); err != nil {
+		e.t.Fatal(err)
+	}
+	if service, err = e.svc.ServiceConnection(ctx, o.ID); err != nil {
+		e.t.Fatal(err)
+	}
+	return alice, bob, credA, credB, service
 }
