@@ -92,7 +92,7 @@ func newFanoutBenchCommand() *cobra.Command {
 	var cfg fanoutbench.Config
 	cmd := &cobra.Command{
 		Use:   "fanout",
-		Short: "Drain rate of preloaded staging rows into org databases against native logical replication, and steady-state lag",
+		Short: "Drain rate of preloaded staging rows into org databases against native logical replication, and steady-state lag from ingest's receipt to org commit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.OutOrStdout()
@@ -108,6 +108,9 @@ func newFanoutBenchCommand() *cobra.Command {
 	f.IntVar(&cfg.MaxOrgConns, "max-org-connections", 0, "fanout connections to org databases (default: the fanout's default)")
 	f.IntVar(&cfg.Rate, "rate", 2_000, "webhooks per second of the steady-state lag phase (0 skips it)")
 	f.DurationVar(&cfg.SteadyDuration, "steady-duration", 10*time.Second, "duration of the steady-state lag phase")
+	f.IntVar(&cfg.SteadyClients, "steady-clients", 64, "concurrent keep-alive HTTP clients sending the steady phase's signed deliveries to ingest")
+	f.Float64Var(&cfg.HotShare, "hot-share", 0, "share of the traffic (drain and steady phase) sent to the hot orgs, e.g. 0.9 (0: round-robin over all orgs)")
+	f.Float64Var(&cfg.HotOrgs, "hot-orgs", 0.1, "share of the orgs that are hot, with --hot-share")
 	return cmd
 }
 
