@@ -69,6 +69,9 @@ type Config struct {
 	SteadyClients int
 	Out           io.Writer
 	Logger        *slog.Logger
+	// StartProfile and StopProfile, when set, are called around the measured phases (the drains and the
+	// steady phase), leaving provisioning, the preload and cleanup out of a CPU profile.
+	StartProfile, StopProfile func()
 }
 
 func (c Config) withDefaults() Config {
@@ -410,6 +413,12 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	fmt.Fprintf(out, "  done in %s\n", time.Since(start).Round(time.Millisecond))
 
+	if cfg.StartProfile != nil {
+		cfg.StartProfile()
+	}
+	if cfg.StopProfile != nil {
+		defer cfg.StopProfile()
+	}
 	// Native logical replication.
 	if rep.NativeDuration, err = b.runNative(ctx); err != nil {
 		return nil, err
@@ -646,6 +655,9 @@ func (b *bench) steady(ctx context.Context, rep *Report, steadyFrom *atomic.Int6
 	fmt.Fprintf(out, "  lag from ingest receipt to org commit: p50 %s, p99 %s, max %s (target p99 < 1s); worst org by per-org p99: %s, p99 %s, max %s (%d rows; %d orgs received rows)\n",
 		ms(rep.LagP50), ms(rep.LagP99), ms(rep.LagMax), rep.WorstOrg, ms(worst.p99), ms(worst.max), worst.n, orgsSeen)
 	fmt.Fprintf(out, "  of which from staging commit to org commit: p50 %s, p99 %s\n", ms(fromStaging[len(fromStaging)/2]), ms(fromStaging[len(fromStaging)*99/100]))
+	if g.failed > 0 {
+		fmt.Fprintf(out, "  first failures: %s\n", strings.Join(g.firstErrors, "; "))
+	}
 	if rep.PeakRSS > 0 {
 		fmt.Fprintf(out, "  peak RSS: %.0f MiB (%s; target < 256 MiB for the server)\n", float64(rep.PeakRSS)/(1<<20), rssScope)
 	}

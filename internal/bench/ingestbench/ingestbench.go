@@ -42,6 +42,9 @@ type Config struct {
 	Duration    time.Duration // per round, default 5s
 	Rounds      int           // default 3
 	Out         io.Writer
+	// StartProfile and StopProfile, when set, are called around the rounds, leaving setup, warm-up and cleanup
+	// out of a CPU profile.
+	StartProfile, StopProfile func()
 }
 
 func (c Config) withDefaults() Config {
@@ -196,6 +199,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	rep := &Report{}
+	if cfg.StartProfile != nil {
+		cfg.StartProfile()
+	}
+	if cfg.StopProfile != nil {
+		defer cfg.StopProfile()
+	}
 	for r := 0; r < cfg.Rounds; r++ {
 		roundStart := time.Now()
 		ing, err := runIngest(cfg.Duration)
