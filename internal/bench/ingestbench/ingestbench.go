@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,7 +127,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(srvCtx) }()
+	// Labelled, as the ceiling is, so a profile can tell them apart (go tool pprof -tagfocus side=ingest).
+	go pprof.Do(srvCtx, pprof.Labels("side", "ingest"), func(ctx context.Context) { srvDone <- srv.Run(ctx) })
 	defer func() { stopSrv(); <-srvDone }()
 
 	pool := srv.Pool()
@@ -262,7 +264,7 @@ func startCeiling() (url string, stop func(), err error) {
 	}
 	srv := app.NewHTTPServer(http.HandlerFunc(ceilingHandler), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan struct{})
-	go func() { _ = srv.Serve(ln); close(done) }()
+	go pprof.Do(context.Background(), pprof.Labels("side", "ceiling"), func(context.Context) { _ = srv.Serve(ln); close(done) })
 	return "http://" + ln.Addr().String() + "/v1/webhooks/ceiling", func() { _ = srv.Close(); <-done }, nil
 }
 
