@@ -85,6 +85,8 @@ type Applied struct {
 	OrgID int64
 	// CommitTimes are the staging commit times of the applied rows, one per row.
 	CommitTimes []time.Time
+	// ReceivedAts are the rows' received_at (when ingest received each webhook), in the order of CommitTimes.
+	ReceivedAts []time.Time
 	At          time.Time
 }
 

@@ -152,10 +152,12 @@ func (c *Consumer) observe(applied int, changes []*change, start time.Time) {
 		return
 	}
 	times := make([]time.Time, 0, len(changes))
+	received := make([]time.Time, 0, len(changes))
 	for _, ch := range changes {
 		if ch.txn != nil {
 			times = append(times, ch.txn.commitTime)
+			received = append(received, ch.receivedAt)
 		}
 	}
-	c.cfg.OnApplied(Applied{OrgID: changes[0].orgID, CommitTimes: times, At: now})
+	c.cfg.OnApplied(Applied{OrgID: changes[0].orgID, CommitTimes: times, ReceivedAts: received, At: now})
 }

@@ -390,15 +390,7 @@ func (a *App) Run(ctx context.Context) error {
 	var servers []*http.Server
 	serveErr := make(chan error, 2)
 	serve := func(h http.Handler, ln net.Listener) {
-		srv := &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       60 * time.Second,
-			// Handlers that need longer (db sql) extend their own deadline.
-			WriteTimeout: 60 * time.Second,
-			IdleTimeout:  120 * time.Second,
-			ErrorLog:     slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-		}
+		srv := NewHTTPServer(h, a.logger)
 		servers = append(servers, srv)
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
@@ -436,4 +428,18 @@ func (a *App) Run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// NewHTTPServer is the net/http server every listener of the process runs, with its timeouts; the ingest
+// benchmark serves its HTTP ceiling (a no-op handler) with it too, so both sides share one stack.
+func NewHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		// Handlers that need longer (db sql) extend their own deadline.
+		WriteTimeout: 60 * time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }

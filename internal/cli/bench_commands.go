@@ -13,38 +13,81 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/bench/ingestbench"
 )
 
+// profiler writes --cpuprofile around a benchmark's measured phases (the hooks ingest and fanout call around
+// their rounds, drains and steady phase; the whole run of credentials), so setup and cleanup (provisioning
+// databases, removing a cluster's files) stay out of it. Under `bench all`, each benchmark gets its own file,
+// the path followed by "." and the benchmark's name.
+type profiler struct {
+	path  string
+	multi bool
+	f     *os.File
+	err   error // the first error starting a profile
+}
+
+func (p *profiler) hooks(name string) (start, stop func()) {
+	if p.path == "" {
+		return nil, nil
+	}
+	start = func() {
+		path := p.path
+		if p.multi {
+			path += "." + name
+		}
+		f, err := os.Create(path)
+		if err == nil {
+			if err = pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			if p.err == nil {
+				p.err = fmt.Errorf("error starting the CPU profile: %w", err)
+			}
+			return
+		}
+		p.f = f
+	}
+	stop = func() {
+		if p.f != nil {
+			pprof.StopCPUProfile()
+			p.f.Close()
+			p.f = nil
+		}
+	}
+	return start, stop
+}
+
 func newBenchCommand(_ *globalOptions) *cobra.Command {
-	var cpuProfile string
-	var profileFile *os.File
+	prof := &profiler{}
 	bench := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmarks, each printing ratios against a baseline measured in the same run",
 		PersistentPreRunE: func(*cobra.Command, []string) error {
-			if cpuProfile == "" {
+			if prof.path == "" {
 				return nil
 			}
-			f, err := os.Create(cpuProfile)
+			// Fail before the run rather than after it when the file cannot be written.
+			f, err := os.Create(prof.path)
 			if err != nil {
 				return err
 			}
-			profileFile = f
-			return pprof.StartCPUProfile(f)
+			return f.Close()
 		},
-		PersistentPostRun: func(*cobra.Command, []string) {
-			if profileFile != nil {
-				pprof.StopCPUProfile()
-				profileFile.Close()
-			}
-		},
+		PersistentPostRunE: func(*cobra.Command, []string) error { return prof.err },
 	}
-	bench.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server and load generator) to this file")
-	subs := benchSubcommands()
+	bench.PersistentFlags().StringVar(&prof.path, "cpuprofile", "",
+		"write a CPU profile of the measured phases (server and load generator; not setup or cleanup) to this file (under `all`: one per benchmark, FILE.NAME)")
+	subs := benchSubcommandsWith(prof)
 	bench.AddCommand(subs...)
 	bench.AddCommand(&cobra.Command{
 		Use:   "all",
 		Short: "Run every benchmark with its defaults",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			prof.multi = true
+			if prof.path != "" {
+				_ = os.Remove(prof.path) // each benchmark writes its own file
+			}
 			for _, sub := range subs {
 				fmt.Fprintf(cmd.OutOrStdout(), "\n== bench %s ==\n", sub.Name())
 				sub.SetContext(cmd.Context())
@@ -61,15 +104,17 @@ func newBenchCommand(_ *globalOptions) *cobra.Command {
 
 // benchSubcommands are the benchmarks under `webhookdb bench`, listed here and nowhere else, in the order
 // `bench all` (and so `make bench`) runs them.
-func benchSubcommands() []*cobra.Command {
+func benchSubcommands() []*cobra.Command { return benchSubcommandsWith(&profiler{}) }
+
+func benchSubcommandsWith(prof *profiler) []*cobra.Command {
 	return []*cobra.Command{
-		newIngestBenchCommand(),
-		newFanoutBenchCommand(),
-		newCredentialsBenchCommand(),
+		newIngestBenchCommand(prof),
+		newFanoutBenchCommand(prof),
+		newCredentialsBenchCommand(prof),
 	}
 }
 
-func newIngestBenchCommand() *cobra.Command {
+func newIngestBenchCommand(prof *profiler) *cobra.Command {
 	var cfg ingestbench.Config
 	cmd := &cobra.Command{
 		Use:   "ingest",
@@ -77,6 +122,7 @@ func newIngestBenchCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.OutOrStdout()
+			cfg.StartProfile, cfg.StopProfile = prof.hooks("ingest")
 			_, err := ingestbench.Run(cmd.Context(), cfg)
 			return err
 		},
@@ -88,14 +134,15 @@ func newIngestBenchCommand() *cobra.Command {
 	return cmd
 }
 
-func newFanoutBenchCommand() *cobra.Command {
+func newFanoutBenchCommand(prof *profiler) *cobra.Command {
 	var cfg fanoutbench.Config
 	cmd := &cobra.Command{
 		Use:   "fanout",
-		Short: "Drain rate of preloaded staging rows into org databases against native logical replication, and steady-state lag",
+		Short: "Drain rate of preloaded staging rows into org databases against native logical replication, and steady-state lag from ingest's receipt to org commit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.OutOrStdout()
+			cfg.StartProfile, cfg.StopProfile = prof.hooks("fanout")
 			_, err := fanoutbench.Run(cmd.Context(), cfg)
 			return err
 		},
@@ -108,10 +155,13 @@ func newFanoutBenchCommand() *cobra.Command {
 	f.IntVar(&cfg.MaxOrgConns, "max-org-connections", 0, "fanout connections to org databases (default: the fanout's default)")
 	f.IntVar(&cfg.Rate, "rate", 2_000, "webhooks per second of the steady-state lag phase (0 skips it)")
 	f.DurationVar(&cfg.SteadyDuration, "steady-duration", 10*time.Second, "duration of the steady-state lag phase")
+	f.IntVar(&cfg.SteadyClients, "steady-clients", 64, "concurrent keep-alive HTTP clients sending the steady phase's signed deliveries to ingest")
+	f.Float64Var(&cfg.HotShare, "hot-share", 0, "share of the traffic (drain and steady phase) sent to the hot orgs, e.g. 0.9 (0: round-robin over all orgs)")
+	f.Float64Var(&cfg.HotOrgs, "hot-orgs", 0.1, "share of the orgs that are hot, with --hot-share")
 	return cmd
 }
 
-func newCredentialsBenchCommand() *cobra.Command {
+func newCredentialsBenchCommand(prof *profiler) *cobra.Command {
 	var cfg credbench.Config
 	cmd := &cobra.Command{
 		Use:   "credentials",
@@ -119,6 +169,10 @@ func newCredentialsBenchCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.OutOrStdout()
+			if start, stop := prof.hooks("credentials"); start != nil {
+				start()
+				defer stop()
+			}
 			_, err := credbench.RunConfig(cmd.Context(), cfg)
 			return err
 		},

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -23,5 +25,26 @@ func TestBenchSubcommands(t *testing.T) {
 		if c, _, err := bench.Find([]string{name}); err != nil || c.Name() != name {
 			t.Errorf("bench %s: not found (%v)", name, err)
 		}
+	}
+}
+
+// --cpuprofile covers what a benchmark's hooks bracket; under `bench all` each benchmark writes FILE.NAME.
+func TestBenchProfiler(t *testing.T) {
+	if start, stop := (&profiler{}).hooks("ingest"); start != nil || stop != nil {
+		t.Fatal("hooks without --cpuprofile")
+	}
+	dir := t.TempDir()
+	p := &profiler{path: filepath.Join(dir, "cpu.prof"), multi: true}
+	for _, name := range []string{"ingest", "fanout"} {
+		start, stop := p.hooks(name)
+		start()
+		stop()
+		stop() // a second stop is harmless
+		if fi, err := os.Stat(p.path + "." + name); err != nil || fi.Size() == 0 {
+			t.Fatalf("profile of %s: %v", name, err)
+		}
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
 	}
 }

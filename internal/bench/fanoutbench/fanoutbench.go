@@ -2,19 +2,32 @@
 // same cluster and the same WAL: N accepted staging rows are preloaded while neither consumer runs, then each
 // drains them in turn — native logical replication (CREATE SUBSCRIPTION) copying the rows as they are into
 // one target database, and the fanout turning them into typed upserts in one database per org. A second
-// phase inserts staging rows at a fixed rate with the fanout running and reports the lag from staging commit
-// to org commit.
+// (steady) phase sends signed HTTP deliveries at a fixed rate to a real ingest (internal/app with the ingest
+// role, in this process, on the same cluster) with the fanout running, and reports the lag as users see it:
+// from ingest receiving a delivery (staging's received_at) to the commit of its row in the org database,
+// overall and for the worst org, with the rate the generator reached and the process' peak RSS.
+//
+// Rows go round-robin over the orgs, or with HotShare, a share of them to a few hot orgs.
 package fanoutbench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +38,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
@@ -46,8 +60,18 @@ type Config struct {
 	// Rate is the steady-state phase's webhooks per second (0 skips the phase); SteadyDuration its length.
 	Rate           int
 	SteadyDuration time.Duration
-	Out            io.Writer
-	Logger         *slog.Logger
+	// HotShare is the share of the rows (drain and steady phase) that go to the hot orgs, HotOrgs the share of
+	// the orgs that are hot (default 0.1 when HotShare is set): 0.9 and 0.1 send 90% of the traffic to 10% of
+	// the orgs. Zero spreads rows round-robin over all orgs.
+	HotShare float64
+	HotOrgs  float64
+	// SteadyClients are the steady phase's concurrent keep-alive HTTP clients; default 64.
+	SteadyClients int
+	Out           io.Writer
+	Logger        *slog.Logger
+	// StartProfile and StopProfile, when set, are called around the measured phases (the drains and the
+	// steady phase), leaving provisioning, the preload and cleanup out of a CPU profile.
+	StartProfile, StopProfile func()
 }
 
 func (c Config) withDefaults() Config {
@@ -60,6 +84,12 @@ func (c Config) withDefaults() Config {
 	if c.SteadyDuration == 0 {
 		c.SteadyDuration = 10 * time.Second
 	}
+	if c.HotShare > 0 && c.HotOrgs == 0 {
+		c.HotOrgs = 0.1
+	}
+	if c.SteadyClients == 0 {
+		c.SteadyClients = 64
+	}
 	if c.Out == nil {
 		c.Out = os.Stdout
 	}
@@ -71,24 +101,32 @@ func (c Config) withDefaults() Config {
 
 // Report is what a run measured.
 type Report struct {
-	Rows            int
-	NativeDuration  time.Duration
-	FanoutDuration  time.Duration
-	Ratio           float64 // fanout rows/s over native rows/s
-	SteadyRows      int
-	LagP50, LagP99  time.Duration
-	OrgRowsExpected int
-	OrgRowsFound    int
+	Rows           int
+	NativeDuration time.Duration
+	FanoutDuration time.Duration
+	Ratio          float64 // fanout rows/s over native rows/s
+	SteadyRows     int
+	LagP50, LagP99 time.Duration // from ingest's receipt to org commit
+	LagMax         time.Duration
+	// WorstOrgP99 is the highest per-org p99 lag of the steady phase (WorstOrgMax that org's max).
+	WorstOrgP99, WorstOrgMax time.Duration
+	WorstOrg                 string
+	SteadyAchievedRate       float64 // accepted deliveries per second
+	PeakRSS                  int64   // bytes; the bench process' during the steady phase, 0 when unknown
+	OrgRowsExpected          int
+	OrgRowsFound             int
 }
 
 // bench is one run's state.
 type bench struct {
 	cfg      Config
 	adminURL string
+	private  bool // the cluster is the run's own
 	suffix   string
 	appDB    string
 	appURL   string
 	pool     *pgxpool.Pool
+	keyEntry string
 	box      secrets.Box
 	orgs     []benchOrg
 	cleanup  []func(context.Context)
@@ -96,15 +134,19 @@ type bench struct {
 
 type benchOrg struct {
 	id, integrationID int64
-	key               string
+	key, opaqueID     string
 }
 
 // Run runs the benchmark and prints its report.
 func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	cfg = cfg.withDefaults()
 	// Negative rows or orgs would "measure" a drain of nothing (or index an empty org list) rather than fail.
-	if cfg.Rows < 0 || cfg.Orgs < 0 || cfg.Rate < 0 || cfg.SteadyDuration < 0 {
-		return nil, fmt.Errorf("rows (%d), orgs (%d), rate (%d) and steady duration (%s) must not be negative", cfg.Rows, cfg.Orgs, cfg.Rate, cfg.SteadyDuration)
+	if cfg.Rows < 0 || cfg.Orgs < 0 || cfg.Rate < 0 || cfg.SteadyDuration < 0 || cfg.SteadyClients < 0 {
+		return nil, fmt.Errorf("rows (%d), orgs (%d), rate (%d), steady duration (%s) and steady clients (%d) must not be negative",
+			cfg.Rows, cfg.Orgs, cfg.Rate, cfg.SteadyDuration, cfg.SteadyClients)
+	}
+	if cfg.HotShare < 0 || cfg.HotShare > 1 || cfg.HotOrgs < 0 || cfg.HotOrgs > 1 || (cfg.HotShare > 0 && cfg.HotOrgs == 0) {
+		return nil, fmt.Errorf("hot share (%g) and hot orgs (%g) must be between 0 and 1", cfg.HotShare, cfg.HotOrgs)
 	}
 	b := &bench{cfg: cfg, adminURL: cfg.AdminURL, suffix: fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)}
 	defer func() {
@@ -126,7 +168,13 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		if err != nil {
 			return nil, err
 		}
-		b.cleanup = append(b.cleanup, func(ctx context.Context) { _ = cluster.Stop(ctx) })
+		// A context of its own: dropping many databases must not use up the time the cluster needs to stop.
+		b.cleanup = append(b.cleanup, func(ctx context.Context) {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			_ = cluster.Stop(sctx)
+		})
+		b.private = true
 		b.adminURL = cluster.URL("postgres")
 	}
 	if err := b.setup(ctx); err != nil {
@@ -185,7 +233,8 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.cleanup = append(b.cleanup, func(context.Context) { b.pool.Close() })
-	keyring, err := secrets.ParseKeyring(secrets.NewKeyEntry(1))
+	b.keyEntry = secrets.NewKeyEntry(1)
+	keyring, err := secrets.ParseKeyring(b.keyEntry)
 	if err != nil {
 		return err
 	}
@@ -205,17 +254,19 @@ func (b *bench) setup(ctx context.Context) error {
 		if err := pgroles.ProvisionOrg(ctx, b.adminURL, o.key); err != nil {
 			return err
 		}
-		b.cleanup = append(b.cleanup, func(ctx context.Context) { _ = pgroles.DropOrg(ctx, b.adminURL, o.key) })
+		if !b.private { // a private cluster goes as a whole
+			b.cleanup = append(b.cleanup, func(ctx context.Context) { _ = pgroles.DropOrg(ctx, b.adminURL, o.key) })
+		}
 		if err := b.pool.QueryRow(ctx, `
 			INSERT INTO organizations (key, name, database_server_id, database_name, provision_state) VALUES ($1, $1, $2, $3, 'ready') RETURNING id`,
 			o.key, serverID, pgroles.DatabaseName(o.key)).Scan(&o.id); err != nil {
 			return fmt.Errorf("error creating org: %w", err)
 		}
-		in, _, err := integrations.Create(ctx, b.pool, b.box, integrations.CreateParams{OrgID: o.id, Service: "stripe_charge_v1", Secret: "whsec_bench"})
+		in, _, err := integrations.Create(ctx, b.pool, b.box, integrations.CreateParams{OrgID: o.id, Service: "stripe_charge_v1", Secret: webhookSecret})
 		if err != nil {
 			return err
 		}
-		o.integrationID = in.ID
+		o.integrationID, o.opaqueID = in.ID, in.OpaqueID
 		// The integration's table, as creating an integration makes it; the fanout would create it on first
 		// use, but that is DDL, not the drain being measured.
 		if err := b.createTable(ctx, o, in.TableName); err != nil {
@@ -261,14 +312,47 @@ func event(i int) []byte {
 
 const headersJSON = `{"Content-Type":"application/json; charset=utf-8","User-Agent":"Stripe/1.0 (+https://stripe.com/docs/webhooks)"}`
 
-// insert stages rows [from, to) in one transaction, spread round-robin over the orgs.
+// orgOf is the org of event i. Both events of a charge go to the same org: round-robin over the orgs by
+// charge, or with HotShare, a charge goes to one of the first HotOrgs*Orgs orgs with probability HotShare
+// (by a hash of the charge, so every run places the same charges alike).
+func (b *bench) orgOf(i int) benchOrg {
+	charge, n := i/2, len(b.orgs)
+	if b.cfg.HotShare == 0 {
+		return b.orgs[charge%n]
+	}
+	hot := min(n, max(1, int(math.Round(b.cfg.HotOrgs*float64(n)))))
+	h1 := splitmix64(uint64(charge))
+	h2 := splitmix64(h1)
+	if float64(h1>>11)/(1<<53) < b.cfg.HotShare || hot == n {
+		return b.orgs[h2%uint64(hot)]
+	}
+	return b.orgs[hot+int(h2%uint64(n-hot))]
+}
+
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// distribution describes how rows are spread over the orgs.
+func (b *bench) distribution() string {
+	if b.cfg.HotShare == 0 {
+		return fmt.Sprintf("round-robin over %d orgs", len(b.orgs))
+	}
+	hot := min(len(b.orgs), max(1, int(math.Round(b.cfg.HotOrgs*float64(len(b.orgs))))))
+	return fmt.Sprintf("%.0f%% of the charges to %d hot orgs, the rest over the other %d", 100*b.cfg.HotShare, hot, len(b.orgs)-hot)
+}
+
+// insert stages rows [from, to) in one transaction, spread over the orgs by orgOf.
 func (b *bench) insert(ctx context.Context, from, to int) error {
 	n := to - from
 	org, integ := make([]int64, n), make([]int64, n)
 	body := make([][]byte, n)
 	for k := 0; k < n; k++ {
 		i := from + k
-		o := b.orgs[(i/2)%len(b.orgs)] // both events of a charge go to the same org
+		o := b.orgOf(i)
 		org[k], integ[k], body[k] = o.id, o.integrationID, event(i)
 	}
 	_, err := b.pool.Exec(ctx, `
@@ -284,9 +368,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 
 	// Both slots exist before the preload, so both consumers see every row.
 	var settled atomic.Int64
-	var lagMu sync.Mutex
-	var lags []time.Duration
-	var steadyFrom atomic.Int64 // unix nanos; rows committed after it are the steady phase's
+	lags := &lagSamples{byOrg: map[int64][]time.Duration{}}
+	var steadyFrom atomic.Int64 // unix nanos; rows received after it are the steady phase's
 	fcfg := fanout.Config{
 		Slot:        "bench_fanout",
 		Workers:     cfg.Workers,
@@ -295,13 +378,16 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		OnApplied: func(a fanout.Applied) {
 			settled.Add(int64(len(a.CommitTimes)))
 			if from := steadyFrom.Load(); from != 0 {
-				lagMu.Lock()
-				for _, t := range a.CommitTimes {
+				lags.mu.Lock()
+				for k, t := range a.ReceivedAts {
 					if t.UnixNano() >= from {
-						lags = append(lags, a.At.Sub(t))
+						l := a.At.Sub(t)
+						lags.all = append(lags.all, l)
+						lags.fromStaging = append(lags.fromStaging, a.At.Sub(a.CommitTimes[k]))
+						lags.byOrg[a.OrgID] = append(lags.byOrg[a.OrgID], l)
 					}
 				}
-				lagMu.Unlock()
+				lags.mu.Unlock()
 			}
 		},
 	}
@@ -317,7 +403,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 
-	fmt.Fprintf(out, "preloading %d accepted staging rows (Stripe charge events, ~%d bytes each) over %d orgs...\n", cfg.Rows, len(event(0)), cfg.Orgs)
+	fmt.Fprintf(out, "preloading %d accepted staging rows (Stripe charge events, ~%d bytes each), %s...\n", cfg.Rows, len(event(0)), b.distribution())
 	start := time.Now()
 	const perTxn = 500 // what ingest's group commit writes at most per transaction
 	for from := 0; from < cfg.Rows; from += perTxn {
@@ -327,6 +413,12 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	fmt.Fprintf(out, "  done in %s\n", time.Since(start).Round(time.Millisecond))
 
+	if cfg.StartProfile != nil {
+		cfg.StartProfile()
+	}
+	if cfg.StopProfile != nil {
+		defer cfg.StopProfile()
+	}
 	// Native logical replication.
 	if rep.NativeDuration, err = b.runNative(ctx); err != nil {
 		return nil, err
@@ -356,12 +448,9 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	rep.FanoutDuration = time.Since(start)
 	fanoutRate := float64(cfg.Rows) / rep.FanoutDuration.Seconds()
-	workers := cfg.Workers
-	if workers == 0 {
-		workers = fanout.Config{}.WithDefaults().Workers
-	}
-	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers): %d rows in %s = %.0f rows/s\n",
-		cfg.Orgs, workers, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
+	eff := fcfg.WithDefaults()
+	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, at most %d org connections): %d rows in %s = %.0f rows/s\n",
+		cfg.Orgs, eff.Workers, eff.MaxOrgConns, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
 	rep.Ratio = fanoutRate / nativeRate
 	printMetrics(out, reg)
 	fmt.Fprintf(out, "ratio fanout/native: %.2fx (target >= 1.0x)\n", rep.Ratio)
@@ -376,7 +465,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	fmt.Fprintf(out, "  check: %d charges across the org databases, as expected\n", rep.OrgRowsFound)
 
 	if cfg.Rate > 0 {
-		if err := b.steady(ctx, rep, &steadyFrom, &lagMu, &lags, &settled); err != nil {
+		if err := b.steady(ctx, rep, &steadyFrom, lags, &settled); err != nil {
 			return rep, err
 		}
 	}
@@ -482,48 +571,219 @@ func (b *bench) countOrgRows(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-// steady inserts staging rows at the configured rate, in transactions every 10ms as group commit would, and
-// measures lag from staging commit to org commit.
-func (b *bench) steady(ctx context.Context, rep *Report, steadyFrom *atomic.Int64, lagMu *sync.Mutex, lags *[]time.Duration, settled *atomic.Int64) error {
+// lagSamples are the steady phase's lags, from ingest's receipt to org commit (all and by org), and from
+// staging commit to org commit.
+type lagSamples struct {
+	mu               sync.Mutex
+	all, fromStaging []time.Duration
+	byOrg            map[int64][]time.Duration
+}
+
+// steady runs a real ingest in this process and sends it signed HTTP deliveries at the configured rate, and
+// measures the lag from each delivery's receipt (staging's received_at) to the commit of its org row.
+func (b *bench) steady(ctx context.Context, rep *Report, steadyFrom *atomic.Int64, lags *lagSamples, settled *atomic.Int64) error {
 	cfg := b.cfg
-	const tick = 10 * time.Millisecond
-	perTick := max(1, cfg.Rate/int(time.Second/tick))
+	srv, err := app.New(ctx, app.Config{
+		DatabaseURL: b.appURL, Listen: "127.0.0.1:0", Keyring: b.keyEntry,
+		Credentials: app.CredentialsPostgres, Encryption: app.EncryptionKeyring,
+		Roles: []app.Role{app.RoleIngest}, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("error assembling ingest: %w", err)
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(srvCtx) }()
+	defer func() { stopSrv(); <-srvDone }()
+	base := srv.URL() + "/v1/webhooks/"
+
+	rssScope := "bench process (ingest server, fanout and Go load generator), steady phase"
+	if os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) != nil { // resets VmHWM
+		rssScope = "bench process (ingest server, fanout and Go load generator), whole run"
+	}
 	steadyFrom.Store(time.Now().UnixNano())
 	before := settled.Load()
-	next := cfg.Rows + 10 // new charges, after the preload's
-	t := time.NewTicker(tick)
-	deadline := time.Now().Add(cfg.SteadyDuration)
-	sent := 0
-	for time.Now().Before(deadline) {
-		<-t.C
-		if err := b.insert(ctx, next, next+perTick); err != nil {
-			t.Stop()
-			return fmt.Errorf("error inserting: %w", err)
-		}
-		next += perTick
-		sent += perTick
-	}
-	t.Stop()
+	g := b.generate(ctx, base)
+	// Wait for every accepted delivery to reach its org.
 	wait := time.Now()
-	for settled.Load()-before < int64(sent) {
+	for settled.Load()-before < int64(g.accepted) {
 		if time.Since(wait) > time.Minute {
-			return fmt.Errorf("the fanout applied %d of the steady phase's %d rows within a minute of its end", settled.Load()-before, sent)
+			return fmt.Errorf("the fanout applied %d of the steady phase's %d accepted deliveries within a minute of its end", settled.Load()-before, g.accepted)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	lagMu.Lock()
-	l := slices.Clone(*lags)
-	lagMu.Unlock()
-	slices.Sort(l)
-	if len(l) == 0 {
-		return fmt.Errorf("the steady phase produced no lag samples: %d rows sent, %d applied", sent, settled.Load()-before)
+	rep.PeakRSS = peakRSS()
+	if g.accepted == 0 {
+		return fmt.Errorf("the steady phase's generator had no delivery accepted (%d sent, %d failed, %d not sent: the generator fell behind): %s",
+			g.sent, g.failed, g.skipped, strings.Join(g.firstErrors, "; "))
 	}
+	lags.mu.Lock()
+	l, fromStaging := slices.Clone(lags.all), slices.Clone(lags.fromStaging)
+	type orgLag struct {
+		id       int64
+		p99, max time.Duration
+		n        int
+	}
+	var worst orgLag
+	for id, ol := range lags.byOrg {
+		ol = slices.Clone(ol)
+		slices.Sort(ol)
+		o := orgLag{id: id, p99: ol[len(ol)*99/100], max: ol[len(ol)-1], n: len(ol)}
+		if o.p99 > worst.p99 {
+			worst = o
+		}
+	}
+	orgsSeen := len(lags.byOrg)
+	lags.mu.Unlock()
+	if len(l) == 0 {
+		return fmt.Errorf("the steady phase produced no lag samples: %d deliveries accepted, %d rows applied", g.accepted, settled.Load()-before)
+	}
+	slices.Sort(l)
+	slices.Sort(fromStaging)
 	rep.SteadyRows = len(l)
-	rep.LagP50 = l[len(l)/2]
-	rep.LagP99 = l[len(l)*99/100]
-	fmt.Fprintf(cfg.Out, "steady state: %d webhooks/s for %s (%d rows, %d per transaction): lag from staging commit to org commit p50 %s, p99 %s, max %s (target p99 < 1s)\n",
-		cfg.Rate, cfg.SteadyDuration, len(l), perTick, ms(rep.LagP50), ms(rep.LagP99), ms(l[len(l)-1]))
+	rep.LagP50, rep.LagP99, rep.LagMax = l[len(l)/2], l[len(l)*99/100], l[len(l)-1]
+	rep.WorstOrgP99, rep.WorstOrgMax = worst.p99, worst.max
+	for _, o := range b.orgs {
+		if o.id == worst.id {
+			rep.WorstOrg = o.key
+		}
+	}
+	rep.SteadyAchievedRate = float64(g.accepted) / g.elapsed.Seconds()
+	out := cfg.Out
+	fmt.Fprintf(out, "steady state: %d webhooks/s configured, %.0f/s achieved (%d accepted in %s by %d HTTP clients, %d failed, %d not sent because the generator fell behind), %s\n",
+		cfg.Rate, rep.SteadyAchievedRate, g.accepted, g.elapsed.Round(time.Millisecond), cfg.SteadyClients, g.failed, g.skipped, b.distribution())
+	fmt.Fprintf(out, "  lag from ingest receipt to org commit: p50 %s, p99 %s, max %s (target p99 < 1s); worst org by per-org p99: %s, p99 %s, max %s (%d rows; %d orgs received rows)\n",
+		ms(rep.LagP50), ms(rep.LagP99), ms(rep.LagMax), rep.WorstOrg, ms(worst.p99), ms(worst.max), worst.n, orgsSeen)
+	fmt.Fprintf(out, "  of which from staging commit to org commit: p50 %s, p99 %s\n", ms(fromStaging[len(fromStaging)/2]), ms(fromStaging[len(fromStaging)*99/100]))
+	if g.failed > 0 {
+		fmt.Fprintf(out, "  first failures: %s\n", strings.Join(g.firstErrors, "; "))
+	}
+	if rep.PeakRSS > 0 {
+		fmt.Fprintf(out, "  peak RSS: %.0f MiB (%s; target < 256 MiB for the server)\n", float64(rep.PeakRSS)/(1<<20), rssScope)
+	}
 	return nil
+}
+
+// generated is what the steady phase's generator did.
+type generated struct {
+	sent, accepted, failed, skipped int
+	elapsed                         time.Duration
+	firstErrors                     []string
+}
+
+// generate sends signed Stripe deliveries to ingest at cfg.Rate for cfg.SteadyDuration from SteadyClients
+// keep-alive clients. It is open-loop: every 10ms it queues the deliveries due by then; a delivery that finds
+// the queue (one second of traffic) full is not sent, and counted.
+func (b *bench) generate(ctx context.Context, base string) generated {
+	cfg := b.cfg
+	n := cfg.SteadyClients
+	transport := &http.Transport{MaxIdleConns: n, MaxIdleConnsPerHost: n, MaxConnsPerHost: n}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	jobs := make(chan int, max(1, cfg.Rate))
+	var g generated
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				err := b.deliver(ctx, client, base, i)
+				mu.Lock()
+				g.sent++
+				if err == nil {
+					g.accepted++
+				} else {
+					g.failed++
+					if len(g.firstErrors) < 3 && !slices.Contains(g.firstErrors, err.Error()) {
+						g.firstErrors = append(g.firstErrors, err.Error())
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	start := time.Now()
+	next := cfg.Rows + 10 // new charges, after the preload's
+	queued := 0
+	t := time.NewTicker(10 * time.Millisecond)
+	for ctx.Err() == nil {
+		elapsed := time.Since(start)
+		if elapsed > cfg.SteadyDuration {
+			elapsed = cfg.SteadyDuration
+		}
+		for due := int(elapsed.Seconds() * float64(cfg.Rate)); queued < due; queued++ {
+			select {
+			case jobs <- next:
+			default:
+				g.skipped++
+			}
+			next++
+		}
+		if elapsed >= cfg.SteadyDuration {
+			break
+		}
+		<-t.C
+	}
+	t.Stop()
+	close(jobs)
+	wg.Wait()
+	g.elapsed = time.Since(start)
+	return g
+}
+
+// deliver posts event i, signed as Stripe signs it, to its org's integration.
+func (b *bench) deliver(ctx context.Context, client *http.Client, base string, i int) error {
+	body := event(i)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+b.orgOf(i).opaqueID, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+	req.Header.Set("Stripe-Signature", sign(webhookSecret, body, time.Now()))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
+	}
+	return nil
+}
+
+const webhookSecret = "whsec_bench"
+
+func sign(secret string, body []byte, now time.Time) string {
+	ts := strconv.FormatInt(now.Unix(), 10)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// peakRSS is the process' VmHWM in bytes, 0 when unknown.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) > 0 {
+				kb, _ := strconv.ParseInt(fields[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
 
 // printMetrics prints the fanout's batch and transaction figures.

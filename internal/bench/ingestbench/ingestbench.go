@@ -1,5 +1,7 @@
 // Package ingestbench measures webhook ingest against a baseline taken in the same run: one-row INSERT
-// transactions of the same payload into the same table, at the same concurrency, straight to Postgres.
+// transactions of the same payload into the same table, at the same concurrency, straight to Postgres; and
+// against a ceiling: a no-op handler on the same HTTP stack (app.NewHTTPServer) that reads the whole body and
+// answers 202 with ingest's small body, loaded by the same generator with the same payload and concurrency.
 // Machines are noisy, so each side runs several alternating rounds and the medians are compared.
 package ingestbench
 
@@ -12,9 +14,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +43,9 @@ type Config struct {
 	Duration    time.Duration // per round, default 5s
 	Rounds      int           // default 3
 	Out         io.Writer
+	// StartProfile and StopProfile, when set, are called around the rounds, leaving setup, warm-up and cleanup
+	// out of a CPU profile.
+	StartProfile, StopProfile func()
 }
 
 func (c Config) withDefaults() Config {
@@ -71,8 +78,9 @@ func (r Result) PerSecond() float64 { return float64(r.Ops) / r.Duration.Seconds
 
 // Report is the whole run.
 type Report struct {
-	Ingest, Baseline []Result
-	Ratio            float64 // median ingest req/s over median baseline rows/s
+	Ingest, Ceiling, Baseline []Result
+	Ratio                     float64 // median ingest req/s over median baseline rows/s
+	CeilingRatio              float64 // median ingest req/s over median ceiling req/s
 }
 
 // Run runs the benchmark and prints its report.
@@ -119,7 +127,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(srvCtx) }()
+	// Labelled, as the ceiling is, so a profile can tell them apart (go tool pprof -tagfocus side=ingest).
+	go pprof.Do(srvCtx, pprof.Labels("side", "ingest"), func(ctx context.Context) { srvDone <- srv.Run(ctx) })
 	defer func() { stopSrv(); <-srvDone }()
 
 	pool := srv.Pool()
@@ -150,8 +159,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("error creating baseline payload: %w", err)
 	}
 	url := srv.URL() + "/v1/webhooks/" + in.OpaqueID
+	ceilingURL, stopCeiling, err := startCeiling()
+	if err != nil {
+		return nil, fmt.Errorf("error starting the HTTP ceiling: %w", err)
+	}
+	defer stopCeiling()
 	runIngest := func(d time.Duration) (Result, error) {
 		return driveHTTP(ctx, url, secret, cfg.Concurrency, d)
+	}
+	runCeiling := func(d time.Duration) (Result, error) {
+		return driveHTTP(ctx, ceilingURL, secret, cfg.Concurrency, d)
 	}
 	runBaseline := func(d time.Duration) (Result, error) {
 		return driveInsert(ctx, basePool, orgID, in.ID, cfg.Concurrency, d)
@@ -164,6 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if pgb, err := newPgbenchDriver(binDir, dir, dbURL, orgID, in.ID); err == nil {
 				generators = "wrk / pgbench"
 				runIngest = func(d time.Duration) (Result, error) { return wrk.run(ctx, url, cfg.Concurrency, d) }
+				runCeiling = func(d time.Duration) (Result, error) { return wrk.run(ctx, ceilingURL, cfg.Concurrency, d) }
 				runBaseline = func(d time.Duration) (Result, error) { return pgb.run(ctx, cfg.Concurrency, d) }
 				warmBaseline = func() error { return pgb.warmUp(ctx, cfg.Concurrency) }
 			}
@@ -175,11 +193,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := warmIngest(); err != nil {
 		return nil, fmt.Errorf("error warming up ingest: %w", err)
 	}
+	if _, err := runCeiling(time.Second); err != nil {
+		return nil, fmt.Errorf("error warming up the HTTP ceiling: %w", err)
+	}
 	if err := warmBaseline(); err != nil {
 		return nil, fmt.Errorf("error warming up the baseline: %w", err)
 	}
 
 	rep := &Report{}
+	if cfg.StartProfile != nil {
+		cfg.StartProfile()
+	}
+	if cfg.StopProfile != nil {
+		defer cfg.StopProfile()
+	}
 	for r := 0; r < cfg.Rounds; r++ {
 		roundStart := time.Now()
 		ing, err := runIngest(cfg.Duration)
@@ -190,20 +217,55 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM staging.webhooks WHERE received_at >= $1 AND path <> '/baseline'`, roundStart).Scan(&rows, &txns); err == nil && txns > 0 {
 			ing.RowsPerTxn = float64(rows) / float64(txns)
 		}
+		ceil, err := runCeiling(cfg.Duration)
+		if err != nil {
+			return nil, fmt.Errorf("round %d, HTTP ceiling: %w", r+1, err)
+		}
 		base, err := runBaseline(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, baseline: %w", r+1, err)
 		}
 		rep.Ingest = append(rep.Ingest, ing)
+		rep.Ceiling = append(rep.Ceiling, ceil)
 		rep.Baseline = append(rep.Baseline, base)
-		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d, %.1f rows/txn) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ratio %.2fx\n",
-			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, ing.RowsPerTxn, base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/base.PerSecond())
+		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d, %.1f rows/txn) | ceiling %8.0f req/s (p50 %6s, p99 %6s) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ingest/ceiling %.2fx, ingest/baseline %.2fx\n",
+			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, ing.RowsPerTxn, ceil.PerSecond(), ms(ceil.P50), ms(ceil.P99),
+			base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/ceil.PerSecond(), ing.PerSecond()/base.PerSecond())
 	}
-	mi, mb := median(rep.Ingest), median(rep.Baseline)
+	mi, mc, mb := median(rep.Ingest), median(rep.Ceiling), median(rep.Baseline)
 	rep.Ratio = mi.PerSecond() / mb.PerSecond()
-	fmt.Fprintf(cfg.Out, "ingest: median %.0f req/s, p50 %s, p99 %s\nbaseline (one-row INSERT transactions): median %.0f rows/s, p50 %s, p99 %s\nratio: %.2fx (target >= 1.5x)\n",
-		mi.PerSecond(), ms(mi.P50), ms(mi.P99), mb.PerSecond(), ms(mb.P50), ms(mb.P99), rep.Ratio)
+	rep.CeilingRatio = mi.PerSecond() / mc.PerSecond()
+	fmt.Fprintf(cfg.Out, "ingest: median %.0f req/s, p50 %s, p99 %s\n"+
+		"ceiling (no-op handler on the same HTTP stack, same load): median %.0f req/s, p50 %s, p99 %s\n"+
+		"baseline (one-row INSERT transactions): median %.0f rows/s, p50 %s, p99 %s\n"+
+		"ingest/ceiling: %.2fx (target >= 0.5x)   ingest/baseline: %.2fx (target >= 1.5x)\n",
+		mi.PerSecond(), ms(mi.P50), ms(mi.P99), mc.PerSecond(), ms(mc.P50), ms(mc.P99),
+		mb.PerSecond(), ms(mb.P50), ms(mb.P99), rep.CeilingRatio, rep.Ratio)
 	return rep, nil
+}
+
+// ceilingBody is what ingest answers an accepted webhook with.
+const ceilingBody = `{"ok":true}`
+
+// ceilingHandler is the HTTP ceiling: it does what ingest's handler cannot avoid (read the whole body, answer
+// 202 with the same headers and body) and nothing else.
+func ceilingHandler(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = io.WriteString(w, ceilingBody)
+}
+
+// startCeiling serves ceilingHandler with the server's own net/http settings on a loopback port.
+func startCeiling() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := app.NewHTTPServer(http.HandlerFunc(ceilingHandler), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan struct{})
+	go pprof.Do(context.Background(), pprof.Labels("side", "ceiling"), func(context.Context) { _ = srv.Serve(ln); close(done) })
+	return "http://" + ln.Addr().String() + "/v1/webhooks/ceiling", func() { _ = srv.Close(); <-done }, nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
