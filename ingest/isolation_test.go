@@ -302,7 +302,8 @@ func TestBodyBudgetPerOrg(t *testing.T) {
 func TestSlowSteadyBodyIsAccepted(t *testing.T) {
 	t.Parallel()
 	e := newEnvServer(t, prometheus.NewRegistry(), func(srv *http.Server) { srv.ReadTimeout = 800 * time.Millisecond },
-		func(c *ingest.Config) { c.IdleTimeout = 400 * time.Millisecond })
+		// Each 100 ms gap is well inside the idle deadline even when a loaded machine delays the sender.
+		func(c *ingest.Config) { c.IdleTimeout = 1500 * time.Millisecond })
 	in := e.unsigned(e.org, 4<<20)
 	if resp := rawRequest(t, e.srv.Listener.Addr().String(), "POST /v1/webhooks/"+in.OpaqueID+" HTTP/1.1\r\nHost: x", []byte(`{"id":"1"}`)); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("warm-up: %d", resp.StatusCode)
