@@ -148,13 +148,14 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		// after the server's write timeout is lost.
 		a.logger.WarnContext(r.Context(), "cannot extend the write deadline of a db sql request", slog.String("error", err.Error()))
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	conn, err := a.readOnlyConn(ctx, orgFrom(r).ID)
+	// The timeout is the query's: connecting (a login, on a busy server) does not eat into it.
+	conn, err := a.readOnlyConn(r.Context(), orgFrom(r).ID)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer conn.Close(context.WithoutCancel(r.Context()))
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
 	// A read-only transaction whose statement timeout the server sets, whatever the login's own settings say
 	// (any login may turn its timeouts off); the context's deadline backs it up.
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
