@@ -230,9 +230,19 @@ func TestStalledSenderHoldsWhatItSent(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	start := time.Now()
 	conn := stall(t, addr, in.OpaqueID, 64<<20, 1<<20)
-	waitFor(t, 10*time.Second, "the server never read the first MiB", func() bool {
-		return gauge(t, reg, "webhookdb_ingest_body_bytes_in_flight") >= 1<<20
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for gauge(t, reg, "webhookdb_ingest_body_bytes_in_flight") < 1<<20 {
+		if time.Now().After(deadline) {
+			// Say what the server did instead.
+			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err == nil {
+				t.Fatalf("the server never read the first MiB: it answered %d %q", resp.StatusCode, resp.Header.Get(ingest.RejectedReasonHeader))
+			}
+			t.Fatalf("the server never read the first MiB (no answer: %v; %.0f bytes in flight)", err, gauge(t, reg, "webhookdb_ingest_body_bytes_in_flight"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	runtime.ReadMemStats(&after)
 	if held := gauge(t, reg, "webhookdb_ingest_body_bytes_in_flight"); held > 3<<20 {
 		t.Errorf("%.0f body bytes reserved for a sender that sent 1 MiB", held)
@@ -301,7 +311,7 @@ func TestBodyBudgetPerOrg(t *testing.T) {
 // deadline is an idle one, extended as bytes arrive.
 func TestSlowSteadyBodyIsAccepted(t *testing.T) {
 	t.Parallel()
-	e := newEnvServer(t, prometheus.NewRegistry(), func(srv *http.Server) { srv.ReadTimeout = 800 * time.Millisecond },
+	e := newEnvServer(t, prometheus.NewRegistry(), func(srv *http.Server) { srv.ReadTimeout = 2 * time.Second },
 		// Each 100 ms gap is well inside the idle deadline even when a loaded machine delays the sender.
 		func(c *ingest.Config) { c.IdleTimeout = 1500 * time.Millisecond })
 	in := e.unsigned(e.org, 4<<20)
@@ -315,14 +325,19 @@ func TestSlowSteadyBodyIsAccepted(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /v1/webhooks/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", in.OpaqueID, len(body))
-	// 16 chunks, one every 100 ms: 1.6 s in all (twice the server's ReadTimeout), each gap well inside the idle
-	// deadline.
+	// 40 chunks, one every 100 ms: 4 s in all (twice the server's ReadTimeout, which a loaded machine's slow
+	// start of the handler must not reach), each gap well inside the idle deadline.
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for rest := body; len(rest) > 0; {
-		n := min(len(rest), len(body)/16+1)
+		n := min(len(rest), len(body)/40+1)
 		if _, err := conn.Write(rest[:n]); err != nil {
-			t.Fatalf("sending: %v", err)
+			_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			resp, rerr := http.ReadResponse(bufio.NewReader(conn), nil)
+			if rerr == nil {
+				t.Fatalf("sending: %v; the server had answered %d %q", err, resp.StatusCode, resp.Header.Get(ingest.RejectedReasonHeader))
+			}
+			t.Fatalf("sending: %v (no answer: %v)", err, rerr)
 		}
 		rest = rest[n:]
 		<-tick.C
