@@ -106,7 +106,8 @@ type Config struct {
 	// SQLMaxBytes caps the bytes of a `db sql` answer (WEBHOOKDB_SQL_MAX_BYTES); default 10 MiB.
 	SQLMaxBytes int
 	// ServerReservedConnections are the connections of each database server that read-only logins never get,
-	// on top of the superuser reserve (WEBHOOKDB_SERVER_RESERVED_CONNECTIONS); default 20, -1: none.
+	// on top of the superuser reserve (WEBHOOKDB_SERVER_RESERVED_CONNECTIONS): what webhookdb itself needs there.
+	// Default: the fanout's connection cap plus serviceConnections; -1: none.
 	ServerReservedConnections int
 	// MaxOrgsPerUser caps the live orgs a user who is not a server admin may administer
 	// (WEBHOOKDB_MAX_ORGS_PER_USER); default 10, negative: no limit.
@@ -195,6 +196,19 @@ func (c Config) WithDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// serviceConnections is what webhookdb needs on a database server besides the fanout's connections: Vault's
+// connection pool there (4), provisioning and maintenance, and a margin.
+const serviceConnections = 12
+
+// serverReserve is what read-only logins leave free on each database server: the fanout may hold up to its whole
+// connection cap on one server, and maintenance, provisioning and Vault need theirs, so no tenant can take them.
+func (c Config) serverReserve() int {
+	if c.ServerReservedConnections != 0 {
+		return c.ServerReservedConnections
+	}
+	return c.Fanout.WithDefaults().MaxOrgConns + serviceConnections
 }
 
 func (c Config) validate() error {
@@ -396,7 +410,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	}
 	if groups&flagsCredentials != 0 {
 		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
-		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default 20, -1: none ("+EnvServerReserved+")")
+		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default the fanout's --max-org-connections + 12, -1: none ("+EnvServerReserved+")")
 	}
 	if groups&FlagsSlot != 0 {
 		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")

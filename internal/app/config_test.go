@@ -148,3 +148,20 @@ func TestVaultAuthValidation(t *testing.T) {
 		}
 	}
 }
+
+// Read-only logins leave each server what webhookdb needs there: the fanout's whole cap and the service
+// connections, unless the operator says otherwise.
+func TestServerReserveCoversTheFanout(t *testing.T) {
+	if got := (Config{}).serverReserve(); got != 64+serviceConnections {
+		t.Fatalf("default reserve %d, want the fanout's default cap 64 + %d", got, serviceConnections)
+	}
+	c := Config{}
+	c.Fanout.MaxOrgConns = 16
+	if got := c.serverReserve(); got != 16+serviceConnections {
+		t.Fatalf("reserve with a cap of 16: %d", got)
+	}
+	c.ServerReservedConnections = -1
+	if got := c.serverReserve(); got != -1 {
+		t.Fatalf("an explicit setting wins: %d", got)
+	}
+}

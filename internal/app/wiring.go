@@ -166,7 +166,7 @@ func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Keys, *
 		}
 	}
 	var issuer orgdb.Issuer
-	policy := pgroles.LoginPolicy{ReservedConnections: cfg.ServerReservedConnections}
+	policy := pgroles.LoginPolicy{ReservedConnections: cfg.serverReserve()}
 	if cfg.Credentials == CredentialsVault {
 		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: cfg.Logger, Policy: policy})
 	} else {
