@@ -32,15 +32,13 @@ func (e *env) unsigned(org int64, limit int64) *integrations.Integration {
 	e.t.Helper()
 	p := integrations.CreateParams{OrgID: org, Service: "json_v1", Config: []byte(`{"remote_key_path":"id"}`),
 		VerifierOverride: &verify.Config{Scheme: verify.SchemeNone}}
+	if limit > 0 {
+		// Set at creation: the cache may read the row at once, and a later update would reach it only at a poll.
+		p.BodyLimitBytes = &limit
+	}
 	in, _, err := integrations.Create(context.Background(), e.pool, e.box, p)
 	if err != nil {
 		e.t.Fatal(err)
-	}
-	if limit > 0 {
-		if _, err := e.pool.Exec(context.Background(), `UPDATE service_integrations SET body_limit_bytes = $1 WHERE id = $2`, limit, in.ID); err != nil {
-			e.t.Fatal(err)
-		}
-		in.BodyLimitBytes = &limit
 	}
 	return in
 }
