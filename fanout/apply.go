@@ -474,6 +474,7 @@ func insertFailed(ctx context.Context, db staging.DB, orgID int64, fs []failure)
 	received, lsn, msg := make([]time.Time, n), make([]string, n), make([]string, n)
 	delivery, ctype, headers := make([]*string, n), make([]*string, n), make([]*string, n)
 	body, original := make([][]byte, n), make([]*time.Time, n)
+	source, jobID := make([]*string, n), make([]*int64, n)
 	for i, f := range fs {
 		ch := f.c
 		integ[i], webhook[i], seq[i] = ch.integrationID, ch.webhookID, ch.pos.seq
@@ -494,15 +495,23 @@ func insertFailed(ctx context.Context, db staging.DB, orgID int64, fs []failure)
 			delivery[i] = &d
 		}
 		ctype[i], headers[i], body[i], original[i] = &t, &h, b, &at
+		if ch.source != "" {
+			src := string(ch.source)
+			source[i] = &src
+		}
+		if ch.backfillJobID != 0 {
+			jobID[i] = &ch.backfillJobID
+		}
 	}
 	tag, err := db.Exec(ctx, `
 		INSERT INTO fanout.failed_changes (org_id, integration_id, received_at, webhook_id, commit_lsn, seq, error,
-			delivery_id, content_type, headers, body, original_received_at)
-		SELECT $1, i, r, w, l::pg_lsn, s, e, d, ct, h, b, o
+			delivery_id, content_type, headers, body, original_received_at, source, backfill_job_id)
+		SELECT $1, i, r, w, l::pg_lsn, s, e, d, ct, h, b, o, src, j
 		FROM unnest($2::bigint[], $3::timestamptz[], $4::bigint[], $5::text[], $6::integer[], $7::text[],
-			$8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::timestamptz[]) AS u(i, r, w, l, s, e, d, ct, h, b, o)
+			$8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::timestamptz[], $13::text[], $14::bigint[])
+			AS u(i, r, w, l, s, e, d, ct, h, b, o, src, j)
 		ON CONFLICT (webhook_id, received_at) DO NOTHING`, orgID, integ, received, webhook, lsn, seq, msg,
-		delivery, ctype, headers, body, original)
+		delivery, ctype, headers, body, original, source, jobID)
 	if err != nil {
 		return 0, fmt.Errorf("error recording failed changes: %w", err)
 	}

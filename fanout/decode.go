@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
 // position orders staging rows: the commit LSN of their transaction, then their ordinal in it. Logical
@@ -36,7 +38,10 @@ type change struct {
 	contentType        string
 	headers            []byte // JSON object: canonical header name -> value
 	body               []byte
-	size               int64
+	// source is the staging row's (webhook, backfill, replay, resync); backfillJobID its backfill job or 0.
+	source        staging.Source
+	backfillJobID int64
+	size          int64
 }
 
 // changeOverhead approximates the memory of a change besides its variable-length fields.
@@ -49,8 +54,8 @@ type relation struct {
 	ncols           int
 	// column indexes
 	colID, colReceivedAt, colOrgID, colIntegrationID, colDeliveryID, colContentType, colHeaders, colBody int
-	// colOriginalReceivedAt is -1 on a stream from before the column existed.
-	colOriginalReceivedAt int
+	// colOriginalReceivedAt, colSource and colBackfillJobID are -1 on a stream from before the column existed.
+	colOriginalReceivedAt, colSource, colBackfillJobID int
 }
 
 var errNotStaging = errors.New("not the staging table")
@@ -77,9 +82,14 @@ func newRelation(m *pglogrepl.RelationMessage) (*relation, error) {
 		}
 		*f.dst = i
 	}
-	r.colOriginalReceivedAt = -1
-	if i, ok := idx["original_received_at"]; ok {
-		r.colOriginalReceivedAt = i
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{{"original_received_at", &r.colOriginalReceivedAt}, {"source", &r.colSource}, {"backfill_job_id", &r.colBackfillJobID}} {
+		*f.dst = -1
+		if i, ok := idx[f.name]; ok {
+			*f.dst = i
+		}
 	}
 	return r, nil
 }
@@ -141,6 +151,15 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 		// a replayed, retried or resynced copy: replicators read when the delivery first arrived
 		if c.originalReceivedAt, err = textTimestamptz(vals[i]); err != nil {
 			return nil, fmt.Errorf("original_received_at: %w", err)
+		}
+	}
+	c.source = staging.SourceWebhook
+	if i := rel.colSource; i >= 0 && !nulls[i] {
+		c.source = staging.Source(vals[i])
+	}
+	if i := rel.colBackfillJobID; i >= 0 && !nulls[i] {
+		if c.backfillJobID, err = textInt(vals[i], false); err != nil {
+			return nil, fmt.Errorf("backfill_job_id: %w", err)
 		}
 	}
 	c.deliveryID = string(vals[rel.colDeliveryID]) // NULL decodes as nil, so ""

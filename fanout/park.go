@@ -115,6 +115,7 @@ func (c *Consumer) drain(ctx context.Context, o *orgState) (jobResult, error) {
 		}
 		ch.deliveryID, ch.contentType, ch.headers, ch.body = w.DeliveryID, w.ContentType, w.Headers, w.Body
 		ch.originalReceivedAt = w.OriginalReceivedAt
+		ch.source, ch.backfillJobID = w.Source, w.BackfillJobID
 		changes = append(changes, ch)
 	}
 	if len(ids) == 0 {
@@ -242,6 +243,7 @@ func (c *Consumer) expireParkedBatch(ctx context.Context, orgID int64) (int64, e
 			if w := stored.Get(refs[i]); w != nil {
 				f.c.deliveryID, f.c.contentType, f.c.headers, f.c.body = w.DeliveryID, w.ContentType, w.Headers, w.Body
 				f.c.originalReceivedAt = w.OriginalReceivedAt
+				f.c.source, f.c.backfillJobID = w.Source, w.BackfillJobID
 			} else {
 				fs[i].err += "; the staging row no longer exists"
 			}

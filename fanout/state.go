@@ -105,7 +105,8 @@ func RetryError(ctx context.Context, pool *pgxpool.Pool, orgID, id int64) (int64
 // their payload copies, or, for changes recorded before payloads were kept, from their staging rows.
 func resubmitFailed(ctx context.Context, tx pgx.Tx, deleteSQL string, args ...any) (int64, error) {
 	rows, err := tx.Query(ctx, deleteSQL+` RETURNING org_id, integration_id, received_at, webhook_id, body IS NOT NULL,
-		coalesce(delivery_id, ''), coalesce(content_type, ''), headers, body, original_received_at`, args...)
+		coalesce(delivery_id, ''), coalesce(content_type, ''), headers, body, original_received_at,
+		coalesce(source, 'webhook'), coalesce(backfill_job_id, 0)`, args...)
 	if err != nil {
 		return 0, err
 	}
@@ -119,7 +120,8 @@ func resubmitFailed(ctx context.Context, tx pgx.Tx, deleteSQL string, args ...an
 			has      bool
 			original *time.Time
 		)
-		if err := rows.Scan(&p.OrgID, &p.IntegrationID, &p.ReceivedAt, &p.ID, &has, &p.DeliveryID, &p.ContentType, &p.Headers, &p.Body, &original); err != nil {
+		if err := rows.Scan(&p.OrgID, &p.IntegrationID, &p.ReceivedAt, &p.ID, &has, &p.DeliveryID, &p.ContentType, &p.Headers, &p.Body, &original,
+			&p.Source, &p.BackfillJobID); err != nil {
 			rows.Close()
 			return 0, err
 		}

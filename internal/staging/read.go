@@ -37,7 +37,7 @@ type Filter struct {
 // summaryColumns leave the body out: lists show its length, never its bytes.
 const summaryColumns = `id, received_at, org_id, integration_id, coalesce(delivery_id, ''), method, path, query, content_type,
 	headers, body_truncated, accepted, coalesce(rejected_reason, ''), coalesce(replay_of, 0), length(body),
-	original_received_at`
+	original_received_at, source, coalesce(backfill_job_id, 0)`
 
 // fullColumns add the body.
 const fullColumns = summaryColumns + `, body`
@@ -46,7 +46,8 @@ const fullColumns = summaryColumns + `, body`
 func scan(row pgx.Row, s *Stored, withBody bool) error {
 	var original *time.Time
 	dst := []any{&s.ID, &s.ReceivedAt, &s.OrgID, &s.IntegrationID, &s.DeliveryID, &s.Method, &s.Path, &s.Query,
-		&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &original}
+		&s.ContentType, &s.Headers, &s.BodyTruncated, &s.Accepted, &s.RejectedReason, &s.ReplayOf, &s.BodyBytes, &original,
+		&s.Source, &s.BackfillJobID}
 	if withBody {
 		dst = append(dst, &s.Body)
 	}

@@ -45,7 +45,7 @@ func Replay(ctx context.Context, pool *pgxpool.Pool, w Window) (int64, error) {
 			if len(page) == 0 {
 				return nil
 			}
-			if err := storeCopies(ctx, tx, page); err != nil {
+			if err := storeCopies(ctx, tx, page, SourceReplay); err != nil {
 				return err
 			}
 			total += int64(len(page))
@@ -71,7 +71,7 @@ func Resubmit(ctx context.Context, tx pgx.Tx, refs []Ref) (int64, error) {
 		for _, s := range found {
 			page = append(page, s)
 		}
-		if err := storeCopies(ctx, tx, page); err != nil {
+		if err := storeCopies(ctx, tx, page, ""); err != nil {
 			return 0, err
 		}
 		total += int64(len(page))
@@ -97,7 +97,9 @@ func collectFull(rows pgx.Rows) ([]*Stored, error) {
 
 // copies turns stored rows into new accepted rows received now (in a partition upkeep keeps until the fanout
 // has read them) that point at the first delivery of each and keep its receive time.
-func copies(stored []*Stored, now time.Time) []Row {
+// source, when not "", is what the copies record as their source (a replay, a resync); "" keeps each original's
+// (a retried failed change is still the delivery it was).
+func copies(stored []*Stored, now time.Time, source Source) []Row {
 	out := make([]Row, len(stored))
 	for i, s := range stored {
 		r := s.Row
@@ -107,19 +109,22 @@ func copies(stored []*Stored, now time.Time) []Row {
 		}
 		r.OriginalReceivedAt = s.Time()
 		r.ReceivedAt = now
+		if source != "" {
+			r.Source = source
+		}
 		out[i] = r
 	}
 	return out
 }
 
 // storeCopies inserts copies of stored rows within tx, received now.
-func storeCopies(ctx context.Context, tx pgx.Tx, stored []*Stored) error {
+func storeCopies(ctx context.Context, tx pgx.Tx, stored []*Stored, source Source) error {
 	now := time.Now()
 	// Today's partition is made days ahead by upkeep; make sure anyway, as a transaction cannot retry.
 	if _, err := tx.Exec(ctx, `SELECT staging.ensure_partitions($1::date, 1)`, now.UTC().Format(time.DateOnly)); err != nil {
 		return fmt.Errorf("error creating today's staging partition: %w", err)
 	}
-	return insert(ctx, tx, copies(stored, now))
+	return insert(ctx, tx, copies(stored, now, source))
 }
 
 // Payload is a delivery kept outside staging.webhooks (the fanout's failed changes keep their own copy), so it
@@ -135,6 +140,9 @@ type Payload struct {
 	Body          []byte
 	// OriginalReceivedAt is when the delivery first arrived: what replicators read as its receive time.
 	OriginalReceivedAt time.Time
+	// Source and BackfillJobID are the original's; a copy keeps them.
+	Source        Source
+	BackfillJobID int64
 }
 
 // StorePayloads stores payloads again within tx, as accepted copies received now, like [Resubmit] but from
@@ -149,10 +157,11 @@ func StorePayloads(ctx context.Context, tx pgx.Tx, ps []Payload) (int64, error) 
 		stored[i] = &Stored{ID: p.ID, Row: Row{
 			ReceivedAt: p.ReceivedAt, OrgID: p.OrgID, IntegrationID: p.IntegrationID, DeliveryID: p.DeliveryID,
 			ContentType: p.ContentType, Headers: p.Headers, Body: p.Body, Accepted: true, OriginalReceivedAt: p.OriginalReceivedAt,
+			Source: p.Source, BackfillJobID: p.BackfillJobID,
 		}}
 	}
 	for start := 0; start < len(stored); start += copyPageRows {
-		if err := storeCopies(ctx, tx, stored[start:min(start+copyPageRows, len(stored))]); err != nil {
+		if err := storeCopies(ctx, tx, stored[start:min(start+copyPageRows, len(stored))], ""); err != nil {
 			return 0, err
 		}
 	}

@@ -83,7 +83,7 @@ func ResyncStep(ctx context.Context, pool *pgxpool.Pool, id int64) (copied int64
 			_, err := tx.Exec(ctx, `UPDATE staging.resyncs SET finished_at = now() WHERE id = $1`, id)
 			return err
 		}
-		if err := storeCopies(ctx, tx, page); err != nil {
+		if err := storeCopies(ctx, tx, page, SourceResync); err != nil {
 			return err
 		}
 		last := page[len(page)-1]

@@ -50,7 +50,21 @@ type Row struct {
 	// ReceivedAt is when it was stored again, so upkeep cannot drop it before the fanout reads it, while
 	// replicators go on reading the original time. See [Row.Time].
 	OriginalReceivedAt time.Time
+	// Source is where the row came from: one of the Source constants; "" stores SourceWebhook.
+	Source Source
+	// BackfillJobID is the backfill job whose page stored the row; 0 for any other source.
+	BackfillJobID int64
 }
+
+// Source is where a staged row came from.
+type Source string
+
+const (
+	SourceWebhook  Source = "webhook"  // a delivery to an integration's URL
+	SourceBackfill Source = "backfill" // an object fetched from the vendor's API
+	SourceReplay   Source = "replay"   // a copy stored by a replay
+	SourceResync   Source = "resync"   // a copy stored by a resync after a lost slot
+)
 
 // Time is when the delivery first arrived: what replicators read as its receive time.
 func (r *Row) Time() time.Time {
@@ -68,9 +82,10 @@ type Ref struct {
 
 const insertSQL = `
 INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
-	headers, body, body_truncated, accepted, rejected_reason, replay_of, original_received_at)
+	headers, body, body_truncated, accepted, rejected_reason, replay_of, original_received_at, source, backfill_job_id)
 SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[], $15::timestamptz[])`
+	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[], $15::timestamptz[],
+	$16::text[], $17::bigint[])`
 
 // Insert writes rows in one statement. A row whose day has no partition yet (a clock jump, upkeep not run)
 // makes Insert create the partition and try once more rather than fail the batch.
@@ -106,6 +121,8 @@ func insert(ctx context.Context, db DB, rows []Row) error {
 		reason        = make([]*string, n)
 		replayOf      = make([]*int64, n)
 		original      = make([]*time.Time, n)
+		source        = make([]string, n)
+		jobID         = make([]*int64, n)
 	)
 	for i := range rows {
 		r := &rows[i]
@@ -124,9 +141,16 @@ func insert(ctx context.Context, db DB, rows []Row) error {
 		if !r.OriginalReceivedAt.IsZero() {
 			original[i] = &r.OriginalReceivedAt
 		}
+		source[i] = string(r.Source)
+		if source[i] == "" {
+			source[i] = string(SourceWebhook)
+		}
+		if r.BackfillJobID != 0 {
+			jobID[i] = &r.BackfillJobID
+		}
 	}
 	if _, err := db.Exec(ctx, insertSQL, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
-		headers, body, truncated, accepted, reason, replayOf, original); err != nil {
+		headers, body, truncated, accepted, reason, replayOf, original, source, jobID); err != nil {
 		return fmt.Errorf("error inserting %d webhooks into staging: %w", n, err)
 	}
 	return nil

@@ -354,3 +354,60 @@ func TestStorePayloadsWithoutTheOriginal(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 }
+
+func TestCopiesRecordTheirSource(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC()
+	hook := row(7, 70, now.Add(-2*time.Second), "delivery")
+	page := row(7, 70, now.Add(-time.Second), "fetched")
+	page.Source, page.BackfillJobID = staging.SourceBackfill, 42
+	if err := staging.Insert(ctx, pool, []staging.Row{hook, page}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := staging.Replay(ctx, pool, staging.Window{OrgID: 7, IntegrationIDs: []int64{70}, Since: now.Add(-time.Hour), Until: now}); err != nil || n != 2 {
+		t.Fatalf("replayed %d, %v", n, err)
+	}
+	originals, err := staging.List(ctx, pool, staging.Filter{OrgID: 7, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[staging.Source]int{}
+	for _, s := range originals {
+		counts[s.Source]++
+		if s.Source == staging.SourceBackfill && s.BackfillJobID != 42 {
+			t.Fatalf("backfill row read back with job %d", s.BackfillJobID)
+		}
+	}
+	if counts[staging.SourceWebhook] != 1 || counts[staging.SourceBackfill] != 1 || counts[staging.SourceReplay] != 2 {
+		t.Fatalf("sources after a replay: %v", counts)
+	}
+	// A retried change (Resubmit) is still what it was: the backfilled row stays a backfill row.
+	var ref staging.Ref
+	for _, s := range originals {
+		if s.Source == staging.SourceBackfill {
+			ref = s.Ref()
+		}
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := staging.Resubmit(ctx, tx, []staging.Ref{ref}); err != nil || n != 1 {
+		t.Fatalf("resubmitted %d, %v", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var backfills int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks WHERE source = 'backfill' AND backfill_job_id = 42`).Scan(&backfills); err != nil || backfills != 2 {
+		t.Fatalf("backfill rows after a resubmit: %d, %v", backfills, err)
+	}
+	// Anything else is refused by the table.
+	bad := row(7, 70, now, "x")
+	bad.Source = "carrier pigeon"
+	if err := staging.Insert(ctx, pool, []staging.Row{bad}); err == nil {
+		t.Fatal("an unknown source was stored")
+	}
+}

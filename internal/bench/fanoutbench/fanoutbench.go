@@ -493,7 +493,7 @@ func (b *bench) prepareNative(ctx context.Context) error {
 			delivery_id text, method text NOT NULL, path text NOT NULL, query text NOT NULL DEFAULT '',
 			content_type text NOT NULL DEFAULT '', headers jsonb NOT NULL, body bytea NOT NULL,
 			body_truncated boolean NOT NULL DEFAULT false, accepted boolean NOT NULL, rejected_reason text, replay_of bigint,
-			original_received_at timestamptz,
+			original_received_at timestamptz, source text NOT NULL DEFAULT 'webhook', backfill_job_id bigint,
 			PRIMARY KEY (received_at, id));
 		CREATE INDEX ON staging.webhooks (integration_id, received_at DESC);`); err != nil {
 		return fmt.Errorf("error creating the native target table: %w", err)
