@@ -132,6 +132,9 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 		return o, nil
 	}
 	cfg.RuntimeParams["application_name"] = "webhookdb-fanout"
+	// Tables must belong to the org's owner role, whatever role the login is. Set in the startup packet, the
+	// role costs no round trip, and a login that may not assume it is refused at connect.
+	cfg.RuntimeParams["role"] = pgroles.OwnerRole(o.names)
 	o.connCfg = cfg
 	return o, nil
 }
