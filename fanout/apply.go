@@ -250,7 +250,7 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		conn, reused, err := c.conns.acquire(ctx, org.id, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
+		conn, reused, err := c.conns.acquire(ctx, org.id, org.server, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
 		if err != nil {
 			return 0, fmt.Errorf("error connecting to the org database: %w", err)
 		}
@@ -263,7 +263,7 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 				healthy = true
 			}
 		}
-		c.conns.release(org.id, conn, healthy)
+		c.conns.release(org.id, org.server, conn, healthy)
 		if err == nil {
 			return applied, nil
 		}
@@ -285,7 +285,22 @@ func isConnectionError(err error) bool {
 }
 
 func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error) {
-	return pgx.ConnectConfig(ctx, org.connCfg)
+	conn, err := pgx.ConnectConfig(ctx, org.connCfg)
+	if err != nil || !c.conns.needsCap(org.server) {
+		return conn, err
+	}
+	// The first connection to a server in this process learns its cap.
+	var available int
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('max_connections')::int
+		- pg_catalog.current_setting('superuser_reserved_connections')::int`).Scan(&available); err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("error reading the server's max_connections: %w", err)
+	}
+	capacity := ServerConnCap(available, c.cfg.ServerConnPercent)
+	c.conns.setCap(org.server, capacity)
+	c.cfg.Logger.InfoContext(ctx, "org database server connection cap", slog.String("server", org.server),
+		slog.Int("available", available), slog.Int("cap", max(capacity, c.cfg.Workers)))
+	return conn, nil
 }
 
 // writeOrgConn applies the groups in one transaction, skipping rows at or before the org database's applied

@@ -202,13 +202,19 @@ func (c Config) WithDefaults() Config {
 // connection pool there (4), provisioning and maintenance, and a margin.
 const serviceConnections = 12
 
-// serverReserve is what read-only logins leave free on each database server: the fanout may hold up to its whole
-// connection cap on one server, and maintenance, provisioning and Vault need theirs, so no tenant can take them.
-func (c Config) serverReserve() int {
+// serverReserve is what read-only logins leave free on each database server (a share of its connections and a
+// number): the fanout may hold up to its whole connection cap on one server, and maintenance, provisioning and
+// Vault need theirs, so no tenant can take them. The fanout's cap is a share of each server's connections
+// unless --max-org-connections fixes it.
+func (c Config) serverReserve() (percent, connections int) {
 	if c.ServerReservedConnections != 0 {
-		return c.ServerReservedConnections
+		return 0, c.ServerReservedConnections
 	}
-	return c.Fanout.WithDefaults().MaxOrgConns + serviceConnections
+	f := c.Fanout.WithDefaults()
+	if f.MaxOrgConns != 0 {
+		return 0, f.MaxOrgConns + serviceConnections
+	}
+	return f.ServerConnPercent, serviceConnections
 }
 
 func (c Config) validate() error {
@@ -410,7 +416,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	}
 	if groups&flagsCredentials != 0 {
 		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
-		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default the fanout's --max-org-connections + 12, -1: none ("+EnvServerReserved+")")
+		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default the fanout's share of the server's connections (--max-org-connections when set) + 12, -1: none ("+EnvServerReserved+")")
 	}
 	if groups&FlagsSlot != 0 {
 		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")
@@ -433,7 +439,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	if groups&FlagsFanout != 0 {
 		f := &c.Fanout
 		fs.IntVar(&f.Workers, "workers", 0, "fanout: org transactions in flight at once (default 8)")
-		fs.IntVar(&f.MaxOrgConns, "max-org-connections", 0, "fanout: connections to org databases across all orgs (default 64)")
+		fs.IntVar(&f.MaxOrgConns, "max-org-connections", 0, "fanout: connections to the org databases of each database server (default: half of what each server's max_connections leaves beside its superuser reserve)")
 		fs.IntVar(&f.MaxApplyRows, "max-apply-rows", 0, "fanout: staging rows per org transaction at most (default 1000)")
 		fs.Int64Var(&f.MaxInFlightBytes, "max-in-flight-bytes", 0, "fanout: bytes of staging rows received and not yet applied; reading pauses at the cap (default 64 MiB)")
 		fs.DurationVar(&f.ApplyTimeout, "apply-timeout", 0, "fanout: how long an org transaction may take before its changes are parked (default 10s)")
