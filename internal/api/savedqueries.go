@@ -63,7 +63,9 @@ func savedQueryView(q *savedquery.Query) SavedQuery {
 		LastRunAt: q.LastRunAt, LastError: q.LastError, CreatedAt: q.CreatedAt}
 }
 
-func (a *API) publicQueryURL(token string) string { return a.cfg.PublicURL + "/v1/public/queries/" + token }
+func (a *API) publicQueryURL(token string) string {
+	return a.cfg.PublicURL + "/v1/public/queries/" + token
+}
 
 // savedQueryError maps the store's errors onto the API's.
 func savedQueryError(err error, name string) error {
@@ -191,7 +193,9 @@ func (a *API) forgetSavedQuery(id int64) {
 	}
 }
 
-func savedResultKey(id int64, f savedquery.Format) string { return strconv.FormatInt(id, 10) + "/" + string(f) }
+func savedResultKey(id int64, f savedquery.Format) string {
+	return strconv.FormatInt(id, 10) + "/" + string(f)
+}
 
 // runSavedQuery runs a saved query now (never from the cache) as JSON or CSV (?format=), under db sql's caps.
 func (a *API) runSavedQuery(w http.ResponseWriter, r *http.Request) error {
@@ -338,7 +342,6 @@ func (a *API) publicSavedQuery(w http.ResponseWriter, r *http.Request) error {
 	writeResult(w, res, q.Name, age)
 	return nil
 }
-
 
 // publicRoutes are served without authentication, with their full paths.
 func (a *API) publicRoutes() []route {

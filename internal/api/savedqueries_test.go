@@ -288,7 +288,10 @@ func TestSavedQueryRefusedAtSave(t *testing.T) {
 // database's message) at its public URL.
 func TestSavedQueryFailureSaysWhy(t *testing.T) {
 	t.Parallel()
-	f := newSQFixture(t, func(cfg *api.Config) { cfg.SQLTimeout = 500 * time.Millisecond; cfg.PublicQueryTimeout = 500 * time.Millisecond })
+	f := newSQFixture(t, func(cfg *api.Config) {
+		cfg.SQLTimeout = 500 * time.Millisecond
+		cfg.PublicQueryTimeout = 500 * time.Millisecond
+	})
 	alice := f.user("alice@fail.example", false)
 	db := f.org(alice, "fail", "x")
 	if _, err := db.Exec(context.Background(), `CREATE TABLE doomed (id int)`); err != nil {
