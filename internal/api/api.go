@@ -128,7 +128,9 @@ type Config struct {
 	// PublicQueryEvery; defaults 1s and 20.
 	PublicQueryEvery time.Duration
 	PublicQueryBurst int
-	Logger           *slog.Logger
+	// PublicQueryConcurrency bounds the public runs of one org at once (per server); default 2.
+	PublicQueryConcurrency int
+	Logger                 *slog.Logger
 }
 
 // API serves /v1.
@@ -143,6 +145,7 @@ type API struct {
 	// publicQueries bounds public saved query requests per client; savedResults caches their results.
 	publicQueries *ratelimit.Keyed
 	savedResults  *savedquery.Cache
+	publicRuns    *orgSlots
 }
 
 // New returns the API.
@@ -176,7 +179,8 @@ func New(cfg Config) *API {
 	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: ratelimit.New(cfg.ReplayEvery, cfg.ReplayBurst),
 		authFailures:  ratelimit.New(6*time.Second, 20),
 		publicQueries: ratelimit.New(cfg.PublicQueryEvery, cfg.PublicQueryBurst),
-		savedResults:  savedquery.NewCache(cfg.SavedQueryCacheTTL, cfg.SavedQueryCacheBytes)}
+		savedResults:  savedquery.NewCache(cfg.SavedQueryCacheTTL, cfg.SavedQueryCacheBytes),
+		publicRuns:    newOrgSlots(cfg.PublicQueryConcurrency)}
 }
 
 // Error is the one error shape of the API.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -318,10 +319,21 @@ func (a *API) publicSavedQuery(w http.ResponseWriter, r *http.Request) error {
 	}
 	lim := savedquery.Limits{MaxRows: a.cfg.PublicQueryMaxRows, MaxBytes: a.cfg.PublicQueryMaxBytes}
 	res, age, err := a.savedResults.Get(r.Context(), savedResultKey(q.ID, format), func(ctx context.Context) (*savedquery.Result, error) {
+		// Anonymous fetches must not take the org's service login (whose connections db sql needs too) nor
+		// this server's goroutines without bound: a few runs per org at once, the rest come back later.
+		release, ok := a.publicRuns.acquire(q.OrgID)
+		if !ok {
+			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "busy", RetryAfter: time.Second,
+				Message: "this organization's public queries are busy; try again in a second"}
+		}
+		defer release()
 		timeout, err := a.orgTimeout(ctx, q.OrgID, a.cfg.PublicQueryTimeout)
 		if err != nil {
 			return nil, err
 		}
+		// The run has no caller to hang up on it (it is shared): connecting is bounded too.
+		ctx, cancel := context.WithTimeout(ctx, timeout+publicConnectTimeout)
+		defer cancel()
 		return a.runSaved(ctx, q, format, lim, timeout)
 	})
 	var qe *savedquery.QueryError
@@ -341,6 +353,35 @@ func (a *API) publicSavedQuery(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "private, max-age="+strconv.Itoa(int(max(a.cfg.SavedQueryCacheTTL-age, 0)/time.Second)))
 	writeResult(w, res, q.Name, age)
 	return nil
+}
+
+// publicConnectTimeout bounds connecting to the org's database for a public run.
+const publicConnectTimeout = 15 * time.Second
+
+// orgSlots bounds what runs at once per org.
+type orgSlots struct {
+	max  int
+	mu   sync.Mutex
+	used map[int64]int
+}
+
+func newOrgSlots(max int) *orgSlots { return &orgSlots{max: max, used: map[int64]int{}} }
+
+// acquire takes one of the org's slots, if one is free.
+func (s *orgSlots) acquire(orgID int64) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used[orgID] >= s.max {
+		return nil, false
+	}
+	s.used[orgID]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.used[orgID]--; s.used[orgID] == 0 {
+			delete(s.used, orgID)
+		}
+	}, true
 }
 
 // publicRoutes are served without authentication, with their full paths.
@@ -371,6 +412,9 @@ func (c Config) savedQueryDefaults() Config {
 	}
 	if c.PublicQueryBurst == 0 {
 		c.PublicQueryBurst = 20
+	}
+	if c.PublicQueryConcurrency == 0 {
+		c.PublicQueryConcurrency = 2
 	}
 	return c
 }

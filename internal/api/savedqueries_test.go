@@ -530,3 +530,51 @@ func TestSavedQueryTenantIsolation(t *testing.T) {
 		t.Fatalf("org B's URL after A's deletion: %d", resp.StatusCode)
 	}
 }
+
+// Public runs of one org are bounded at once: past the bound a fetch is told to come back (503, Retry-After),
+// while another org's public queries are served.
+func TestPublicSavedQueryRunsBoundedPerOrg(t *testing.T) {
+	t.Parallel()
+	f := newSQFixture(t, func(cfg *api.Config) { cfg.PublicQueryConcurrency = 1; cfg.SavedQueryCacheTTL = time.Hour })
+	alice := f.user("alice@busy-a.example", false)
+	bob := f.user("bob@busy-b.example", false)
+	dbA := f.org(alice, "busy_a")
+	f.org(bob, "busy_b", "b")
+	publish := func(token, org, name, sql string) string {
+		url := f.must(token, "POST", "/v1/orgs/"+org+"/saved-queries", map[string]any{"name": name, "sql": sql, "public": true}, 201)["public_url"].(string)
+		return strings.TrimPrefix(url, "http://hooks.example")
+	}
+	slow1 := publish(alice, "busy_a", "slow1", "SELECT 1 AS one FROM pg_sleep(1)")
+	slow2 := publish(alice, "busy_a", "slow2", "SELECT 2 AS two FROM pg_sleep(1)")
+	other := publish(bob, "busy_b", "quick", "SELECT count(*) FROM items")
+
+	first := make(chan int, 1)
+	go func() { resp, _ := f.get("c1", slow1); first <- resp.StatusCode }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var running int
+		if err := dbA.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT 1 AS one%' AND state = 'active'`).Scan(&running); err != nil {
+			t.Fatal(err)
+		}
+		if running == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first public run never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, b := f.get("c2", slow2)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(b), `"busy"`) {
+		t.Fatalf("a second run of the org at once: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := f.get("c3", other); resp.StatusCode != 200 {
+		t.Fatalf("another org's query meanwhile: %d %s", resp.StatusCode, b)
+	}
+	if s := <-first; s != 200 {
+		t.Fatalf("the first run: %d", s)
+	}
+	if resp, b := f.get("c2", slow2); resp.StatusCode != 200 {
+		t.Fatalf("the second once the first is done: %d %s", resp.StatusCode, b)
+	}
+}
