@@ -104,13 +104,7 @@ func (f *sqFixture) get(client, path string) (*http.Response, []byte) {
 	f.t.Helper()
 	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
 	req.Header.Set("X-Test-Client", client)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	return f.do(req)
 }
 
 // runRaw runs a saved query as token and returns the status, headers and body.
@@ -118,6 +112,11 @@ func (f *sqFixture) runRaw(token, org, name, format string) (*http.Response, []b
 	f.t.Helper()
 	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/orgs/"+org+"/saved-queries/"+name+"/run?format="+format, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	return f.do(req)
+}
+
+func (f *sqFixture) do(req *http.Request) (*http.Response, []byte) {
+	f.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
