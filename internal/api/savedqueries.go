@@ -302,6 +302,17 @@ func writeResult(w http.ResponseWriter, res *savedquery.Result, name string, age
 // client, capped in rows and bytes, from the cache while its result is fresh. An unknown, rolled or revoked
 // token, and a deleted query or org, are 404.
 func (a *API) publicSavedQuery(w http.ResponseWriter, r *http.Request) error {
+	err := a.servePublicSavedQuery(w, r)
+	var apiErr *Error
+	if err != nil && !errors.As(err, &apiErr) {
+		// wrap would log the path, which holds the token: log without it.
+		a.logger.ErrorContext(r.Context(), "public saved query failed", "error", err.Error())
+		return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+	}
+	return err
+}
+
+func (a *API) servePublicSavedQuery(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	if ok, wait := a.publicQueries.Allow(a.cfg.ClientKey(r), time.Now()); !ok {
 		return errRateLimited("too many requests for public queries from this client", wait)

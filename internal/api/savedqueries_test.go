@@ -577,3 +577,35 @@ func TestPublicSavedQueryRunsBoundedPerOrg(t *testing.T) {
 		t.Fatalf("the second once the first is done: %d %s", resp.StatusCode, b)
 	}
 }
+
+// Functions with side effects pass the check (they are queries) but cannot write when run, and cannot lift the
+// timeout the server set: the read-only transaction and the statement timeout hold whatever the query calls.
+func TestSavedQuerySideEffectsAreBounded(t *testing.T) {
+	t.Parallel()
+	f := newSQFixture(t, func(cfg *api.Config) { cfg.SQLTimeout = 500 * time.Millisecond })
+	alice := f.user("alice@side.example", false)
+	db := f.org(alice, "side", "a")
+	for name, sql := range map[string]string{
+		"nextval": "SELECT nextval('items_id_seq')",
+		"lo":      "SELECT lo_create(0)",
+		"untimed": "SELECT set_config('statement_timeout', '0', false) AS t, pg_sleep(3)",
+	} {
+		f.must(alice, "POST", "/v1/orgs/side/saved-queries", map[string]any{"name": name, "sql": sql}, 201)
+	}
+	status, out := f.call(alice, "POST", "/v1/orgs/side/saved-queries/nextval/run", nil)
+	if code, msg := errorOf(out); status != 400 || code != "sql_error" || !strings.Contains(msg, "SQLSTATE 25006") {
+		t.Errorf("nextval: %d %v", status, out)
+	}
+	// Postgres lets a read-only transaction create a large object; the run's transaction is rolled back.
+	f.must(alice, "POST", "/v1/orgs/side/saved-queries/lo/run", nil, 200)
+	var last int64
+	var los int
+	if err := db.QueryRow(context.Background(), `SELECT last_value, (SELECT count(*) FROM pg_largeobject_metadata) FROM items_id_seq`).Scan(&last, &los); err != nil || last != 1 || los != 0 {
+		t.Fatalf("sequence at %d, %d large objects (%v)", last, los, err)
+	}
+	started := time.Now()
+	status, out = f.call(alice, "POST", "/v1/orgs/side/saved-queries/untimed/run", nil)
+	if code, _ := errorOf(out); status != 400 || code != "sql_timeout" || time.Since(started) > 2500*time.Millisecond {
+		t.Fatalf("a query turning its timeout off: %d %v after %s", status, out, time.Since(started))
+	}
+}

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -31,11 +34,21 @@ func savedQueryCommand(o *clientOptions) *cobra.Command {
 		return nil
 	}
 
-	var sqlText string
+	var sqlText, sqlFile string
 	var public bool
 	create := &cobra.Command{
-		Use: "create NAME --sql SQL [--public]", Short: "Save a read-only query (checked now on the organization's database); --public gives it a URL (admins)", Args: cobra.ExactArgs(1),
+		Use: "create NAME --sql SQL|--sql-file PATH [--public]", Short: "Save a read-only query (checked now on the organization's database); --public gives it a URL (admins)", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			if sqlFile != "" {
+				if sqlText != "" {
+					return errors.New("give --sql or --sql-file, not both")
+				}
+				b, err := readInput(cmd, sqlFile)
+				if err != nil {
+					return err
+				}
+				sqlText = string(b)
+			}
 			var out api.SavedQueryEnvelope
 			if err := c.do(cmd.Context(), "POST", orgPath+"/saved-queries", map[string]any{"name": args[0], "sql": sqlText, "public": public}, &out); err != nil {
 				return err
@@ -44,8 +57,9 @@ func savedQueryCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	create.Flags().StringVar(&sqlText, "sql", "", "the query: one read-only statement (SELECT, WITH, VALUES or TABLE)")
+	create.Flags().StringVar(&sqlFile, "sql-file", "", "read the query from this file (- for standard input)")
 	create.Flags().BoolVar(&public, "public", false, "publish it at once: a URL anyone can fetch without a token (admins)")
-	_ = create.MarkFlagRequired("sql")
+	create.MarkFlagsOneRequired("sql", "sql-file")
 
 	list := listCommand(o, "list", "List saved queries", true, "/saved-queries",
 		[]string{"name", "public", "token_hint", "last_run_at", "last_error", "sql"},
@@ -121,4 +135,16 @@ func savedQueryCommand(o *clientOptions) *cobra.Command {
 	unpublish := action("unpublish NAME", "Revoke a public query's URL (admins)", "unpublish")
 	sq.AddCommand(create, list, runCmd, del, publish, roll, unpublish)
 	return sq
+}
+
+// readInput reads a file, or standard input for "-".
+func readInput(cmd *cobra.Command, path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(cmd.InOrStdin())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("error reading %s: %w", path, err)
+	}
+	return b, nil
 }

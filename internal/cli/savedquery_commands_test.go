@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,8 +37,12 @@ func TestSavedQueryCommandsCallTheirRoutes(t *testing.T) {
 	var mu sync.Mutex
 	var calls []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		calls = append(calls, r.Method+" "+r.URL.RequestURI())
+		if strings.Contains(string(body), "from a file") {
+			calls = append(calls, "(the file's query)")
+		}
 		mu.Unlock()
 		if r.URL.Query().Get("format") == "csv" {
 			w.Header().Set("Content-Type", "text/csv")
@@ -58,14 +64,18 @@ func TestSavedQueryCommandsCallTheirRoutes(t *testing.T) {
 	if out, err := runCLI(context.Background(), "saved-query", "create", "q", "--sql", "SELECT 1", "--public"); err != nil || !strings.Contains(out, "http://h/v1/public/queries/sqt_x") {
 		t.Fatalf("create --public: %v %q", err, out)
 	}
-	for _, args := range [][]string{{"run", "q"}, {"publish", "q"}, {"roll-token", "q", "--yes"}, {"unpublish", "q", "--yes"}, {"delete", "q", "--yes"}, {"list"}} {
+	sqlFile := t.TempDir() + "/q.sql"
+	if err := os.WriteFile(sqlFile, []byte("SELECT 'from a file'"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"create", "f", "--sql-file", sqlFile}, {"run", "q"}, {"publish", "q"}, {"roll-token", "q", "--yes"}, {"unpublish", "q", "--yes"}, {"delete", "q", "--yes"}, {"list"}} {
 		if _, err := runCLI(context.Background(), append([]string{"saved-query"}, args...)...); err != nil {
 			t.Fatalf("%v: %v", args, err)
 		}
 	}
 	want := []string{
 		"POST /v1/orgs/acme/saved-queries/q/run?format=csv", "POST /v1/orgs/acme/saved-queries",
-		"POST /v1/orgs/acme/saved-queries/q/run?format=json", "POST /v1/orgs/acme/saved-queries/q/publish",
+		"POST /v1/orgs/acme/saved-queries", "(the file's query)", "POST /v1/orgs/acme/saved-queries/q/run?format=json", "POST /v1/orgs/acme/saved-queries/q/publish",
 		"POST /v1/orgs/acme/saved-queries/q/roll-token", "POST /v1/orgs/acme/saved-queries/q/unpublish",
 		"DELETE /v1/orgs/acme/saved-queries/q", "GET /v1/orgs/acme/saved-queries",
 	}
