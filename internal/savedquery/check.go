@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -112,7 +111,7 @@ func firstKeyword(sql string) string {
 	i := 0
 	for i < len(sql) {
 		switch {
-		case sql[i] == '(' || unicode.IsSpace(rune(sql[i])):
+		case strings.IndexByte("( \t\n\r\f\v", sql[i]) >= 0: // Postgres' white space is ASCII
 			i++
 		case strings.HasPrefix(sql[i:], "--"):
 			end := strings.IndexByte(sql[i:], '\n')
