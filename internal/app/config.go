@@ -105,6 +105,8 @@ type Config struct {
 	BodyLimit int64
 	// SQLMaxBytes caps the bytes of a `db sql` answer (WEBHOOKDB_SQL_MAX_BYTES); default 10 MiB.
 	SQLMaxBytes int
+	// SavedQueries tunes public saved queries: cache TTL, row and byte caps.
+	SavedQueries SavedQueryConfig
 	// ServerReservedConnections are the connections of each database server that read-only logins never get,
 	// on top of the superuser reserve (WEBHOOKDB_SERVER_RESERVED_CONNECTIONS): what webhookdb itself needs there.
 	// Default: the fanout's connection cap plus serviceConnections; -1: none.
@@ -195,6 +197,7 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.SavedQueries = c.SavedQueries.WithDefaults()
 	return c
 }
 
@@ -284,6 +287,7 @@ func (c Config) validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.SavedQueries.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -432,6 +436,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.DurationVar(&c.IngestIdleTimeout, "ingest-idle-timeout", c.envDuration(EnvIngestIdleTimeout), "cut a sender whose body stops arriving for this long; default 10s ("+EnvIngestIdleTimeout+")")
 		fs.StringVar(&c.TrustedProxies, "trusted-proxies", Env(EnvTrustedProxies), "CIDRs whose X-Forwarded-For ingest believes, comma-separated ("+EnvTrustedProxies+")")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration(EnvShutdownTimeout), "how long in-flight requests may take to finish on shutdown; default 15s ("+EnvShutdownTimeout+")")
+		c.bindSavedQueryFlags(fs)
 	}
 	if groups&FlagsMetrics != 0 {
 		fs.StringVar(&c.MetricsListen, "metrics-listen", c.envAlias(EnvMetricsListen, envFanoutMetricsDeprecated), "serve /metrics and /healthz on this address of their own; empty: on --listen when the process serves HTTP, else off ("+EnvMetricsListen+")")
