@@ -31,7 +31,7 @@ type orgInfo struct {
 	gone    bool   // deleted, or no such org: its changes are dropped
 	connCfg *pgx.ConnConfig
 	server  string // host:port of connCfg: connections are capped per server
-	err     error // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
+	err     error  // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
 	at      time.Time
 }
 
