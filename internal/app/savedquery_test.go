@@ -16,9 +16,6 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
-	"github.com/webhookdb-go/webhookdb/internal/secrets"
-	"github.com/webhookdb-go/webhookdb/internal/vaulttest"
-	"github.com/webhookdb-go/webhookdb/vault"
 )
 
 // Saved queries on real org databases, through the server as assembled: the query runs on the org's own
@@ -29,18 +26,8 @@ func TestSavedQueriesOnOrgDatabases(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := vaulttest.Client(t)
-	token, err := vault.CreatePeriodicChild(ctx, root, time.Hour, "root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := "k-" + suffix()
-	tc, _ := root.Clone()
-	tc.SetToken(token)
-	tr, _ := secrets.NewTransit(secrets.TransitConfig{Client: tc, Key: key})
-	if err := tr.EnsureKey(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tv := newTestVault(t, ctx)
+	root, token, key := tv.root, tv.token, tv.key
 	dbURL := pgtest.NewDBURL(t)
 	a, err := New(ctx, Config{
 		DatabaseURL: dbURL, VaultAddr: root.Address(), VaultToken: token, TransitKey: key,
