@@ -1,0 +1,58 @@
+package replicator
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// A Stripe object listed from the API lands in the same row as its webhook, versioned by its fetch time; an
+// event listed from /v1/events is read as the webhook it is.
+func TestStripeBareObject(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "stripe_charge_v1")
+	fetched := time.Date(2024, 3, 15, 12, 0, 0, 0, time.UTC)
+	w := Webhook{Body: []byte(`{"id":"ch_1","object":"charge","amount":500,"created":1700000000,"customer":"cus_9"}`), ReceivedAt: fetched, Bare: true}
+	rows, err := s.Extract(w)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("bare charge: %v, %d rows", err, len(rows))
+	}
+	if rows[0].Key != "ch_1" || value(t, s, rows[0], "amount") != int64(500) || value(t, s, rows[0], "customer") != "cus_9" {
+		t.Fatalf("bare charge row: %+v", rows[0])
+	}
+	if got := value(t, s, rows[0], "updated"); got != fetched {
+		t.Fatalf("bare charge version: %v, want the fetch time %v", got, fetched)
+	}
+	// Another object type is not this table's.
+	if rows, err := s.Extract(Webhook{Body: []byte(`{"id":"cus_1","object":"customer"}`), ReceivedAt: fetched, Bare: true}); err != nil || len(rows) != 0 {
+		t.Fatalf("a customer fed to charges: %v, %d rows", err, len(rows))
+	}
+	// An event from /v1/events: the event's created is the version, as for the webhook.
+	ev := `{"id":"evt_1","object":"event","created":1710000000,"type":"charge.updated","data":{"object":{"id":"ch_1","object":"charge","amount":700}}}`
+	rows, err = s.Extract(Webhook{Body: []byte(ev), ReceivedAt: fetched, Bare: true})
+	if err != nil || len(rows) != 1 || value(t, s, rows[0], "amount") != int64(700) {
+		t.Fatalf("listed event: %v, %+v", err, rows)
+	}
+	if got := value(t, s, rows[0], "updated"); got != time.Unix(1710000000, 0).UTC() {
+		t.Fatalf("listed event version: %v", got)
+	}
+	// A subscription's items, each its own row, versioned by the fetch.
+	items := mustLookup(t, "stripe_subscription_item_v1")
+	sub := `{"id":"sub_1","object":"subscription","items":{"object":"list","data":[{"id":"si_1","object":"subscription_item","quantity":2,"subscription":"sub_1"},{"id":"si_2","object":"subscription_item","quantity":1,"subscription":"sub_1"}]}}`
+	rows, err = items.Extract(Webhook{Body: []byte(sub), ReceivedAt: fetched, Bare: true})
+	if err != nil || len(rows) != 2 || rows[1].Key != "si_2" || value(t, items, rows[0], "updated") != fetched {
+		t.Fatalf("subscription items: %v, %+v", err, rows)
+	}
+}
+
+func TestBareObjectWithoutMapping(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "postmark_inbound_message_v1")
+	if s.ReadsBareObjects() {
+		t.Fatal("postmark gained a bare mapping: this test needs a service without one")
+	}
+	_, err := s.Extract(Webhook{Body: []byte(`{}`), Bare: true})
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a bare object for a service without a mapping: %v, want ErrMalformed", err)
+	}
+}
