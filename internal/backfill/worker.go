@@ -123,8 +123,8 @@ func (s *Service) runLocked(ctx context.Context, conn *pgx.Conn, id int64) error
 	if err != nil {
 		return s.failed(ctx, conn, j, err)
 	}
-	deadline := time.Now().Add(s.cfg.Slice)
-	for time.Now().Before(deadline) {
+	// At least one page per slice, however short.
+	for deadline := time.Now().Add(s.cfg.Slice); ; {
 		req := PageRequest{Cursor: j.cursor}
 		if j.kind == KindIncremental && j.since != nil {
 			req.Since = *j.since
@@ -149,11 +149,10 @@ func (s *Service) runLocked(ctx context.Context, conn *pgx.Conn, id int64) error
 			}
 			return s.failed(ctx, conn, j, &TransientError{Err: err})
 		}
-		if !more {
+		if !more || !time.Now().Before(deadline) {
 			return nil
 		}
 	}
-	return nil
 }
 
 // waitRate spends n tokens of the process's staging rate, in bursts the limiter allows.
