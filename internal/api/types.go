@@ -190,6 +190,8 @@ type Delivery struct {
 	Outcome       string            `json:"outcome"`
 	Reason        *string           `json:"reason,omitempty"`
 	ReplayOf      *int64            `json:"replay_of,omitempty"`
+	Source        string            `json:"source,omitempty"`
+	BackfillJobID *int64            `json:"backfill_job_id,omitempty"`
 	Bytes         int               `json:"bytes"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	Body          *string           `json:"body,omitempty"`

@@ -63,6 +63,9 @@ type App struct {
 
 	workers []func(ctx context.Context) error
 	slot    *slotWatch
+
+	// backfillPool is the backfill workers' own (maintenance role only).
+	backfillPool *pgxpool.Pool
 }
 
 // New validates the config, applies migrations, connects, builds the roles and binds the listen addresses.
@@ -194,6 +197,10 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 	}
 	proxies, _ := cfg.trustedProxies() // validated above
+	backfills, err := a.buildBackfill(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Has(RoleIngest) {
 		svc := ingest.New(a.commitPool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
 			PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger,
@@ -210,7 +217,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		api.New(api.Config{
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter, Limits: adapter,
-			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
+			Fanout: state, Errors: state, Backfill: backfills, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
 			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },
 		}).Register(a.router)
 	}
@@ -371,6 +378,9 @@ func (a *App) close() {
 	}
 	if a.lookupPool != nil {
 		a.lookupPool.Close()
+	}
+	if a.backfillPool != nil {
+		a.backfillPool.Close()
 	}
 	if a.pool != nil {
 		a.pool.Close()
