@@ -251,7 +251,7 @@ func (s *Stripe) handle(w http.ResponseWriter, r *http.Request) {
 		start = i + 1
 	}
 	end := min(start+limit, len(all))
-	data := slices.Clone(all[start:end])
+	data := append([]map[string]any{}, all[start:end]...) // [] when empty, as Stripe sends
 	s.served[r.URL.Path+"|"+after+"|"+strconv.Itoa(limit)]++
 	body, err := json.Marshal(map[string]any{"object": "list", "url": r.URL.Path, "has_more": end < len(all), "data": data})
 	s.mu.Unlock()
