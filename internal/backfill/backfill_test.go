@@ -74,14 +74,21 @@ func (e *env) integration(orgID int64, service string) *integrations.Integration
 	return in
 }
 
-// credentials points in at the fake (as a server admin may) with its key.
+// credentials points in at the fake Stripe (as a server admin may) with its key.
 func (e *env) credentials(in *integrations.Integration, fake *backfilltest.Stripe) {
 	e.t.Helper()
-	key, base := fake.Key(), fake.URL
-	if _, err := e.svc.SetCredentials(context.Background(), in, backfill.CredentialParams{Key: &key, BaseURL: &base, ServerAdmin: true}); err != nil {
+	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Key()), BaseURL: ptr(fake.URL)})
+}
+
+func (e *env) setCredentials(in *integrations.Integration, p backfill.CredentialParams) {
+	e.t.Helper()
+	p.ServerAdmin = true
+	if _, err := e.svc.SetCredentials(context.Background(), in, p); err != nil {
 		e.t.Fatalf("setting credentials: %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func (e *env) run() {
 	ctx, cancel := context.WithCancel(context.Background())

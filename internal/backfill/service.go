@@ -2,6 +2,7 @@ package backfill
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,6 +98,8 @@ type CredentialParams struct {
 	Key, Secret *string
 	// BaseURL replaces the vendor's host; "" goes back to it. Hosts outside the vendor's patterns need ServerAdmin.
 	BaseURL *string
+	// Options are the vendor client's (GitHub: {"repositories": ["owner/name"]}).
+	Options json.RawMessage
 	// Every schedules incremental backfills; 0 stops the schedule.
 	Every       *time.Duration
 	ServerAdmin bool
@@ -114,12 +117,15 @@ func (s *Service) SetCredentials(ctx context.Context, in *integrations.Integrati
 		return nil, err
 	}
 	var creds Credentials
-	baseURL := ""
+	baseURL, options := "", json.RawMessage(nil)
 	if old != nil {
 		if creds, err = old.decrypt(ctx, s.cfg.Box, in.ID); err != nil {
 			return nil, err
 		}
-		baseURL = old.BaseURL
+		baseURL, options = old.BaseURL, old.Options
+	}
+	if p.Options != nil {
+		options = p.Options
 	}
 	if p.Key != nil {
 		creds = Credentials{Key: *p.Key}
@@ -141,9 +147,9 @@ func (s *Service) SetCredentials(ctx context.Context, in *integrations.Integrati
 	if p.Every != nil && *p.Every != 0 && *p.Every < time.Minute {
 		return nil, fmt.Errorf("%w: --backfill-every must be at least 1m", ErrCredentials)
 	}
-	changed := old == nil || p.Key != nil || p.Secret != nil || p.BaseURL != nil
+	changed := old == nil || p.Key != nil || p.Secret != nil || p.BaseURL != nil || p.Options != nil
 	if changed {
-		client, err := s.client(v, in, creds, baseURL)
+		client, err := s.client(v, in, creds, baseURL, options)
 		if err != nil {
 			return nil, err
 		}
@@ -174,26 +180,35 @@ func (s *Service) SetCredentials(ctx context.Context, in *integrations.Integrati
 		everyMicros = &m
 	}
 	_, err = s.pool.Exec(ctx, `
-		INSERT INTO backfill_credentials (integration_id, key_enc, secret_enc, fingerprint, base_url, every, next_run_at, verified_at)
-		VALUES ($1, $2, $3, $4, $5, nullif($6::bigint, 0) * interval '1 microsecond', now() + nullif($6::bigint, 0) * interval '1 microsecond', now())
+		INSERT INTO backfill_credentials (integration_id, key_enc, secret_enc, fingerprint, base_url, every, next_run_at, verified_at, options)
+		VALUES ($1, $2, $3, $4, $5, nullif($6::bigint, 0) * interval '1 microsecond', now() + nullif($6::bigint, 0) * interval '1 microsecond', now(),
+			coalesce($8::jsonb, '{}'))
 		ON CONFLICT (integration_id) DO UPDATE SET key_enc = excluded.key_enc, secret_enc = excluded.secret_enc,
-			fingerprint = excluded.fingerprint, base_url = excluded.base_url,
+			fingerprint = excluded.fingerprint, base_url = excluded.base_url, options = excluded.options,
 			every = CASE WHEN $6::bigint IS NULL THEN backfill_credentials.every ELSE excluded.every END,
 			next_run_at = CASE WHEN $6::bigint IS NULL THEN backfill_credentials.next_run_at ELSE excluded.next_run_at END,
 			verified_at = CASE WHEN $7 THEN now() ELSE backfill_credentials.verified_at END, updated_at = now()`,
-		in.ID, keyEnc, secretEnc, fingerprint(creds), base, everyMicros, changed)
+		in.ID, keyEnc, secretEnc, fingerprint(creds), base, everyMicros, changed, optionsArg(options))
 	if err != nil {
 		return nil, fmt.Errorf("error storing backfill credentials: %w", err)
 	}
 	return GetSettings(ctx, s.pool, in.ID)
 }
 
-func (s *Service) client(v vendorDef, in *integrations.Integration, creds Credentials, baseURL string) (Vendor, error) {
+func optionsArg(o json.RawMessage) *string {
+	if len(o) == 0 {
+		return nil
+	}
+	s := string(o)
+	return &s
+}
+
+func (s *Service) client(v vendorDef, in *integrations.Integration, creds Credentials, baseURL string, options json.RawMessage) (Vendor, error) {
 	svc, err := replicator.Resolve(in.Service, in.Config)
 	if err != nil {
 		return nil, err
 	}
-	return v.newClient(Target{Service: svc, Config: in.Config, Credentials: creds, BaseURL: baseURL, HTTP: s.cfg.HTTP})
+	return v.newClient(Target{Service: svc, Options: options, Credentials: creds, BaseURL: baseURL, HTTP: s.cfg.HTTP})
 }
 
 // Start queues a job for an integration: incremental from its high-water mark, or full when asked, when there

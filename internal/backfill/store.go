@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -122,6 +123,8 @@ type Settings struct {
 	CredentialsSet bool       `json:"credentials_set"`
 	Fingerprint    string     `json:"fingerprint,omitempty"`
 	BaseURL        string     `json:"base_url,omitempty"`
+	// Options are the vendor client's (GitHub's repositories, ...).
+	Options json.RawMessage `json:"options,omitempty"`
 	Every          string     `json:"every,omitempty"`
 	NextRunAt      *time.Time `json:"next_run_at,omitempty"`
 	HighWater      *time.Time `json:"high_water,omitempty"`
@@ -140,9 +143,9 @@ type storedCredentials struct {
 func readCredentials(ctx context.Context, db DB, integrationID int64) (*storedCredentials, error) {
 	c := &storedCredentials{}
 	var everyMicros *int64
-	err := db.QueryRow(ctx, `SELECT key_enc, secret_enc, fingerprint, base_url, (extract(epoch FROM every) * 1000000)::bigint,
+	err := db.QueryRow(ctx, `SELECT key_enc, secret_enc, fingerprint, base_url, options, (extract(epoch FROM every) * 1000000)::bigint,
 		next_run_at, high_water, verified_at FROM backfill_credentials WHERE integration_id = $1`, integrationID).
-		Scan(&c.keyEnc, &c.secretEnc, &c.Fingerprint, &c.baseURL, &everyMicros, &c.NextRunAt, &c.highWater, &c.VerifiedAt)
+		Scan(&c.keyEnc, &c.secretEnc, &c.Fingerprint, &c.baseURL, &c.Options, &everyMicros, &c.NextRunAt, &c.highWater, &c.VerifiedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoCredentials
 	}
@@ -152,6 +155,9 @@ func readCredentials(ctx context.Context, db DB, integrationID int64) (*storedCr
 	c.CredentialsSet, c.HighWater = true, c.highWater
 	if c.baseURL != nil {
 		c.BaseURL = *c.baseURL
+	}
+	if string(c.Options) == "{}" {
+		c.Options = nil
 	}
 	if everyMicros != nil {
 		d := time.Duration(*everyMicros) * time.Microsecond

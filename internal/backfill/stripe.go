@@ -58,6 +58,9 @@ var stripeVendor = vendorDef{
 		if t.Credentials.Key == "" {
 			return nil, fmt.Errorf("%w: Stripe needs a secret or restricted key (sk_... or rk_...)", ErrCredentials)
 		}
+		if err := decodeOptions(t.Options, &struct{}{}); err != nil {
+			return nil, err
+		}
 		return &stripeClient{base: base, key: t.Credentials.Key, ep: ep, items: t.Service.Name == "stripe_subscription_item_v1",
 			f: newFetcher("Stripe", t.HTTP, stripeDecision)}, nil
 	},

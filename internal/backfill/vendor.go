@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,8 +50,8 @@ type Vendor interface {
 // Target is what a vendor client is built for.
 type Target struct {
 	Service *replicator.Service
-	// Config is the integration's configuration (GitHub's repositories, a Shopify shop).
-	Config      json.RawMessage
+	// Options are the integration's backfill options (GitHub's repositories, a Shopify shop).
+	Options     json.RawMessage
 	Credentials Credentials
 	// BaseURL replaces the vendor's own API host (a fake server in tests; a GitHub Enterprise host); only server
 	// admins set it.
@@ -73,7 +74,7 @@ type vendorDef struct {
 	newClient   func(t Target) (Vendor, error)
 }
 
-var vendors = []vendorDef{stripeVendor}
+var vendors = []vendorDef{stripeVendor, githubVendor}
 
 // ErrUnsupported means no vendor client lists the integration's service.
 var ErrUnsupported = errors.New("backfill is not supported for this service")
@@ -91,6 +92,19 @@ func vendorOf(service string) (vendorDef, error) {
 func Supported(service string) bool {
 	_, err := vendorOf(service)
 	return err == nil
+}
+
+// decodeOptions decodes a vendor's options strictly: a typo is an error, not a silently ignored setting.
+func decodeOptions(raw json.RawMessage, v any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: options: %w", ErrCredentials, err)
+	}
+	return nil
 }
 
 // ErrBaseURL means a base URL that is not the vendor's or not allowed for the caller.

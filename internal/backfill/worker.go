@@ -184,7 +184,7 @@ func (s *Service) jobClient(ctx context.Context, j *claimed) (Vendor, error) {
 	if err != nil {
 		return nil, &TransientError{Err: err} // Vault may be back soon
 	}
-	return s.client(v, in, creds, c.BaseURL)
+	return s.client(v, in, creds, c.BaseURL, c.Options)
 }
 
 // storePage stores a page's objects and its checkpoint in one transaction; the last page also finishes the job

@@ -56,3 +56,18 @@ func TestBareObjectWithoutMapping(t *testing.T) {
 		t.Fatalf("a bare object for a service without a mapping: %v, want ErrMalformed", err)
 	}
 }
+
+// GitHub's REST objects are the webhook's resources; a listed release comes with its repository beside it.
+func TestGitHubBareObject(t *testing.T) {
+	t.Parallel()
+	issues := mustLookup(t, "github_issue_v1")
+	rows, err := issues.Extract(Webhook{Body: []byte(`{"id":7,"number":3,"title":"t","state":"open","updated_at":"2024-05-01T10:00:00Z","user":{"login":"u"}}`), Bare: true})
+	if err != nil || len(rows) != 1 || rows[0].Key != "7" || value(t, issues, rows[0], "updated_at") != time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC) {
+		t.Fatalf("bare issue: %v, %+v", err, rows)
+	}
+	releases := mustLookup(t, "github_release_v1")
+	rows, err = releases.Extract(Webhook{Body: []byte(`{"release":{"id":9,"tag_name":"v1"},"repository":{"full_name":"o/r"}}`), Bare: true})
+	if err != nil || len(rows) != 1 || rows[0].Key != "9" || value(t, releases, rows[0], "repository_full_name") != "o/r" || string(rows[0].Data) != `{"id":9,"tag_name":"v1"}` {
+		t.Fatalf("bare release: %v, %+v", err, rows)
+	}
+}

@@ -11,6 +11,8 @@ CREATE TABLE backfill_credentials (
     fingerprint    text        NOT NULL,
     -- an API base URL other than the vendor's own hosts: set by a server admin (or dev) only, never an org member
     base_url       text,
+    -- the vendor client's options: GitHub's repositories, Intercom's region, Shopify's shop and API version
+    options        jsonb       NOT NULL DEFAULT '{}',
     -- scheduled incremental backfills: every this long; NULL for none
     every          interval CHECK (every IS NULL OR every >= interval '1 minute'),
     next_run_at    timestamptz,
