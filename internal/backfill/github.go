@@ -25,7 +25,7 @@ type githubEndpoint struct {
 }
 
 var githubEndpoints = map[string]githubEndpoint{
-	"github_issue_v1": {path: "/issues", query: url.Values{"state": {"all"}, "sort": {"updated"}, "direction": {"asc"}}, since: true},
+	"github_issue_v1":         {path: "/issues", query: url.Values{"state": {"all"}, "sort": {"updated"}, "direction": {"asc"}}, since: true},
 	"github_issue_comment_v1": {path: "/issues/comments", query: url.Values{"sort": {"updated"}, "direction": {"asc"}}, since: true},
 	"github_pull_v1":          {path: "/pulls", query: url.Values{"state": {"all"}, "sort": {"updated"}, "direction": {"desc"}}, descending: true},
 	"github_release_v1":       {path: "/releases", release: true},

@@ -120,15 +120,15 @@ func ListJobs(ctx context.Context, db DB, orgID, integrationID int64, limit int)
 
 // Settings are an integration's backfill settings as shown: never the credentials, only a fingerprint.
 type Settings struct {
-	CredentialsSet bool       `json:"credentials_set"`
-	Fingerprint    string     `json:"fingerprint,omitempty"`
-	BaseURL        string     `json:"base_url,omitempty"`
+	CredentialsSet bool   `json:"credentials_set"`
+	Fingerprint    string `json:"fingerprint,omitempty"`
+	BaseURL        string `json:"base_url,omitempty"`
 	// Options are the vendor client's (GitHub's repositories, ...).
-	Options json.RawMessage `json:"options,omitempty"`
-	Every          string     `json:"every,omitempty"`
-	NextRunAt      *time.Time `json:"next_run_at,omitempty"`
-	HighWater      *time.Time `json:"high_water,omitempty"`
-	VerifiedAt     *time.Time `json:"verified_at,omitempty"`
+	Options    json.RawMessage `json:"options,omitempty"`
+	Every      string          `json:"every,omitempty"`
+	NextRunAt  *time.Time      `json:"next_run_at,omitempty"`
+	HighWater  *time.Time      `json:"high_water,omitempty"`
+	VerifiedAt *time.Time      `json:"verified_at,omitempty"`
 }
 
 type storedCredentials struct {

@@ -130,7 +130,9 @@ func (g *GitHub) handle(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 		if q.Get("sort") == "updated" {
-			slices.SortStableFunc(all, func(a, b map[string]any) int { return strings.Compare(a["updated_at"].(string), b["updated_at"].(string)) })
+			slices.SortStableFunc(all, func(a, b map[string]any) int {
+				return strings.Compare(a["updated_at"].(string), b["updated_at"].(string))
+			})
 			if q.Get("direction") == "desc" {
 				slices.Reverse(all)
 			}
