@@ -71,3 +71,32 @@ func TestGitHubBareObject(t *testing.T) {
 		t.Fatalf("bare release: %v, %+v", err, rows)
 	}
 }
+
+// Twilio's JSON Message from the REST API and the form-encoded status callback land in the same row.
+func TestTwilioBareMessage(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "twilio_sms_v1")
+	callback, err := s.Extract(Webhook{Body: []byte("MessageSid=SM123&AccountSid=AC1&MessageStatus=sent&To=%2B15551230000&From=%2B15559870000&NumSegments=1"),
+		ReceivedAt: time.Date(2024, 3, 15, 12, 0, 0, 0, time.UTC)})
+	if err != nil || len(callback) != 1 {
+		t.Fatalf("callback: %v, %+v", err, callback)
+	}
+	api, err := s.Extract(Webhook{Body: []byte(`{"sid":"SM123","account_sid":"AC1","status":"delivered","to":"+15551230000","from":"+15559870000","num_segments":"1","num_media":"0","error_code":null,"date_updated":"Fri, 15 Mar 2024 12:00:05 +0000"}`), Bare: true})
+	if err != nil || len(api) != 1 {
+		t.Fatalf("API message: %v, %+v", err, api)
+	}
+	if api[0].Key != callback[0].Key {
+		t.Fatalf("keys differ: API %q, callback %q", api[0].Key, callback[0].Key)
+	}
+	for _, c := range []string{"account_sid", "to", "from", "num_segments"} {
+		if a, b := value(t, s, api[0], c), value(t, s, callback[0], c); a != b {
+			t.Fatalf("column %s: API %v, callback %v", c, a, b)
+		}
+	}
+	if got := value(t, s, api[0], "date_updated"); got != time.Date(2024, 3, 15, 12, 0, 5, 0, time.UTC) {
+		t.Fatalf("API message version: %v, want Twilio's date_updated", got)
+	}
+	if value(t, s, api[0], "status") != "delivered" {
+		t.Fatalf("status: %v", value(t, s, api[0], "status"))
+	}
+}
