@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -148,6 +149,11 @@ func defaultDecision(resp *http.Response, body []byte) decision {
 // get fetches url with the headers set by prepare; page names the page in errors. A 2xx answer's body is
 // returned; others are retried or refused as the classifier says.
 func (f *fetcher) get(ctx context.Context, url, page string, prepare func(*http.Request)) (*http.Response, []byte, error) {
+	return f.send(ctx, http.MethodGet, url, nil, page, prepare)
+}
+
+// send is get with a method and a JSON body (search endpoints that list by POST).
+func (f *fetcher) send(ctx context.Context, method, url string, reqBody []byte, page string, prepare func(*http.Request)) (*http.Response, []byte, error) {
 	var lastErr error
 	for attempt := 0; attempt < f.cfg.Attempts; attempt++ {
 		if attempt > 0 {
@@ -160,9 +166,16 @@ func (f *fetcher) get(ctx context.Context, url, page string, prepare func(*http.
 				return nil, nil, err
 			}
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		var rd io.Reader
+		if reqBody != nil {
+			rd = bytes.NewReader(reqBody)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, url, rd)
 		if err != nil {
 			return nil, nil, fmt.Errorf("error building the request for %s: %w", page, err)
+		}
+		if reqBody != nil {
+			req.Header.Set("Content-Type", "application/json")
 		}
 		req.Header.Set("Accept", "application/json")
 		req.Header.Set("User-Agent", "webhookdb-backfill")

@@ -100,3 +100,16 @@ func TestTwilioBareMessage(t *testing.T) {
 		t.Fatalf("status: %v", value(t, s, api[0], "status"))
 	}
 }
+
+// Intercom's REST object is the notification's item.
+func TestIntercomBareObject(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "intercom_contact_v1")
+	rows, err := s.Extract(Webhook{Body: []byte(`{"type":"contact","id":"c1","email":"a@example.com","updated_at":1710000000}`), Bare: true})
+	if err != nil || len(rows) != 1 || rows[0].Key != "c1" || value(t, s, rows[0], "updated_at") != time.Unix(1710000000, 0).UTC() {
+		t.Fatalf("bare contact: %v, %+v", err, rows)
+	}
+	if rows, err := s.Extract(Webhook{Body: []byte(`{"type":"conversation","id":"v1"}`), Bare: true}); err != nil || len(rows) != 0 {
+		t.Fatalf("a conversation fed to contacts: %v, %d rows", err, len(rows))
+	}
+}

@@ -1,0 +1,56 @@
+package backfill_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
+	"github.com/webhookdb-go/webhookdb/internal/backfill/backfilltest"
+)
+
+// Intercom contacts with cursor paging and a 429 waited out until X-RateLimit-Reset; then incremental through
+// the search endpoint by updated_at. An org admin may pick a region, not a host.
+func TestIntercomContacts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, backfill.Config{})
+	fake := backfilltest.NewIntercom(backfilltest.IntercomConfig{RateLimitEvery: 3})
+	defer fake.Close()
+	fake.AddContacts("a", 400, time.Now().Add(-72*time.Hour))
+	orgID := e.org()
+	in := e.integration(orgID, "intercom_contact_v1")
+	_, err := e.svc.SetCredentials(ctx, in, backfill.CredentialParams{Key: ptr("wrong"), BaseURL: ptr(fake.URL), ServerAdmin: true})
+	var ve *backfill.VendorError
+	if !errors.As(err, &ve) || !strings.Contains(ve.Message, "Access Token Invalid") {
+		t.Fatalf("a wrong token: %v", err)
+	}
+	if _, err := e.svc.SetCredentials(ctx, in, backfill.CredentialParams{Key: ptr("x"), Options: json.RawMessage(`{"region":"mars"}`)}); !errors.Is(err, backfill.ErrCredentials) {
+		t.Fatalf("an unknown region: %v", err)
+	}
+	if _, err := e.svc.SetCredentials(ctx, in, backfill.CredentialParams{Key: ptr("x"), BaseURL: ptr("https://api.eu.intercom.io.evil.example")}); !errors.Is(err, backfill.ErrBaseURL) {
+		t.Fatalf("a look-alike host: %v", err)
+	}
+	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Token()), BaseURL: ptr(fake.URL)})
+	e.run()
+	job, err := e.svc.Start(ctx, in, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job = e.waitJob(orgID, job.ID, 60*time.Second)
+	if got, distinct := e.stagedCount(job.ID); job.State != backfill.StateSucceeded || got != 400 || distinct != 400 || job.PagesDone != 3 {
+		t.Fatalf("job %s (error %v): %d staged (%d distinct) in %d pages, want 400 in 3", job.State, job.LastError, got, distinct, job.PagesDone)
+	}
+	fake.AddContacts("b", 4, time.Now())
+	inc, err := e.svc.Start(ctx, in, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc = e.waitJob(orgID, inc.ID, 60*time.Second)
+	if got, _ := e.stagedCount(inc.ID); inc.Kind != backfill.KindIncremental || got != 4 {
+		t.Fatalf("incremental %s: %d staged (error %v), want the 4 updated since", inc.Kind, got, inc.LastError)
+	}
+}
