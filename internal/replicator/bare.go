@@ -1,6 +1,11 @@
 package replicator
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
 
 // BareObject says how a vendor's bare API object (what a backfill fetches from the vendor's list endpoints)
 // maps to the same row as the webhook that carries it. A backfilled object has no envelope: no event time, no
@@ -20,6 +25,11 @@ type BareObject struct {
 	Columns []Column
 	// RemoteKey, when set, replaces the remote key's paths (the column keeps its name).
 	RemoteKey *Column
+	// Lowercase names text columns whose API value is the webhook's upper-cased (GraphQL enums: ACTIVE for
+	// active). Joined maps text columns to a path holding a list of strings the webhook sends joined with ", "
+	// (Shopify's tags). Both apply to objects that are one row (Resource "").
+	Lowercase []string
+	Joined    map[string]string
 }
 
 // bareService is the service that reads bare objects as its webhooks: the same table, the bare mapping's
@@ -57,6 +67,11 @@ func (s *Service) bareService() (*Service, error) {
 	if err := d.validate(); err != nil {
 		return nil, err
 	}
+	for _, name := range append(slices.Clone(b.Lowercase), slices.Collect(maps.Keys(b.Joined))...) {
+		if i := d.columnIndex(name); i < 0 || d.Columns[i].Type != TypeText || b.Resource != "" {
+			return nil, fmt.Errorf("service %s: bare column %s to lowercase or join is not a text column of a one-row object", s.Name, name)
+		}
+	}
 	return &d, nil
 }
 
@@ -78,7 +93,41 @@ func (s *Service) extractBare(w Webhook) ([]Row, error) {
 			return s.Extract(w)
 		}
 	}
-	return s.bare.Extract(w)
+	rows, err := s.bare.Extract(w)
+	if err != nil || len(rows) != 1 || (len(s.Bare.Lowercase) == 0 && len(s.Bare.Joined) == 0) {
+		return rows, err
+	}
+	for _, name := range s.Bare.Lowercase {
+		i := s.bare.columnIndex(name)
+		if v, ok := rows[0].Values[i].(string); ok {
+			rows[0].Values[i] = strings.ToLower(v)
+		}
+	}
+	if len(s.Bare.Joined) > 0 {
+		obj, err := parseJSON(w.Body)
+		if err != nil {
+			return nil, fmt.Errorf("error parsing %s API object: %w: %w", s.Name, ErrMalformed, err)
+		}
+		for name, path := range s.Bare.Joined {
+			list, _ := lookup(obj, path)
+			items, ok := list.([]any)
+			if !ok {
+				continue
+			}
+			parts := make([]string, 0, len(items))
+			for _, it := range items {
+				if t, ok := scalarText(it); ok {
+					parts = append(parts, strings.ReplaceAll(t, "\x00", ""))
+				}
+			}
+			rows[0].Values[s.bare.columnIndex(name)] = strings.Join(parts, ", ")
+		}
+	}
+	return rows, nil
+}
+
+func (s *Service) columnIndex(name string) int {
+	return slices.IndexFunc(s.Columns, func(c Column) bool { return c.Name == name })
 }
 
 // buildBare prepares each catalog service's bare-object reader; a catalog mistake is a panic at start.

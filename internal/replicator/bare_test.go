@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -111,5 +112,32 @@ func TestIntercomBareObject(t *testing.T) {
 	}
 	if rows, err := s.Extract(Webhook{Body: []byte(`{"type":"conversation","id":"v1"}`), Bare: true}); err != nil || len(rows) != 0 {
 		t.Fatalf("a conversation fed to contacts: %v, %d rows", err, len(rows))
+	}
+}
+
+// A Shopify GraphQL node lands in the REST webhook's row: keyed by legacyResourceId, enums lower-cased, tags
+// joined as REST sends them.
+func TestShopifyBareNode(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "shopify_product_v1")
+	hook, err := s.Extract(jsonHook(`{"id":788032119674292922,"title":"Hat","handle":"hat","status":"active","tags":"summer, wool","vendor":"Acme","product_type":"Hats","created_at":"2024-01-02T10:00:00-05:00","updated_at":"2024-03-01T10:00:00-05:00"}`,
+		"X-Shopify-Topic", "products/update"))
+	if err != nil || len(hook) != 1 {
+		t.Fatalf("webhook: %v, %+v", err, hook)
+	}
+	node, err := s.Extract(Webhook{Body: []byte(`{"id":"gid://shopify/Product/788032119674292922","legacyResourceId":"788032119674292922","title":"Hat","handle":"hat","status":"ACTIVE","tags":["summer","wool"],"vendor":"Acme","productType":"Hats","createdAt":"2024-01-02T15:00:00Z","updatedAt":"2024-03-01T15:00:00Z","publishedAt":null}`), Bare: true})
+	if err != nil || len(node) != 1 {
+		t.Fatalf("GraphQL node: %v, %+v", err, node)
+	}
+	if node[0].Key != hook[0].Key {
+		t.Fatalf("keys: node %q, webhook %q", node[0].Key, hook[0].Key)
+	}
+	for i, c := range s.Columns {
+		if c.Name == "published_at" {
+			continue
+		}
+		if a, b := node[0].Values[i], hook[0].Values[i]; !reflect.DeepEqual(a, b) {
+			t.Errorf("column %s: node %#v, webhook %#v", c.Name, a, b)
+		}
 	}
 }
