@@ -74,7 +74,7 @@ type vendorDef struct {
 	newClient   func(t Target) (Vendor, error)
 }
 
-var vendors = []vendorDef{stripeVendor, githubVendor, twilioVendor, intercomVendor}
+var vendors = []vendorDef{stripeVendor, githubVendor, twilioVendor, intercomVendor, shopifyVendor}
 
 // ErrUnsupported means no vendor client lists the integration's service.
 var ErrUnsupported = errors.New("backfill is not supported for this service")
