@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -101,13 +102,14 @@ func (a *API) setBackfill(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Key     *string `json:"key"`
 		Secret  *string `json:"secret"`
-		BaseURL *string `json:"base_url"`
-		Every   *string `json:"every"`
+		BaseURL *string         `json:"base_url"`
+		Every   *string         `json:"every"`
+		Options json.RawMessage `json:"options"`
 	}
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	p := backfill.CredentialParams{Key: body.Key, Secret: body.Secret, BaseURL: body.BaseURL, ServerAdmin: userFrom(r).ServerAdmin}
+	p := backfill.CredentialParams{Key: body.Key, Secret: body.Secret, BaseURL: body.BaseURL, Options: body.Options, ServerAdmin: userFrom(r).ServerAdmin}
 	if body.Every != nil {
 		d := time.Duration(0)
 		if *body.Every != "" && *body.Every != "0" {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,7 @@ import (
 
 // backfillFlags are `integrations update`'s backfill settings.
 type backfillFlags struct {
-	key, secret, baseURL, every string
+	key, secret, baseURL, every, options string
 }
 
 func (f *backfillFlags) add(c *cobra.Command) {
@@ -27,6 +28,7 @@ func (f *backfillFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.secret, "backfill-secret", "", "the vendor's secret where it needs one (Twilio: the auth token); '-' prompts for it")
 	c.Flags().StringVar(&f.baseURL, "backfill-base-url", "", "another API host than the vendor's (server admins only outside the vendor's own hosts)")
 	c.Flags().StringVar(&f.every, "backfill-every", "", "run incremental backfills this often (such as 1h); 0 stops the schedule")
+	c.Flags().StringVar(&f.options, "backfill-options", "", `the vendor client's options as JSON: GitHub {"repositories":["owner/name"]}, Shopify {"shop":"NAME","api_version":"2025-01"}, Intercom {"region":"eu"}`)
 }
 
 // body is the PUT .../backfill body, nil when no backfill flag was given.
@@ -47,6 +49,13 @@ func (f *backfillFlags) body(cmd *cobra.Command) (map[string]any, error) {
 			}
 		}
 		body[x.field] = v
+	}
+	if cmd.Flags().Changed("backfill-options") {
+		var v any
+		if err := json.Unmarshal([]byte(f.options), &v); err != nil {
+			return nil, fmt.Errorf("--backfill-options is not valid JSON: %w", err)
+		}
+		body["options"] = v
 	}
 	if len(body) == 0 {
 		return nil, nil
@@ -71,7 +80,7 @@ func prompt(cmd *cobra.Command, what string) (string, error) {
 
 func backfillSettingsOut(p *printer, out *api.BackfillSettings) error {
 	return p.record(out, field{"integration", out.Integration}, field{"backfill_supported", out.Supported},
-		field{"credentials_set", out.CredentialsSet}, field{"fingerprint", out.Fingerprint}, field{"base_url", out.BaseURL},
+		field{"credentials_set", out.CredentialsSet}, field{"fingerprint", out.Fingerprint}, field{"base_url", out.BaseURL}, field{"options", string(out.Options)},
 		field{"every", out.Every}, field{"next_run_at", out.NextRunAt}, field{"high_water", out.HighWater}, field{"verified_at", out.VerifiedAt})
 }
 
