@@ -100,8 +100,8 @@ func (a *API) setBackfill(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var body struct {
-		Key     *string `json:"key"`
-		Secret  *string `json:"secret"`
+		Key     *string         `json:"key"`
+		Secret  *string         `json:"secret"`
 		BaseURL *string         `json:"base_url"`
 		Every   *string         `json:"every"`
 		Options json.RawMessage `json:"options"`
