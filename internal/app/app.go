@@ -24,6 +24,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/api"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
@@ -66,6 +67,7 @@ type App struct {
 
 	// backfillPool is the backfill workers' own (maintenance role only).
 	backfillPool *pgxpool.Pool
+	backfill     *backfill.Service
 }
 
 // New validates the config, applies migrations, connects, builds the roles and binds the listen addresses.

@@ -28,5 +28,9 @@ func (a *App) buildBackfill(ctx context.Context, cfg Config) (*backfill.Service,
 	if cfg.Has(RoleMaintenance) {
 		a.workers = append(a.workers, svc.Run)
 	}
+	a.backfill = svc
 	return svc, nil
 }
+
+// Backfill is the backfill service (nil without the API and maintenance roles).
+func (a *App) Backfill() *backfill.Service { return a.backfill }

@@ -42,6 +42,8 @@ type Stripe struct {
 	requests  int
 	failed    bool
 	served    map[string]int // successful answers by path, starting_after and limit
+	// index finds an object's position in its list by id (rebuilt after additions): a page is not a scan.
+	index map[string]map[string]int
 	malformed map[string]string
 }
 
@@ -95,11 +97,14 @@ func (s *Stripe) AddCharges(prefix string, n int, created time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ids := make([]string, n)
+	added := make([]map[string]any, n)
 	for i := range n {
 		ids[i] = fmt.Sprintf("ch_%s_%05d", prefix, i)
-		// Newest first: each new one goes to the front.
-		s.lists["/v1/charges"] = slices.Insert(s.lists["/v1/charges"], 0, Charge(ids[i], created.Unix()+int64(i), 100+i))
+		// Newest first: the last created goes to the front.
+		added[n-1-i] = Charge(ids[i], created.Unix()+int64(i), 100+i)
 	}
+	s.lists["/v1/charges"] = append(added, s.lists["/v1/charges"]...)
+	s.index = nil
 	return ids
 }
 
@@ -108,6 +113,7 @@ func (s *Stripe) Add(path string, obj map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lists[path] = slices.Insert(s.lists[path], 0, obj)
+	s.index = nil
 }
 
 // AddEvent adds an event (newest) about obj, as Stripe records it.
@@ -137,6 +143,23 @@ func (s *Stripe) Requests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.requests
+}
+
+// indexOf is an object's position in the list at path; the caller holds mu.
+func (s *Stripe) indexOf(path, id string) (int, bool) {
+	if s.index == nil {
+		s.index = map[string]map[string]int{}
+	}
+	idx, ok := s.index[path]
+	if !ok {
+		idx = make(map[string]int, len(s.lists[path]))
+		for i, o := range s.lists[path] {
+			idx[o["id"].(string)] = i
+		}
+		s.index[path] = idx
+	}
+	i, ok := idx[id]
+	return i, ok
 }
 
 func stripeError(w http.ResponseWriter, status int, typ, msg, param string) {
@@ -208,6 +231,7 @@ func (s *Stripe) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var all []map[string]any
+	filtered := true
 	switch {
 	case r.URL.Path == "/v1/events":
 		all = s.events
@@ -225,8 +249,10 @@ func (s *Stripe) handle(w http.ResponseWriter, r *http.Request) {
 			stripeError(w, http.StatusNotFound, "invalid_request_error", "Unrecognized request URL (GET: "+r.URL.Path+").", "")
 			return
 		}
+		filtered = false
 		if r.URL.Path == "/v1/subscriptions" && q.Get("status") != "all" {
 			all = slices.DeleteFunc(slices.Clone(all), func(o map[string]any) bool { return o["status"] == "canceled" })
+			filtered = true
 		}
 	}
 	limit := 10
@@ -242,7 +268,12 @@ func (s *Stripe) handle(w http.ResponseWriter, r *http.Request) {
 	start := 0
 	after := q.Get("starting_after")
 	if after != "" {
-		i := slices.IndexFunc(all, func(o map[string]any) bool { return o["id"] == after })
+		i := -1
+		if filtered {
+			i = slices.IndexFunc(all, func(o map[string]any) bool { return o["id"] == after })
+		} else if j, ok := s.indexOf(r.URL.Path, after); ok {
+			i = j
+		}
 		if i < 0 {
 			s.mu.Unlock()
 			stripeError(w, http.StatusBadRequest, "invalid_request_error", "No such object: '"+after+"'", "starting_after")
