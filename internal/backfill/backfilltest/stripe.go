@@ -38,12 +38,12 @@ type Stripe struct {
 	// lists are each resource's objects, newest first, by path
 	lists map[string][]map[string]any
 	// events are /v1/events, newest first
-	events    []map[string]any
-	requests  int
-	failed    bool
-	served    map[string]int // successful answers by path, starting_after and limit
+	events   []map[string]any
+	requests int
+	failed   bool
+	served   map[string]int // successful answers by path, starting_after and limit
 	// index finds an object's position in its list by id (rebuilt after additions): a page is not a scan.
-	index map[string]map[string]int
+	index     map[string]map[string]int
 	malformed map[string]string
 }
 
