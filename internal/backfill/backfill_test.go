@@ -362,3 +362,65 @@ func TestFairAcrossOrgs(t *testing.T) {
 		}
 	}
 }
+
+// A schedule queues an incremental job when due (one at a time), and cancel stops a job before its next page.
+func TestScheduleAndCancel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, backfill.Config{Slice: time.Nanosecond})
+	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
+	defer fake.Close()
+	fake.AddCharges("s", 250, time.Now().Add(-time.Hour))
+	orgID := e.org()
+	in := e.integration(orgID, "stripe_charge_v1")
+	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Key()), BaseURL: ptr(fake.URL), Every: ptr(time.Hour)})
+	set, err := backfill.GetSettings(ctx, e.pool, in.ID)
+	if err != nil || set.Every != "1h0m0s" || set.NextRunAt == nil || time.Until(*set.NextRunAt) < 59*time.Minute {
+		t.Fatalf("schedule: %+v, %v", set, err)
+	}
+	if err := e.svc.ScheduleOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, err := backfill.ListJobs(ctx, e.pool, orgID, in.ID, 10); err != nil || len(jobs) != 0 {
+		t.Fatalf("a job before the schedule is due: %v, %v", jobs, err)
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE backfill_credentials SET next_run_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second pass finds the job still queued: no second job
+		if err := e.svc.ScheduleOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.pool.Exec(ctx, `UPDATE backfill_credentials SET next_run_at = now() - interval '1 second'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs, err := backfill.ListJobs(ctx, e.pool, orgID, in.ID, 10)
+	if err != nil || len(jobs) != 1 || jobs[0].RequestedBy != "schedule" || jobs[0].Kind != backfill.KindFull {
+		t.Fatalf("scheduled jobs: %+v, %v; want one full (no mark yet)", jobs, err)
+	}
+	if _, err := e.svc.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	j, err := backfill.Cancel(ctx, e.pool, orgID, jobs[0].ID)
+	if err != nil || j.State != backfill.StateCanceled {
+		t.Fatalf("cancel: %+v, %v", j, err)
+	}
+	if ran, err := e.svc.RunOnce(ctx); ran || err != nil {
+		t.Fatalf("a canceled job ran: %v %v", ran, err)
+	}
+	if got, _ := e.stagedCount(j.ID); got != 100 {
+		t.Fatalf("staged %d after a page and a cancel, want 100", got)
+	}
+	if _, err := backfill.Cancel(ctx, e.pool, orgID, j.ID); !errors.Is(err, backfill.ErrFinished) {
+		t.Fatalf("canceling a finished job: %v, want ErrFinished", err)
+	}
+	if _, err := backfill.Cancel(ctx, e.pool, e.org(), j.ID); !errors.Is(err, backfill.ErrNotFound) {
+		t.Fatalf("another org canceling the job: %v, want ErrNotFound", err)
+	}
+	// Credentials are never shown: only the fingerprint.
+	var keyEnc string
+	if err := e.pool.QueryRow(ctx, `SELECT key_enc FROM backfill_credentials WHERE integration_id = $1`, in.ID).Scan(&keyEnc); err != nil || strings.Contains(keyEnc, fake.Key()) {
+		t.Fatalf("the key is stored in the clear: %q, %v", keyEnc, err)
+	}
+}
