@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/webhookdb-go/webhookdb/internal/backfill"
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
 )
 
 // BackfillSettings answers GET and PUT .../integrations/{id}/backfill: whether credentials are set (never
@@ -31,11 +32,13 @@ type BackfillJobList struct {
 	Jobs []*backfill.Job `json:"jobs"`
 }
 
-func (a *API) backfillService() (*backfill.Service, error) {
+// backfillTarget is the backfill service and the request's integration.
+func (a *API) backfillTarget(r *http.Request) (*backfill.Service, *integrations.Integration, error) {
 	if a.cfg.Backfill == nil {
-		return nil, errUnavailable("backfill is not available on this server")
+		return nil, nil, errUnavailable("backfill is not available on this server")
 	}
-	return a.cfg.Backfill, nil
+	in, err := a.integration(r)
+	return a.cfg.Backfill, in, err
 }
 
 // backfillError maps the backfill package's errors to the API's; the vendor's own reason is passed on.
@@ -91,11 +94,7 @@ func (a *API) getBackfill(w http.ResponseWriter, r *http.Request) error {
 // setBackfill sets an integration's backfill credentials (verified at once against the vendor), base URL
 // (server admins only, outside the vendor's own hosts) and schedule.
 func (a *API) setBackfill(w http.ResponseWriter, r *http.Request) error {
-	svc, err := a.backfillService()
-	if err != nil {
-		return err
-	}
-	in, err := a.integration(r)
+	svc, in, err := a.backfillTarget(r)
 	if err != nil {
 		return err
 	}
@@ -126,11 +125,7 @@ func (a *API) setBackfill(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) startBackfill(w http.ResponseWriter, r *http.Request) error {
-	svc, err := a.backfillService()
-	if err != nil {
-		return err
-	}
-	in, err := a.integration(r)
+	svc, in, err := a.backfillTarget(r)
 	if err != nil {
 		return err
 	}

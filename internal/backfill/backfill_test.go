@@ -24,6 +24,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 type env struct {
 	t    *testing.T
+	ids  []string // the fake's charges, oldest first (pagedStripeJob)
 	pool *pgxpool.Pool
 	box  secrets.Box
 	svc  *backfill.Service
@@ -116,6 +117,39 @@ func (e *env) waitJob(orgID, id int64, timeout time.Duration) *backfill.Job {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// backfillOnce queues a job (incremental when the integration has a mark, unless full), waits for it and checks
+// it succeeded as kind with want objects staged, each once.
+func (e *env) backfillOnce(in *integrations.Integration, full bool, kind string, want int) *backfill.Job {
+	e.t.Helper()
+	job, err := e.svc.Start(context.Background(), in, full)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	job = e.waitJob(in.OrgID, job.ID, 60*time.Second)
+	if got, distinct := e.stagedCount(job.ID); job.State != backfill.StateSucceeded || job.Kind != kind || got != want || distinct != want {
+		e.t.Fatalf("%s job %s (error %v): %d staged (%d distinct), want %d", job.Kind, job.State, job.LastError, got, distinct, want)
+	}
+	return job
+}
+
+// pagedStripeJob is a job of an integration of a new org over a fake Stripe holding n charges, queued and not
+// run yet; the env's workers run a page per RunOnce.
+func pagedStripeJob(t *testing.T, prefix string, n int) (*env, *backfilltest.Stripe, *integrations.Integration, *backfill.Job) {
+	t.Helper()
+	e := newEnv(t, backfill.Config{Slice: time.Nanosecond})
+	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
+	t.Cleanup(fake.Close)
+	ids := fake.AddCharges(prefix, n, time.Now().Add(-time.Hour))
+	in := e.integration(e.org(), "stripe_charge_v1")
+	e.credentials(in, fake)
+	job, err := e.svc.Start(context.Background(), in, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = ids
+	return e, fake, in, job
 }
 
 func (e *env) stagedCount(jobID int64) (n, distinct int) {
@@ -219,17 +253,8 @@ func TestBadCredentialsRefused(t *testing.T) {
 func TestRevokedMidJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, backfill.Config{Slice: time.Nanosecond}) // a page per RunOnce
-	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
-	defer fake.Close()
-	fake.AddCharges("r", 300, time.Now().Add(-time.Hour))
-	orgID := e.org()
-	in := e.integration(orgID, "stripe_charge_v1")
-	e.credentials(in, fake)
-	job, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, fake, in, job := pagedStripeJob(t, "r", 300) // a page per RunOnce
+	orgID := in.OrgID
 	if ran, err := e.svc.RunOnce(ctx); !ran || err != nil {
 		t.Fatalf("first slice: %v %v", ran, err)
 	}
@@ -257,17 +282,9 @@ func TestRevokedMidJob(t *testing.T) {
 func TestBadAnswerFailsJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, backfill.Config{Slice: time.Nanosecond})
-	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
-	defer fake.Close()
-	ids := fake.AddCharges("b", 150, time.Now().Add(-time.Hour))
-	orgID := e.org()
-	in := e.integration(orgID, "stripe_charge_v1")
-	e.credentials(in, fake)
-	job, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, fake, in, job := pagedStripeJob(t, "b", 150) // a page per RunOnce
+	orgID := in.OrgID
+	ids := e.ids
 	if _, err := e.svc.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -295,17 +312,8 @@ func TestBadAnswerFailsJob(t *testing.T) {
 func TestDeleteCancels(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, backfill.Config{Slice: time.Nanosecond})
-	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
-	defer fake.Close()
-	fake.AddCharges("d", 300, time.Now().Add(-time.Hour))
-	orgID := e.org()
-	in := e.integration(orgID, "stripe_charge_v1")
-	e.credentials(in, fake)
-	job, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _, in, job := pagedStripeJob(t, "d", 300) // a page per RunOnce
+	orgID := in.OrgID
 	if _, err := e.svc.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}

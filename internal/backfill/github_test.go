@@ -32,28 +32,14 @@ func TestGitHubIssues(t *testing.T) {
 	}
 	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Token()), BaseURL: ptr(fake.URL)})
 	e.run()
-	job, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	job = e.waitJob(orgID, job.ID, 60*time.Second)
-	if got, distinct := e.stagedCount(job.ID); job.State != backfill.StateSucceeded || got != 240 || distinct != 240 {
-		t.Fatalf("job %s (error %v): %d staged (%d distinct), want the 240 issues", job.State, job.LastError, got, distinct)
-	}
+	job := e.backfillOnce(in, false, backfill.KindFull, 240)
 	var prs int
 	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks WHERE backfill_job_id = $1 AND convert_from(body, 'UTF8')::jsonb ? 'pull_request'`, job.ID).Scan(&prs); err != nil || prs != 0 {
 		t.Fatalf("pull requests stored as issues: %d, %v", prs, err)
 	}
 
 	fake.AddIssues("acme/web", 10, time.Now())
-	inc, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inc = e.waitJob(orgID, inc.ID, 60*time.Second)
-	if got, _ := e.stagedCount(inc.ID); inc.Kind != backfill.KindIncremental || got != 8 {
-		t.Fatalf("incremental %s: %d staged (error %v), want the 8 new issues", inc.Kind, got, inc.LastError)
-	}
+	e.backfillOnce(in, false, backfill.KindIncremental, 8)
 }
 
 // Configured repositories are listed, and only those; options are checked strictly.

@@ -38,24 +38,13 @@ func TestShopifyProducts(t *testing.T) {
 	}
 	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Token()), BaseURL: ptr(fake.URL), Options: json.RawMessage(`{"api_version":"2024-10"}`)})
 	e.run()
-	job, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	job = e.waitJob(orgID, job.ID, 60*time.Second)
-	if got, distinct := e.stagedCount(job.ID); job.State != backfill.StateSucceeded || got != 450 || distinct != 450 || job.PagesDone != 5 {
-		t.Fatalf("job %s (error %v): %d staged (%d distinct) in %d pages, want 450 in 5", job.State, job.LastError, got, distinct, job.PagesDone)
+	job := e.backfillOnce(in, false, backfill.KindFull, 450)
+	if job.PagesDone != 5 {
+		t.Fatalf("%d pages, want 5", job.PagesDone)
 	}
 	if fake.Throttled() == 0 {
 		t.Fatal("the cost bucket never throttled: the test does not exercise the wait")
 	}
 	fake.AddProducts(3, time.Now())
-	inc, err := e.svc.Start(ctx, in, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inc = e.waitJob(orgID, inc.ID, 60*time.Second)
-	if got, _ := e.stagedCount(inc.ID); inc.Kind != backfill.KindIncremental || got != 3 {
-		t.Fatalf("incremental %s: %d staged (error %v), want the 3 updated since", inc.Kind, got, inc.LastError)
-	}
+	e.backfillOnce(in, false, backfill.KindIncremental, 3)
 }
