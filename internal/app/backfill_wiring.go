@@ -13,7 +13,7 @@ func (a *App) buildBackfill(ctx context.Context, cfg Config) (*backfill.Service,
 		return nil, nil
 	}
 	bc := cfg.Backfill.WithDefaults()
-	bc.Box, bc.Logger, bc.Pool = a.box, a.logger, a.pool
+	bc.Box, bc.Logger, bc.Pool, bc.Registerer = a.box, a.logger, a.pool, a.registry
 	if cfg.Has(RoleMaintenance) {
 		var err error
 		if a.backfillPool, err = openSmallPool(ctx, cfg, int32(bc.Workers+2)); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/backfill/backfilltest"
@@ -25,6 +26,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 type env struct {
 	t    *testing.T
 	ids  []string // the fake's charges, oldest first (pagedStripeJob)
+	reg  *prometheus.Registry
 	pool *pgxpool.Pool
 	box  secrets.Box
 	svc  *backfill.Service
@@ -38,7 +40,8 @@ func newEnv(t *testing.T, cfg backfill.Config) *env {
 		t.Fatal(err)
 	}
 	e.box = k
-	cfg.Pool, cfg.Box = e.pool, e.box
+	e.reg = prometheus.NewRegistry()
+	cfg.Pool, cfg.Box, cfg.Registerer = e.pool, e.box, e.reg
 	if cfg.Poll == 0 {
 		cfg.Poll = 50 * time.Millisecond
 	}
@@ -48,6 +51,30 @@ func newEnv(t *testing.T, cfg backfill.Config) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// metric is a counter's value with the given labels (0 when absent).
+func (e *env) metric(name string, labels map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func randomKey() string {
@@ -216,6 +243,12 @@ func TestStripeFullThenIncremental(t *testing.T) {
 	if got, _ := e.stagedCount(inc.ID); inc.State != backfill.StateSucceeded || got != 2 {
 		t.Fatalf("incremental: %s, %d staged, error %v; want succeeded, the 2 charge events", inc.State, got, inc.LastError)
 	}
+
+	// Stripe keeps events 30 days: a mark older than that makes a full job.
+	if _, err := e.pool.Exec(ctx, `UPDATE backfill_credentials SET high_water = now() - interval '31 days' WHERE integration_id = $1`, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.backfillOnce(in, false, backfill.KindFull, n)
 }
 
 // Credentials the vendor refuses are not stored, and the vendor's reason is the error.
@@ -271,6 +304,12 @@ func TestRevokedMidJob(t *testing.T) {
 	}
 	if got, _ := e.stagedCount(job.ID); got != 100 || j.ItemsDone != 100 || j.PagesDone != 1 {
 		t.Fatalf("staged %d, job says %d items in %d pages; want the first page's 100", got, j.ItemsDone, j.PagesDone)
+	}
+	if got := e.metric("webhookdb_backfill_jobs_finished_total", map[string]string{"vendor": "Stripe", "state": "failed"}); got != 1 {
+		t.Fatalf("failed jobs counted: %v", got)
+	}
+	if got := e.metric("webhookdb_backfill_objects_total", map[string]string{"vendor": "Stripe"}); got != 100 {
+		t.Fatalf("objects counted: %v", got)
 	}
 	// Not retried in a loop: nothing more to run.
 	if ran, err := e.svc.RunOnce(ctx); ran || err != nil {

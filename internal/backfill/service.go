@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
@@ -35,7 +36,9 @@ type Config struct {
 	// MaxTransientFailures fails a job after that many consecutive transient failures; default 10.
 	MaxTransientFailures int
 	HTTP                 HTTPConfig
-	Logger               *slog.Logger
+	// Registerer, when set, gets the workers' metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // WithDefaults fills the zero fields.
@@ -79,7 +82,8 @@ type Service struct {
 	logger  *slog.Logger
 	limiter *rate.Limiter
 	// wake tells idle workers a job was queued in this process.
-	wake chan struct{}
+	wake    chan struct{}
+	metrics *metrics
 }
 
 // New returns a Service.
@@ -90,7 +94,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger,
 		limiter: rate.NewLimiter(rate.Limit(cfg.ObjectsPerSecond), max(cfg.ObjectsPerSecond/10, 2*stripePageSize)),
-		wake:    make(chan struct{}, 1)}, nil
+		wake:    make(chan struct{}, 1), metrics: newMetrics(cfg.Registerer)}, nil
 }
 
 // CredentialParams change an integration's backfill settings. Nil fields are left as they are.

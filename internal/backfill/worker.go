@@ -101,6 +101,7 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 type claimed struct {
 	id, orgID, integrationID int64
 	kind, cursor             string
+	vendor                   string // the vendor's name, for metrics (set once its client is built)
 	since                    *time.Time
 	startedAt                time.Time
 	transientFailures        int
@@ -176,6 +177,7 @@ func (s *Service) jobClient(ctx context.Context, j *claimed) (Vendor, error) {
 	if err != nil {
 		return nil, err
 	}
+	j.vendor = v.name
 	c, err := readCredentials(ctx, s.pool, j.integrationID)
 	if err != nil {
 		return nil, err
@@ -239,6 +241,11 @@ func (s *Service) storePage(ctx context.Context, conn *pgx.Conn, j *claimed, pag
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("error committing page of backfill job %d: %w", j.id, err)
 	}
+	s.metrics.objects.WithLabelValues(j.vendor).Add(float64(len(rows)))
+	s.metrics.pages.WithLabelValues(j.vendor).Inc()
+	if page.Done {
+		s.metrics.finished.WithLabelValues(j.vendor, StateSucceeded).Inc()
+	}
 	j.cursor = page.Next
 	return !page.Done, nil
 }
@@ -264,6 +271,7 @@ func (s *Service) failed(ctx context.Context, conn *pgx.Conn, j *claimed, cause 
 			run_after = now() + $2 * interval '1 microsecond', last_error = $3, error_status = $4
 			WHERE id = $1 AND state = 'running'`, j.id, wait.Microseconds(), msg, status)
 		s.logger.WarnContext(ctx, "backfill job will retry", slog.Int64("job_id", j.id), slog.String("error", msg), slog.Duration("retry_in", wait))
+		s.metrics.retries.WithLabelValues(j.vendor).Inc()
 		if err != nil {
 			return fmt.Errorf("error recording backfill job %d's failure: %w", j.id, err)
 		}
@@ -272,6 +280,7 @@ func (s *Service) failed(ctx context.Context, conn *pgx.Conn, j *claimed, cause 
 	_, err := conn.Exec(ctx, `UPDATE backfill_jobs SET state = 'failed', finished_at = now(), last_error = $2, error_status = $3
 		WHERE id = $1 AND state = 'running'`, j.id, msg, status)
 	s.logger.WarnContext(ctx, "backfill job failed", slog.Int64("job_id", j.id), slog.String("error", msg))
+	s.metrics.finished.WithLabelValues(j.vendor, StateFailed).Inc()
 	if err != nil {
 		return fmt.Errorf("error recording backfill job %d's failure: %w", j.id, err)
 	}
