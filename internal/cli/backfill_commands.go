@@ -153,7 +153,17 @@ func backfillCommand(o *clientOptions) *cobra.Command {
 			return p.record(&out, jobFields(out.Job)...)
 		}),
 	}
-	bf.AddCommand(status, cancel)
+	settings := &cobra.Command{
+		Use: "settings INTEGRATION", Short: "An integration's backfill settings (credentials only as set and a fingerprint) and recent jobs", Args: cobra.ExactArgs(1),
+		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
+			var out api.BackfillSettings
+			if err := c.do(cmd.Context(), "GET", orgPath+"/integrations/"+pathEscape(args[0])+"/backfill", nil, &out); err != nil {
+				return err
+			}
+			return backfillSettingsOut(p, &out)
+		}),
+	}
+	bf.AddCommand(status, cancel, settings)
 	return bf
 }
 
