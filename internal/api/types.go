@@ -7,6 +7,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -221,6 +222,9 @@ type ReplayResult struct {
 // ErrorList answers GET /orgs/{org}/errors.
 type ErrorList struct {
 	Errors []fanout.ChangeError `json:"errors"`
+	// BackfillJobs are the integrations' latest backfill jobs where they failed (the vendor's reason in
+	// last_error).
+	BackfillJobs []*backfill.Job `json:"backfill_jobs,omitempty"`
 }
 
 // RetryResult answers POST /orgs/{org}/errors/retry and /orgs/{org}/errors/{id}/retry: how many changes were

@@ -311,6 +311,9 @@ func TestRevokedMidJob(t *testing.T) {
 	if got := e.metric("webhookdb_backfill_objects_total", map[string]string{"vendor": "Stripe"}); got != 100 {
 		t.Fatalf("objects counted: %v", got)
 	}
+	if failed, err := backfill.FailedJobs(ctx, e.pool, orgID, 0); err != nil || len(failed) != 1 || failed[0].ID != job.ID {
+		t.Fatalf("failed jobs for errors list: %+v, %v", failed, err)
+	}
 	// Not retried in a loop: nothing more to run.
 	if ran, err := e.svc.RunOnce(ctx); ran || err != nil {
 		t.Fatalf("a failed job was taken up again: %v %v", ran, err)

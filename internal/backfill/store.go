@@ -90,6 +90,19 @@ func scanJob(row pgx.Row) (*Job, error) {
 	return j, err
 }
 
+func collectJobs(rows pgx.Rows) ([]*Job, error) {
+	defer rows.Close()
+	var out []*Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("error reading backfill job: %w", err)
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
 // GetJob returns one of an org's jobs.
 func GetJob(ctx context.Context, db DB, orgID, id int64) (*Job, error) {
 	j, err := scanJob(db.QueryRow(ctx, `SELECT `+jobColumns+jobFrom+`WHERE j.id = $1 AND j.org_id = $2`, id, orgID))
@@ -106,16 +119,19 @@ func ListJobs(ctx context.Context, db DB, orgID, integrationID int64, limit int)
 	if err != nil {
 		return nil, fmt.Errorf("error listing backfill jobs: %w", err)
 	}
-	defer rows.Close()
-	var out []*Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("error reading backfill job: %w", err)
-		}
-		out = append(out, j)
+	return collectJobs(rows)
+}
+
+// FailedJobs returns the org's integrations' latest jobs where they failed (a later job that did not fail hides
+// an earlier failure): what `errors list` shows beside the fanout's failed changes.
+func FailedJobs(ctx context.Context, db DB, orgID, integrationID int64) ([]*Job, error) {
+	rows, err := db.Query(ctx, `SELECT * FROM (SELECT DISTINCT ON (j.integration_id) `+jobColumns+jobFrom+`
+		WHERE j.org_id = $1 AND ($2 = 0 OR j.integration_id = $2) AND i.deleted_at IS NULL
+		ORDER BY j.integration_id, j.id DESC) latest WHERE state = 'failed' ORDER BY id DESC`, orgID, integrationID)
+	if err != nil {
+		return nil, fmt.Errorf("error listing failed backfill jobs: %w", err)
 	}
-	return out, rows.Err()
+	return collectJobs(rows)
 }
 
 // Settings are an integration's backfill settings as shown: never the credentials, only a fingerprint.

@@ -167,6 +167,19 @@ func backfillCommand(o *clientOptions) *cobra.Command {
 	return bf
 }
 
+// failedBackfills prints, under `errors list`, the backfill jobs that failed with their vendor's reason.
+func failedBackfills(p *printer, jobs []*backfill.Job) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(p.w, "\nbackfill jobs that failed (backfill status JOB; run backfill INTEGRATION again once fixed):")
+	var rows [][]any
+	for _, j := range jobs {
+		rows = append(rows, []any{j.ID, j.Integration, j.FinishedAt, j.ErrorStatus, j.LastError})
+	}
+	return p.table(nil, []string{"job", "integration", "failed_at", "vendor_status", "error"}, rows)
+}
+
 // followJob polls a job until it finishes; on a terminal (table output) it redraws a progress line.
 func followJob(ctx context.Context, c *client, p *printer, orgPath string, job *backfill.Job) (*backfill.Job, error) {
 	tty := p.format != "json" && isTerminal(os.Stderr)

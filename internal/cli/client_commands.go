@@ -842,7 +842,10 @@ func errorsCommand(o *clientOptions) *cobra.Command {
 			for _, e := range out.Errors {
 				rows = append(rows, []any{e.ID, e.Kind, e.Integration, e.WebhookID, e.Attempts, e.Error, e.NextAttemptAt})
 			}
-			return p.table(&out, []string{"id", "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows)
+			if err := p.table(&out, []string{"id", "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows); err != nil || p.format == "json" {
+				return err
+			}
+			return failedBackfills(p, out.BackfillJobs)
 		}),
 	}
 	retry := &cobra.Command{
