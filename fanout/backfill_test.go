@@ -53,7 +53,15 @@ func TestBackfilledObjectAgainstWebhooks(t *testing.T) {
 	backfilled("ch_newer_then_bf")
 	webhook("ch_bf_then_older", -time.Minute, 500)
 	backfilled("ch_older_then_bf")
+	// A replay of a backfilled row is still an API object (its job id says so), not a webhook.
+	replayed := fmt.Sprintf(`{"id":%q,"object":"charge","amount":700,"currency":"usd"}`, "ch_replayed")
+	if err := staging.Insert(ctx, e.pool, []staging.Row{{ReceivedAt: fetched, OrgID: in.OrgID, IntegrationID: in.ID, Method: "GET",
+		Path: "/v1/charges", ContentType: "application/json", Headers: []byte("{}"), Body: []byte(replayed), Accepted: true,
+		Source: staging.SourceReplay, BackfillJobID: 1, ReplayOf: 1, OriginalReceivedAt: fetched}}); err != nil {
+		t.Fatal(err)
+	}
 	barrier("ch_barrier_2")
+	amountIs(t, db, "ch_replayed", 700)
 
 	for id, want := range map[string]int64{"ch_bf_then_newer": 200, "ch_newer_then_bf": 300, "ch_bf_then_older": 100, "ch_older_then_bf": 100} {
 		amountIs(t, db, id, want)

@@ -16,7 +16,7 @@ import (
 
 // HTTPConfig tunes the vendors' HTTP clients.
 type HTTPConfig struct {
-	// Client makes the requests; default one with a 60 s timeout per request.
+	// Client makes the requests; default one with a 60 s timeout per request that follows no redirect.
 	Client *http.Client
 	// Attempts bounds the tries of one request (429, 5xx, timeouts); default 8.
 	Attempts int
@@ -31,7 +31,10 @@ type HTTPConfig struct {
 // WithDefaults fills the zero fields.
 func (c HTTPConfig) WithDefaults() HTTPConfig {
 	if c.Client == nil {
-		c.Client = &http.Client{Timeout: 60 * time.Second}
+		// Redirects are not followed: a vendor's API answers where it is asked, and following one could take the
+		// server to a host no one allowed (SSRF).
+		c.Client = &http.Client{Timeout: 60 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if c.Attempts <= 0 {
 		c.Attempts = 8
