@@ -174,6 +174,8 @@ func TestCrossOrgAccess(t *testing.T) {
 		// (TestCredentialsArePerMember).
 		"POST /v1/orgs/{org}/replay": true, "POST /v1/orgs/{org}/errors/retry": true,
 		"POST /v1/orgs/{org}/errors/{id}/retry": true, "POST /v1/orgs/{org}/errors/{id}/skip": true,
+		"PUT /v1/orgs/{org}/integrations/{opaque_id}/backfill": true, "POST /v1/orgs/{org}/integrations/{opaque_id}/backfill/jobs": true,
+		"POST /v1/orgs/{org}/backfill/jobs/{id}/cancel": true,
 	}
 	checked := 0
 	for _, rt := range api.New(api.Config{}).Routes() {
