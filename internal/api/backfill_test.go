@@ -71,4 +71,3 @@ func TestBackfillEndpoints(t *testing.T) {
 		t.Fatalf("jobs: %v", list)
 	}
 }
-
