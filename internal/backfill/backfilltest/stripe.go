@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,14 +25,18 @@ type StripeConfig struct {
 	FailOnce bool
 	// PageDelay delays every list answer (to catch a job mid-way).
 	PageDelay time.Duration
+	// Generated, when set, makes /v1/charges list that many charges made on the fly (ch_gen_00000000 newest
+	// first), none of them held in memory: for backfills of millions.
+	Generated int
 }
 
 // Stripe is a fake of Stripe's list endpoints: objects newest first, limit (default 10, at most 100),
 // starting_after, has_more, Stripe's error objects.
 type Stripe struct {
-	URL string
-	cfg StripeConfig
-	srv *httptest.Server
+	URL     string
+	cfg     StripeConfig
+	srv     *httptest.Server
+	started time.Time
 
 	mu      sync.Mutex
 	revoked bool
@@ -55,7 +60,7 @@ func NewStripe(cfg StripeConfig) *Stripe {
 	if cfg.RetryAfter == "" {
 		cfg.RetryAfter = "1"
 	}
-	s := &Stripe{cfg: cfg, lists: map[string][]map[string]any{}, served: map[string]int{}, malformed: map[string]string{}}
+	s := &Stripe{cfg: cfg, started: time.Now(), lists: map[string][]map[string]any{}, served: map[string]int{}, malformed: map[string]string{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
 	s.URL = s.srv.URL
 	return s
@@ -145,6 +150,33 @@ func (s *Stripe) Requests() int {
 	return s.requests
 }
 
+// generated answers a page of Generated charges: position i (newest first) is ch_gen_<i>, created i seconds
+// before the fake started.
+func (s *Stripe) generated(w http.ResponseWriter, q url.Values) {
+	limit, start := 10, 0
+	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l >= 1 && l <= 100 {
+		limit = l
+	}
+	if after := q.Get("starting_after"); after != "" {
+		i, err := strconv.Atoi(strings.TrimPrefix(after, "ch_gen_"))
+		if err != nil || !strings.HasPrefix(after, "ch_gen_") || i < 0 || i >= s.cfg.Generated {
+			stripeError(w, http.StatusBadRequest, "invalid_request_error", "No such charge: '"+after+"'", "starting_after")
+			return
+		}
+		start = i + 1
+	}
+	end := min(start+limit, s.cfg.Generated)
+	data := make([]map[string]any, 0, end-start)
+	for i := start; i < end; i++ {
+		data = append(data, Charge(fmt.Sprintf("ch_gen_%08d", i), s.started.Unix()-int64(i), 100+i%1000))
+	}
+	s.mu.Lock()
+	s.served["/v1/charges|"+q.Get("starting_after")+"|"+strconv.Itoa(limit)]++
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": "/v1/charges", "has_more": end < s.cfg.Generated, "data": data})
+}
+
 // indexOf is an object's position in the list at path; the caller holds mu.
 func (s *Stripe) indexOf(path, id string) (int, bool) {
 	if s.index == nil {
@@ -228,6 +260,11 @@ func (s *Stripe) handle(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(body))
+		return
+	}
+	if r.URL.Path == "/v1/charges" && s.cfg.Generated > 0 {
+		s.mu.Unlock()
+		s.generated(w, q)
 		return
 	}
 	var all []map[string]any

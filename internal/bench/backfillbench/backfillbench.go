@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,9 @@ type Report struct {
 	BusyP50          time.Duration
 	BusyP99          time.Duration
 	BusyMax          time.Duration
+	// PeakRSS is the bench process's peak resident memory during the backfill (VmHWM, reset at its start; 0
+	// where /proc does not tell).
+	PeakRSS int64
 }
 
 // lags collects webhook lags (staging received_at to org commit) of one org.
@@ -129,9 +134,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 
-	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
+	// Charges made page by page: the fake holds none, so the process's memory is the server's.
+	fake := backfilltest.NewStripe(backfilltest.StripeConfig{Generated: cfg.Objects})
 	defer fake.Close()
-	fake.AddCharges("b", cfg.Objects, time.Now().Add(-time.Duration(cfg.Objects)*time.Second))
 
 	quiet := &lags{}
 	acfg := app.Config{
@@ -201,6 +206,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if _, err := srv.Backfill().SetCredentials(ctx, filled, backfill.CredentialParams{Key: ptr(fake.Key()), BaseURL: ptr(fake.URL), ServerAdmin: true}); err != nil {
 		return nil, err
 	}
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets VmHWM
 	start := time.Now()
 	job, err := srv.Backfill().Start(ctx, filled, true)
 	if err != nil {
@@ -234,6 +240,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	applied := time.Since(start)
+	rep.PeakRSS = peakRSS()
 	b := quiet.take()
 	if len(b) == 0 {
 		return nil, errors.New("no webhook was applied during the backfill")
@@ -243,12 +250,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.BusyP50, rep.BusyP99, rep.BusyMax = b[len(b)/2], b[len(b)*99/100], b[len(b)-1]
 	fmt.Fprintf(out, "backfill: %d objects in the org's table in %s: %.0f objects/s (staged in %s: %.0f/s)\n",
 		cfg.Objects, applied.Round(time.Millisecond), rep.ObjectsPerSecond, staged.Round(time.Millisecond), rep.StagedPerSecond)
+	if rep.PeakRSS > 0 {
+		fmt.Fprintf(out, "peak RSS of the bench process (fake Stripe, backfill workers, fanout, webhook generator) during the backfill: %.0f MiB\n", float64(rep.PeakRSS)/(1<<20))
+	}
 	fmt.Fprintf(out, "webhook lag of the other org (staging receipt to org commit): without a backfill p50 %s p99 %s; during it p50 %s p99 %s max %s (target p99 < 1s)\n",
 		ms(rep.QuietP50), ms(rep.QuietP99), ms(rep.BusyP50), ms(rep.BusyP99), ms(rep.BusyMax))
 	return rep, nil
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// peakRSS is VmHWM from /proc/self/status in bytes, or 0.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
