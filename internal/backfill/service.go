@@ -231,8 +231,8 @@ func (s *Service) start(ctx context.Context, db DB, orgID, integrationID int64, 
 		return nil, err
 	}
 	kind, since := KindFull, (*time.Time)(nil)
-	if !full && c.highWater != nil && (v.incrementalWindow == 0 || time.Since(*c.highWater) < v.incrementalWindow-time.Hour) {
-		kind, since = KindIncremental, c.highWater
+	if !full && c.HighWater != nil && (v.incrementalWindow == 0 || time.Since(*c.HighWater) < v.incrementalWindow-time.Hour) {
+		kind, since = KindIncremental, c.HighWater
 	}
 	id, err := createJob(ctx, db, orgID, integrationID, kind, since, by)
 	if err != nil {

@@ -147,12 +147,11 @@ type Settings struct {
 	VerifiedAt *time.Time      `json:"verified_at,omitempty"`
 }
 
+// storedCredentials is a backfill_credentials row: the ciphertexts beside what Settings shows.
 type storedCredentials struct {
 	keyEnc    string
 	secretEnc *string
 	baseURL   *string
-	every     *time.Duration
-	highWater *time.Time
 	Settings
 }
 
@@ -161,14 +160,14 @@ func readCredentials(ctx context.Context, db DB, integrationID int64) (*storedCr
 	var everyMicros *int64
 	err := db.QueryRow(ctx, `SELECT key_enc, secret_enc, fingerprint, base_url, options, (extract(epoch FROM every) * 1000000)::bigint,
 		next_run_at, high_water, verified_at FROM backfill_credentials WHERE integration_id = $1`, integrationID).
-		Scan(&c.keyEnc, &c.secretEnc, &c.Fingerprint, &c.baseURL, &c.Options, &everyMicros, &c.NextRunAt, &c.highWater, &c.VerifiedAt)
+		Scan(&c.keyEnc, &c.secretEnc, &c.Fingerprint, &c.baseURL, &c.Options, &everyMicros, &c.NextRunAt, &c.HighWater, &c.VerifiedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNoCredentials
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error reading backfill credentials: %w", err)
 	}
-	c.CredentialsSet, c.HighWater = true, c.highWater
+	c.CredentialsSet = true
 	if c.baseURL != nil {
 		c.BaseURL = *c.baseURL
 	}
@@ -177,7 +176,7 @@ func readCredentials(ctx context.Context, db DB, integrationID int64) (*storedCr
 	}
 	if everyMicros != nil {
 		d := time.Duration(*everyMicros) * time.Microsecond
-		c.every, c.Every = &d, d.String()
+		c.Every = d.String()
 	}
 	return c, nil
 }
