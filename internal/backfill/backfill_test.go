@@ -372,6 +372,13 @@ func TestDeleteCancels(t *testing.T) {
 	if got, _ := e.stagedCount(job.ID); j.State != backfill.StateCanceled || got != 100 {
 		t.Fatalf("after delete: %s with %d staged, want canceled with the first page's 100", j.State, got)
 	}
+	// The schedule's sweep forgets the deleted integration's credentials.
+	if err := e.svc.ScheduleOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if set, err := backfill.GetSettings(ctx, e.pool, in.ID); err != nil || set.CredentialsSet {
+		t.Fatalf("credentials of a deleted integration: %+v, %v", set, err)
+	}
 }
 
 // Workers take up the org served longest ago first: an org with many jobs does not starve one with one.

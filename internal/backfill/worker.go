@@ -287,8 +287,8 @@ func (s *Service) failed(ctx context.Context, conn *pgx.Conn, j *claimed, cause 
 	return nil
 }
 
-// schedule queues incremental jobs of integrations whose schedule is due, and cancels the jobs of deleted
-// integrations.
+// schedule queues incremental jobs of integrations whose schedule is due, and cancels the jobs (and forgets the
+// credentials) of deleted integrations.
 func (s *Service) schedule(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := s.ScheduleOnce(ctx); err != nil && ctx.Err() == nil {
@@ -308,6 +308,11 @@ func (s *Service) ScheduleOnce(ctx context.Context) error {
 	if _, err := s.pool.Exec(ctx, `UPDATE backfill_jobs j SET state = 'canceled', finished_at = now(), last_error = 'the integration was deleted'
 		FROM service_integrations i WHERE i.id = j.integration_id AND i.deleted_at IS NOT NULL AND j.state IN ('queued', 'running')`); err != nil {
 		return fmt.Errorf("error canceling jobs of deleted integrations: %w", err)
+	}
+	// A deleted integration's (or org's) credentials are of no use any more: forget them.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM backfill_credentials c USING service_integrations i
+		WHERE i.id = c.integration_id AND i.deleted_at IS NOT NULL`); err != nil {
+		return fmt.Errorf("error forgetting credentials of deleted integrations: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT c.integration_id, i.org_id, i.service FROM backfill_credentials c
 		JOIN service_integrations i ON i.id = c.integration_id
