@@ -7,7 +7,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -479,5 +482,28 @@ func TestScheduleAndCancel(t *testing.T) {
 	var keyEnc string
 	if err := e.pool.QueryRow(ctx, `SELECT key_enc FROM backfill_credentials WHERE integration_id = $1`, in.ID).Scan(&keyEnc); err != nil || strings.Contains(keyEnc, fake.Key()) {
 		t.Fatalf("the key is stored in the clear: %q, %v", keyEnc, err)
+	}
+}
+
+// A vendor that is down when credentials are set: a few quick tries, then a transient error, nothing stored.
+func TestVerifyVendorDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, backfill.Config{})
+	var calls atomic.Int32
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Stripe-Should-Retry", "true")
+		http.Error(w, `{"error":{"type":"api_error","message":"An unknown error occurred"}}`, http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	in := e.integration(e.org(), "stripe_charge_v1")
+	_, err := e.svc.SetCredentials(ctx, in, backfill.CredentialParams{Key: ptr("sk_test_x"), BaseURL: ptr(down.URL), ServerAdmin: true})
+	var te *backfill.TransientError
+	if !errors.As(err, &te) || calls.Load() != 3 {
+		t.Fatalf("a vendor down: %v after %d calls, want a transient error after 3", err, calls.Load())
+	}
+	if set, err := backfill.GetSettings(ctx, e.pool, in.ID); err != nil || set.CredentialsSet {
+		t.Fatalf("credentials stored while the vendor was down: %+v, %v", set, err)
 	}
 }

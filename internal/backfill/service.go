@@ -153,11 +153,20 @@ func (s *Service) SetCredentials(ctx context.Context, in *integrations.Integrati
 	}
 	changed := old == nil || p.Key != nil || p.Secret != nil || p.BaseURL != nil || p.Options != nil
 	if changed {
-		client, err := s.client(v, in, creds, baseURL, options)
+		// Someone waits for the answer: a few quick tries, not a job's patience.
+		h := s.cfg.HTTP
+		h.Attempts, h.MaxRetryAfter = min(h.Attempts, 3), min(h.MaxRetryAfter, 5*time.Second)
+		client, err := s.client(v, in, creds, baseURL, options, h)
 		if err != nil {
 			return nil, err
 		}
-		if err := client.Verify(ctx); err != nil {
+		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+		err = client.Verify(vctx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				err = &TransientError{Err: fmt.Errorf("%s did not answer within %s", v.name, verifyTimeout)}
+			}
 			return nil, err
 		}
 	}
@@ -207,12 +216,15 @@ func optionsArg(o json.RawMessage) *string {
 	return &s
 }
 
-func (s *Service) client(v vendorDef, in *integrations.Integration, creds Credentials, baseURL string, options json.RawMessage) (Vendor, error) {
+// verifyTimeout bounds checking new credentials against the vendor.
+const verifyTimeout = 30 * time.Second
+
+func (s *Service) client(v vendorDef, in *integrations.Integration, creds Credentials, baseURL string, options json.RawMessage, h HTTPConfig) (Vendor, error) {
 	svc, err := replicator.Resolve(in.Service, in.Config)
 	if err != nil {
 		return nil, err
 	}
-	return v.newClient(Target{Service: svc, Options: options, Credentials: creds, BaseURL: baseURL, HTTP: s.cfg.HTTP})
+	return v.newClient(Target{Service: svc, Options: options, Credentials: creds, BaseURL: baseURL, HTTP: h})
 }
 
 // Start queues a job for an integration: incremental from its high-water mark, or full when asked, when there

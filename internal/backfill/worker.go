@@ -186,7 +186,7 @@ func (s *Service) jobClient(ctx context.Context, j *claimed) (Vendor, error) {
 	if err != nil {
 		return nil, &TransientError{Err: err} // Vault may be back soon
 	}
-	return s.client(v, in, creds, c.BaseURL, c.Options)
+	return s.client(v, in, creds, c.BaseURL, c.Options, s.cfg.HTTP)
 }
 
 // storePage stores a page's objects and its checkpoint in one transaction; the last page also finishes the job
