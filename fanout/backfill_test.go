@@ -60,8 +60,19 @@ func TestBackfilledObjectAgainstWebhooks(t *testing.T) {
 		Source: staging.SourceReplay, BackfillJobID: 1, ReplayOf: 1, OriginalReceivedAt: fetched}}); err != nil {
 		t.Fatal(err)
 	}
+	// An object the replicator cannot read (no id) is a failed change, as a webhook would be, keeping its source.
+	if err := staging.Insert(ctx, e.pool, []staging.Row{{ReceivedAt: fetched, OrgID: in.OrgID, IntegrationID: in.ID, Method: "GET",
+		Path: "/v1/charges", ContentType: "application/json", Headers: []byte("{}"), Body: []byte(`{"object":"charge","amount":1}`),
+		Accepted: true, Source: staging.SourceBackfill, BackfillJobID: 1}}); err != nil {
+		t.Fatal(err)
+	}
 	barrier("ch_barrier_2")
 	amountIs(t, db, "ch_replayed", 700)
+	eventually(t, 30*time.Second, "the unreadable object among failed changes", func() (bool, error) {
+		var n int
+		err := e.pool.QueryRow(ctx, `SELECT count(*) FROM fanout.failed_changes WHERE org_id = $1 AND source = 'backfill' AND backfill_job_id = 1`, in.OrgID).Scan(&n)
+		return n == 1, err
+	})
 
 	for id, want := range map[string]int64{"ch_bf_then_newer": 200, "ch_newer_then_bf": 300, "ch_bf_then_older": 100, "ch_older_then_bf": 100} {
 		amountIs(t, db, id, want)
