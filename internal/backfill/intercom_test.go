@@ -43,3 +43,20 @@ func TestIntercomContacts(t *testing.T) {
 	fake.AddContacts("b", 4, time.Now())
 	e.backfillOnce(in, false, backfill.KindIncremental, 4)
 }
+
+// Intercom conversations: their list holds them under "conversations", with the same cursor paging.
+func TestIntercomConversations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backfill.Config{})
+	fake := backfilltest.NewIntercom(backfilltest.IntercomConfig{})
+	defer fake.Close()
+	fake.AddConversations("c", 200, time.Now().Add(-72*time.Hour))
+	in := e.integration(e.org(), "intercom_conversation_v1")
+	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Token()), BaseURL: ptr(fake.URL), Options: json.RawMessage(`{"region":"eu"}`)})
+	e.run()
+	if job := e.backfillOnce(in, false, backfill.KindFull, 200); job.PagesDone != 2 {
+		t.Fatalf("%d pages, want 2", job.PagesDone)
+	}
+	fake.AddConversations("d", 2, time.Now())
+	e.backfillOnce(in, false, backfill.KindIncremental, 2)
+}

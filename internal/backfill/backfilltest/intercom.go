@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,7 +30,8 @@ type Intercom struct {
 
 	mu       sync.Mutex
 	requests int
-	contacts []map[string]any
+	// items by resource: "contacts", "conversations"
+	items map[string][]map[string]any
 }
 
 // NewIntercom starts a fake Intercom.
@@ -37,7 +39,7 @@ func NewIntercom(cfg IntercomConfig) *Intercom {
 	if cfg.Token == "" {
 		cfg.Token = "dG9rOmZha2U="
 	}
-	f := &Intercom{cfg: cfg}
+	f := &Intercom{cfg: cfg, items: map[string][]map[string]any{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.handle))
 	f.URL = f.srv.URL
 	return f
@@ -55,9 +57,21 @@ func (f *Intercom) AddContacts(prefix string, n int, updated time.Time) {
 	defer f.mu.Unlock()
 	for i := range n {
 		at := updated.Add(time.Duration(i) * time.Second).Unix()
-		f.contacts = append(f.contacts, map[string]any{"type": "contact", "id": fmt.Sprintf("%s%023x", prefix, i), "workspace_id": "ecahpwf5",
+		f.items["contacts"] = append(f.items["contacts"], map[string]any{"type": "contact", "id": fmt.Sprintf("%s%023x", prefix, i), "workspace_id": "ecahpwf5",
 			"external_id": nil, "role": "user", "email": fmt.Sprintf("%s%d@example.com", prefix, i), "phone": nil, "name": "Contact " + strconv.Itoa(i),
 			"created_at": at, "updated_at": at, "last_seen_at": nil})
+	}
+}
+
+// AddConversations adds n open conversations updated a second apart from updated.
+func (f *Intercom) AddConversations(prefix string, n int, updated time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range n {
+		at := updated.Add(time.Duration(i) * time.Second).Unix()
+		f.items["conversations"] = append(f.items["conversations"], map[string]any{"type": "conversation", "id": fmt.Sprintf("%s%d", prefix, 100000+i),
+			"title": nil, "created_at": at, "updated_at": at, "waiting_since": at, "snoozed_until": nil, "open": true, "state": "open",
+			"read": false, "priority": "not_priority", "admin_assignee_id": nil, "team_assignee_id": nil})
 	}
 }
 
@@ -82,16 +96,21 @@ func (f *Intercom) handle(w http.ResponseWriter, r *http.Request) {
 		intercomError(w, http.StatusTooManyRequests, "rate_limit_exceeded", "You have exceeded the rate limit. Please try again later.")
 		return
 	}
-	all := f.contacts
+	resource, search := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/search")
+	if resource != "contacts" && resource != "conversations" {
+		intercomError(w, http.StatusNotFound, "not_found", "Resource Not Found")
+		return
+	}
+	all := f.items[resource]
 	perPage, after := 50, ""
 	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/contacts":
+	case r.Method == http.MethodGet && !search:
 		q := r.URL.Query()
 		if v, err := strconv.Atoi(q.Get("per_page")); err == nil && v > 0 {
 			perPage = min(v, 150)
 		}
 		after = q.Get("starting_after")
-	case r.Method == http.MethodPost && r.URL.Path == "/contacts/search":
+	case r.Method == http.MethodPost && search:
 		var body struct {
 			Query struct {
 				Field    string `json:"field"`
@@ -132,5 +151,10 @@ func (f *Intercom) handle(w http.ResponseWriter, r *http.Request) {
 		pages["next"] = map[string]any{"page": start/perPage + 2, "starting_after": base64.StdEncoding.EncodeToString([]byte(all[end-1]["id"].(string)))}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "list", "data": append([]map[string]any{}, all[start:end]...), "total_count": len(all), "pages": pages})
+	page := append([]map[string]any{}, all[start:end]...)
+	if resource == "conversations" {
+		_ = json.NewEncoder(w).Encode(map[string]any{"type": "conversation.list", "conversations": page, "total_count": len(all), "pages": pages})
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "list", "data": page, "total_count": len(all), "pages": pages})
 }
