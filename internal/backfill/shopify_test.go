@@ -48,3 +48,18 @@ func TestShopifyProducts(t *testing.T) {
 	fake.AddProducts(3, time.Now())
 	e.backfillOnce(in, false, backfill.KindIncremental, 3)
 }
+
+// Shopify orders: the orders connection, the same paging.
+func TestShopifyOrders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, backfill.Config{})
+	fake := backfilltest.NewShopify(backfilltest.ShopifyConfig{})
+	defer fake.Close()
+	fake.AddOrders(130, time.Now().Add(-72*time.Hour))
+	in := e.integration(e.org(), "shopify_order_v1")
+	e.setCredentials(in, backfill.CredentialParams{Key: ptr(fake.Token()), BaseURL: ptr(fake.URL)})
+	e.run()
+	if job := e.backfillOnce(in, false, backfill.KindFull, 130); job.PagesDone != 2 {
+		t.Fatalf("%d pages, want 2", job.PagesDone)
+	}
+}

@@ -141,3 +141,21 @@ func TestShopifyBareNode(t *testing.T) {
 		}
 	}
 }
+
+// A Shopify order node: money, customer and statuses from their GraphQL places.
+func TestShopifyBareOrder(t *testing.T) {
+	t.Parallel()
+	s := mustLookup(t, "shopify_order_v1")
+	rows, err := s.Extract(Webhook{Body: []byte(`{"id":"gid://shopify/Order/450789469","legacyResourceId":"450789469","name":"#1001","email":"bob@example.com","createdAt":"2024-01-02T15:00:00Z","updatedAt":"2024-03-01T15:00:00Z","currencyCode":"USD","displayFinancialStatus":"PARTIALLY_REFUNDED","displayFulfillmentStatus":"FULFILLED","totalPriceSet":{"shopMoney":{"amount":"10.50","currencyCode":"USD"}},"customer":{"legacyResourceId":"207119551"}}`), Bare: true})
+	if err != nil || len(rows) != 1 || rows[0].Key != "450789469" {
+		t.Fatalf("order node: %v, %+v", err, rows)
+	}
+	for col, want := range map[string]any{"customer_id": int64(207119551), "financial_status": "partially_refunded", "fulfillment_status": "fulfilled", "currency": "USD", "name": "#1001", "order_number": nil} {
+		if got := value(t, s, rows[0], col); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %#v, want %#v", col, got, want)
+		}
+	}
+	if total := value(t, s, rows[0], "total_price"); total == nil {
+		t.Error("total_price from totalPriceSet.shopMoney.amount is NULL")
+	}
+}

@@ -23,7 +23,7 @@ type ShopifyConfig struct {
 	Bucket, RestoreRate float64
 }
 
-// Shopify is a fake of the GraphQL Admin API's products connection: first/after cursors with pageInfo, the
+// Shopify is a fake of the GraphQL Admin API's products and orders connections: first/after cursors with pageInfo, the
 // query filter updated_at:>'T', sortKey UPDATED_AT, and cost throttling reported in extensions.cost.
 type Shopify struct {
 	URL string
@@ -34,7 +34,8 @@ type Shopify struct {
 	available float64
 	refilled  time.Time
 	throttled int
-	products  []map[string]any // by updatedAt ascending
+	// nodes by connection ("products", "orders"), by updatedAt ascending
+	nodes map[string][]map[string]any
 }
 
 // NewShopify starts a fake Shopify.
@@ -48,7 +49,7 @@ func NewShopify(cfg ShopifyConfig) *Shopify {
 	if cfg.RestoreRate == 0 {
 		cfg.RestoreRate = 50
 	}
-	f := &Shopify{cfg: cfg, available: cfg.Bucket, refilled: time.Now()}
+	f := &Shopify{cfg: cfg, available: cfg.Bucket, refilled: time.Now(), nodes: map[string][]map[string]any{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.handle))
 	f.URL = f.srv.URL
 	return f
@@ -69,14 +70,31 @@ func (f *Shopify) Throttled() int {
 
 // AddProducts adds n products updated a second apart from updated.
 func (f *Shopify) AddProducts(n int, updated time.Time) {
+	f.add("products", n, updated, func(id int64, i int, at string) map[string]any {
+		return map[string]any{"id": fmt.Sprintf("gid://shopify/Product/%d", id), "legacyResourceId": strconv.FormatInt(id, 10),
+			"title": fmt.Sprintf("Product %d", i), "handle": fmt.Sprintf("product-%d", i), "productType": "Hats", "status": "ACTIVE",
+			"tags": []string{"summer", "wool"}, "vendor": "Acme", "createdAt": at, "updatedAt": at, "publishedAt": at}
+	})
+}
+
+// AddOrders adds n paid, unfulfilled orders updated a second apart from updated.
+func (f *Shopify) AddOrders(n int, updated time.Time) {
+	f.add("orders", n, updated, func(id int64, i int, at string) map[string]any {
+		return map[string]any{"id": fmt.Sprintf("gid://shopify/Order/%d", id), "legacyResourceId": strconv.FormatInt(id, 10),
+			"name": fmt.Sprintf("#%d", 1001+i), "email": fmt.Sprintf("buyer%d@example.com", i), "phone": nil,
+			"createdAt": at, "updatedAt": at, "cancelledAt": nil, "closedAt": nil, "currencyCode": "USD",
+			"displayFinancialStatus": "PAID", "displayFulfillmentStatus": "UNFULFILLED",
+			"totalPriceSet": map[string]any{"shopMoney": map[string]any{"amount": "10.50", "currencyCode": "USD"}},
+			"customer":      map[string]any{"legacyResourceId": "207119551"}}
+	})
+}
+
+func (f *Shopify) add(conn string, n int, updated time.Time, node func(id int64, i int, at string) map[string]any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range n {
-		id := int64(7000000000000 + len(f.products))
-		at := updated.Add(time.Duration(i) * time.Second).UTC().Format(time.RFC3339)
-		f.products = append(f.products, map[string]any{"id": fmt.Sprintf("gid://shopify/Product/%d", id), "legacyResourceId": strconv.FormatInt(id, 10),
-			"title": fmt.Sprintf("Product %d", i), "handle": fmt.Sprintf("product-%d", i), "productType": "Hats", "status": "ACTIVE",
-			"tags": []string{"summer", "wool"}, "vendor": "Acme", "createdAt": at, "updatedAt": at, "publishedAt": at})
+		id := int64(7000000000000 + len(f.nodes[conn]))
+		f.nodes[conn] = append(f.nodes[conn], node(id, i, updated.Add(time.Duration(i)*time.Second).UTC().Format(time.RFC3339)))
 	}
 }
 
@@ -104,8 +122,18 @@ func (f *Shopify) handle(w http.ResponseWriter, r *http.Request) {
 			Query *string `json:"query"`
 		} `json:"variables"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || !strings.Contains(req.Query, "products(") || req.Variables.First < 1 || req.Variables.First > 250 {
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Variables.First < 1 || req.Variables.First > 250 {
 		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"message": "Parse error or unsupported query", "extensions": map[string]string{"code": "BAD_REQUEST"}}}})
+		return
+	}
+	conn := ""
+	for _, c := range []string{"products", "orders"} {
+		if strings.Contains(req.Query, c+"(") {
+			conn = c
+		}
+	}
+	if conn == "" {
+		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"message": "Field doesn't exist on type 'QueryRoot'", "extensions": map[string]string{"code": "undefinedField"}}}})
 		return
 	}
 	now := time.Now()
@@ -121,7 +149,7 @@ func (f *Shopify) handle(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"message": "Throttled", "extensions": map[string]string{"code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}}, "extensions": cost(nil)})
 		return
 	}
-	all := f.products
+	all := f.nodes[conn]
 	if q := req.Variables.Query; q != nil && *q != "" {
 		m := updatedAfter.FindStringSubmatch(*q)
 		var t time.Time
@@ -157,7 +185,7 @@ func (f *Shopify) handle(w http.ResponseWriter, r *http.Request) {
 	actual := float64(len(nodes) + 2)
 	f.available -= actual
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"data":       map[string]any{"products": map[string]any{"pageInfo": map[string]any{"hasNextPage": end < len(all), "endCursor": endCursor}, "nodes": nodes}},
+		"data":       map[string]any{conn: map[string]any{"pageInfo": map[string]any{"hasNextPage": end < len(all), "endCursor": endCursor}, "nodes": nodes}},
 		"extensions": cost(actual),
 	})
 }
