@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -505,5 +506,39 @@ func TestVerifyVendorDown(t *testing.T) {
 	}
 	if set, err := backfill.GetSettings(ctx, e.pool, in.ID); err != nil || set.CredentialsSet {
 		t.Fatalf("credentials stored while the vendor was down: %+v, %v", set, err)
+	}
+}
+
+// Subscription items come with their subscriptions (status=all: canceled ones too); a subscription's embedded
+// list past Stripe's first 10 items is completed from /v1/subscription_items.
+func TestStripeSubscriptionItems(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, backfill.Config{})
+	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
+	defer fake.Close()
+	item := func(i int) map[string]any {
+		return map[string]any{"id": fmt.Sprintf("si_%02d", i), "object": "subscription_item", "quantity": 1, "subscription": "sub_big",
+			"price": map[string]any{"id": "price_1", "product": "prod_1"}}
+	}
+	var embedded []map[string]any
+	for i := range 10 {
+		embedded = append(embedded, item(i))
+	}
+	for i := 11; i >= 0; i-- { // the list's order is the embedded one's: si_00 first
+		fake.Add("/v1/subscription_items", item(i))
+	}
+	fake.Add("/v1/subscriptions", map[string]any{"id": "sub_big", "object": "subscription", "status": "active",
+		"items": map[string]any{"object": "list", "data": embedded, "has_more": true, "url": "/v1/subscription_items?subscription=sub_big"}})
+	fake.Add("/v1/subscriptions", map[string]any{"id": "sub_old", "object": "subscription", "status": "canceled",
+		"items": map[string]any{"object": "list", "data": []map[string]any{}, "has_more": false}})
+	in := e.integration(e.org(), "stripe_subscription_item_v1")
+	e.credentials(in, fake)
+	e.run()
+	job := e.backfillOnce(in, false, backfill.KindFull, 2)
+	var items int
+	if err := e.pool.QueryRow(ctx, `SELECT jsonb_array_length(convert_from(body, 'UTF8')::jsonb #> '{items,data}') FROM staging.webhooks
+		WHERE backfill_job_id = $1 AND convert_from(body, 'UTF8')::jsonb ->> 'id' = 'sub_big'`, job.ID).Scan(&items); err != nil || items != 12 {
+		t.Fatalf("items of the big subscription: %d, %v; want all 12", items, err)
 	}
 }

@@ -227,23 +227,36 @@ func (c *stripeClient) completeItems(ctx context.Context, sub json.RawMessage, i
 	if err := json.Unmarshal(s["items"], &items); err != nil || !items.HasMore || len(items.Data) == 0 {
 		return sub, nil
 	}
-	all := items.Data
-	cursor := ""
-	for {
-		var last struct {
+	// ids of what the list holds; the next page starts after the last id of the one before (list checked ids).
+	idOf := func(it json.RawMessage) string {
+		var o struct {
 			ID string `json:"id"`
 		}
-		_ = json.Unmarshal(all[len(all)-1], &last)
-		cursor = last.ID
+		_ = json.Unmarshal(it, &o)
+		return o.ID
+	}
+	all := items.Data
+	seen := map[string]bool{}
+	for _, it := range all {
+		seen[idOf(it)] = true
+	}
+	cursor := idOf(all[len(all)-1])
+	for {
 		q := url.Values{"subscription": {id}, "limit": {strconv.Itoa(stripePageSize)}, "starting_after": {cursor}}
-		l, _, err := c.list(ctx, "/v1/subscription_items", q, pageName("/v1/subscription_items?subscription="+id, cursor))
+		l, ids, err := c.list(ctx, "/v1/subscription_items", q, pageName("/v1/subscription_items?subscription="+id, cursor))
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, l.Data...)
+		for i, it := range l.Data {
+			if !seen[ids[i]] { // a list that moved under us may repeat one
+				seen[ids[i]] = true
+				all = append(all, it)
+			}
+		}
 		if !*l.HasMore {
 			break
 		}
+		cursor = ids[len(ids)-1]
 	}
 	b, err := json.Marshal(map[string]any{"object": "list", "data": all, "has_more": false})
 	if err != nil {
