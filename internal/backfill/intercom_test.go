@@ -18,7 +18,7 @@ func TestIntercomContacts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, backfill.Config{})
-	fake := backfilltest.NewIntercom(backfilltest.IntercomConfig{RateLimitEvery: 3})
+	fake := backfilltest.NewIntercom(backfilltest.IntercomConfig{RateLimitEvery: 3, FailOnce: true})
 	defer fake.Close()
 	fake.AddContacts("a", 400, time.Now().Add(-72*time.Hour))
 	orgID := e.org()

@@ -18,7 +18,7 @@ func TestShopifyProducts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, backfill.Config{})
-	fake := backfilltest.NewShopify(backfilltest.ShopifyConfig{Bucket: 250, RestoreRate: 200})
+	fake := backfilltest.NewShopify(backfilltest.ShopifyConfig{Bucket: 250, RestoreRate: 200, FailOnce: true})
 	defer fake.Close()
 	fake.AddProducts(450, time.Now().Add(-72*time.Hour))
 	orgID := e.org()

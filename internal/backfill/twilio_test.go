@@ -17,7 +17,7 @@ func TestTwilioMessages(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t, backfill.Config{})
-	fake := backfilltest.NewTwilio(backfilltest.TwilioConfig{RateLimitEvery: 3})
+	fake := backfilltest.NewTwilio(backfilltest.TwilioConfig{RateLimitEvery: 3, FailOnce: true})
 	defer fake.Close()
 	fake.AddMessages("a", 2500, time.Now().Add(-72*time.Hour))
 	orgID := e.org()

@@ -15,6 +15,8 @@ import (
 
 // IntercomConfig sets a fake Intercom's token and faults.
 type IntercomConfig struct {
+	// FailOnce answers the first request after the first 500 (once).
+	FailOnce bool
 	// Token is the access token it accepts; default "dG9rOmZha2U=".
 	Token string
 	// RateLimitEvery answers every Nth request 429 with X-RateLimit-Reset a second ahead (no Retry-After).
@@ -30,6 +32,7 @@ type Intercom struct {
 
 	mu       sync.Mutex
 	requests int
+	failed   bool
 	// items by resource: "contacts", "conversations"
 	items map[string][]map[string]any
 }
@@ -94,6 +97,11 @@ func (f *Intercom) handle(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-RateLimit-Remaining", "0")
 		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Second).Unix(), 10))
 		intercomError(w, http.StatusTooManyRequests, "rate_limit_exceeded", "You have exceeded the rate limit. Please try again later.")
+		return
+	}
+	if f.cfg.FailOnce && !f.failed && f.requests > 1 {
+		f.failed = true
+		intercomError(w, http.StatusInternalServerError, "server_error", "Server Error")
 		return
 	}
 	resource, search := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/search")

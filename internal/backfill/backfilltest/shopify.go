@@ -16,6 +16,8 @@ import (
 
 // ShopifyConfig sets a fake Shopify's token and its cost bucket.
 type ShopifyConfig struct {
+	// FailOnce answers the first request after the first 500 (once).
+	FailOnce bool
 	// Token is the Admin API access token it accepts; default "shpat_fake".
 	Token string
 	// Bucket and RestoreRate are the cost bucket's size and refill per second; defaults 1000 and 50 (Shopify's
@@ -34,6 +36,8 @@ type Shopify struct {
 	available float64
 	refilled  time.Time
 	throttled int
+	requests  int
+	failed    bool
 	// nodes by connection ("products", "orders"), by updatedAt ascending
 	nodes map[string][]map[string]any
 }
@@ -107,6 +111,13 @@ func (f *Shopify) handle(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("X-Shopify-Access-Token") != f.cfg.Token {
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write([]byte(`{"errors":"[API] Invalid API key or access token (unrecognized login or wrong password)"}`))
+		return
+	}
+	f.requests++
+	if f.cfg.FailOnce && !f.failed && f.requests > 1 {
+		f.failed = true
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"errors":"Internal Server Error"}`))
 		return
 	}
 	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/admin/api/") || !strings.HasSuffix(r.URL.Path, "/graphql.json") {

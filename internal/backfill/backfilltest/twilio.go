@@ -14,6 +14,8 @@ import (
 
 // TwilioConfig sets a fake Twilio's account and faults.
 type TwilioConfig struct {
+	// FailOnce answers the first request after the first 500 (once).
+	FailOnce bool
 	// AccountSID and AuthToken are the credentials it accepts; defaults AC and 32 hex digits, "fake_token".
 	AccountSID, AuthToken string
 	// RateLimitEvery answers every Nth request 429 (Twilio error 20429) with Retry-After: 1.
@@ -29,6 +31,7 @@ type Twilio struct {
 
 	mu       sync.Mutex
 	requests int
+	failed   bool
 	messages []map[string]any // newest first
 }
 
@@ -96,6 +99,11 @@ func (f *Twilio) handle(w http.ResponseWriter, r *http.Request) {
 	if f.cfg.RateLimitEvery > 0 && f.requests%f.cfg.RateLimitEvery == 0 {
 		w.Header().Set("Retry-After", "1")
 		twilioError(w, http.StatusTooManyRequests, 20429, "Too Many Requests")
+		return
+	}
+	if f.cfg.FailOnce && !f.failed && f.requests > 1 {
+		f.failed = true
+		twilioError(w, http.StatusInternalServerError, 20500, "Internal Server Error")
 		return
 	}
 	q := r.URL.Query()
