@@ -41,6 +41,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -122,6 +123,7 @@ type bench struct {
 	cfg      Config
 	adminURL string
 	private  bool // the cluster is the run's own
+	dataDir  string // the private cluster's data directory, for CPU accounting ("" otherwise)
 	suffix   string
 	appDB    string
 	appURL   string
@@ -176,6 +178,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		})
 		b.private = true
 		b.adminURL = cluster.URL("postgres")
+		b.dataDir = cluster.DataDir
 	}
 	if err := b.setup(ctx); err != nil {
 		return nil, err
@@ -420,17 +423,21 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		defer cfg.StopProfile()
 	}
 	// Native logical replication.
+	cpuNative := cpuacct.Take(b.dataDir)
 	if rep.NativeDuration, err = b.runNative(ctx); err != nil {
 		return nil, err
 	}
+	nativeCPU := cpuacct.Report(cpuNative, cpuacct.Take(b.dataDir))
 	nativeRate := float64(cfg.Rows) / rep.NativeDuration.Seconds()
 	fmt.Fprintf(out, "native logical replication (CREATE SUBSCRIPTION, rows as they are into 1 database): %d rows in %s = %.0f rows/s\n",
 		cfg.Rows, rep.NativeDuration.Round(time.Millisecond), nativeRate)
+	fmt.Fprintf(out, "  %s\n", nativeCPU)
 
 	// The fanout.
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	start = time.Now()
+	cpuFanout := cpuacct.Take(b.dataDir)
 	go func() { done <- consumer.Run(runCtx) }()
 	defer func() {
 		stop()
@@ -447,6 +454,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	rep.FanoutDuration = time.Since(start)
+	fanoutCPU := cpuacct.Report(cpuFanout, cpuacct.Take(b.dataDir))
 	fanoutRate := float64(cfg.Rows) / rep.FanoutDuration.Seconds()
 	eff := fcfg.WithDefaults()
 	connCap := fmt.Sprintf("%d%% of the server's connections", eff.ServerConnPercent)
@@ -456,6 +464,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, org connections capped at %s): %d rows in %s = %.0f rows/s\n",
 		cfg.Orgs, eff.Workers, connCap, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
 	rep.Ratio = fanoutRate / nativeRate
+	fmt.Fprintf(out, "  %s\n", fanoutCPU)
 	printMetrics(out, reg)
 	fmt.Fprintf(out, "ratio fanout/native: %.2fx (target >= 1.0x)\n", rep.Ratio)
 

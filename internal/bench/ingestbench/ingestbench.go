@@ -31,6 +31,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
@@ -93,12 +94,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	_ = os.Chmod(dir, 0o755)
+	dataDir := "" // the private cluster's, for CPU accounting
 	if dbURL == "" {
 		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return nil, err
 		}
 		defer func() { _ = cluster.Stop(context.WithoutCancel(ctx)) }()
+		dataDir = cluster.DataDir
 		conn, err := cluster.Connect(ctx, "postgres")
 		if err != nil {
 			return nil, err
@@ -209,18 +212,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	for r := 0; r < cfg.Rounds; r++ {
 		roundStart := time.Now()
+		cpuFrom := cpuacct.Take(dataDir)
 		ing, err := runIngest(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, ingest: %w", r+1, err)
 		}
+		ingestCPU := cpuacct.Report(cpuFrom, cpuacct.Take(dataDir))
 		var rows, txns int
 		if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM staging.webhooks WHERE received_at >= $1 AND path <> '/baseline'`, roundStart).Scan(&rows, &txns); err == nil && txns > 0 {
 			ing.RowsPerTxn = float64(rows) / float64(txns)
 		}
+		cpuFrom = cpuacct.Take(dataDir)
 		ceil, err := runCeiling(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, HTTP ceiling: %w", r+1, err)
 		}
+		ceilingCPU := cpuacct.Report(cpuFrom, cpuacct.Take(dataDir))
 		base, err := runBaseline(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, baseline: %w", r+1, err)
@@ -231,6 +238,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		fmt.Fprintf(cfg.Out, "  round %d: ingest %8.0f req/s (p50 %6s, p99 %6s, errors %d, %.1f rows/txn) | ceiling %8.0f req/s (p50 %6s, p99 %6s) | baseline %8.0f rows/s (p50 %6s, p99 %6s) | ingest/ceiling %.2fx, ingest/baseline %.2fx\n",
 			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, ing.RowsPerTxn, ceil.PerSecond(), ms(ceil.P50), ms(ceil.P99),
 			base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/ceil.PerSecond(), ing.PerSecond()/base.PerSecond())
+		// The load generator (wrk) is a process of its own, not counted in this one.
+		fmt.Fprintf(cfg.Out, "    ingest %s\n    ceiling %s\n", ingestCPU, ceilingCPU)
 	}
 	mi, mc, mb := median(rep.Ingest), median(rep.Ceiling), median(rep.Baseline)
 	rep.Ratio = mi.PerSecond() / mb.PerSecond()
