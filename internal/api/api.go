@@ -19,8 +19,10 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/alerts"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/subscriptions"
 )
 
 // Credential is a read-only connection to an org's database: the caller's own login.
@@ -99,6 +101,9 @@ type Config struct {
 	Limits      OrgLimiter
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
+	// Subscriptions and Alerts serve webhook subscriptions and alert handlers (issue 14).
+	Subscriptions *subscriptions.Service
+	Alerts        *alerts.Service
 	// ClientKey names who a request comes from, for per-client limits (the peer's address, or what trusted
 	// proxies say); default the peer's address.
 	ClientKey func(*http.Request) string
@@ -338,6 +343,20 @@ func (a *API) routes() []route {
 		{"POST", "/orgs/{org}/errors/retry", a.orgScoped(roleAdmin, a.retryErrors)},
 		{"POST", "/orgs/{org}/errors/{id}/retry", a.orgScoped(roleAdmin, a.retryError)},
 		{"POST", "/orgs/{org}/errors/{id}/skip", a.orgScoped(roleAdmin, a.skipError)},
+
+		// issue 14: webhook subscriptions and alert handlers (subscriptions.go)
+		{"GET", "/orgs/{org}/subscriptions", a.orgScoped(roleMember, a.listSubscriptions)},
+		{"POST", "/orgs/{org}/subscriptions", a.orgScoped(roleAdmin, a.createSubscription)},
+		{"GET", "/orgs/{org}/subscriptions/{id}", a.orgScoped(roleMember, a.getSubscription)},
+		{"DELETE", "/orgs/{org}/subscriptions/{id}", a.orgScoped(roleAdmin, a.deleteSubscription)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/test", a.orgScoped(roleAdmin, a.testSubscription)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/roll-secret", a.orgScoped(roleAdmin, a.rollSubscriptionSecret)},
+		{"GET", "/orgs/{org}/subscriptions/{id}/deliveries", a.orgScoped(roleMember, a.listDeliveries)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/recover", a.orgScoped(roleAdmin, a.recoverSubscription)},
+		{"POST", "/orgs/{org}/deliveries/{delivery}/redeliver", a.orgScoped(roleAdmin, a.redeliver)},
+		{"GET", "/orgs/{org}/alerts", a.orgScoped(roleMember, a.listAlertHandlers)},
+		{"POST", "/orgs/{org}/alerts", a.orgScoped(roleAdmin, a.addAlertHandler)},
+		{"DELETE", "/orgs/{org}/alerts/{id}", a.orgScoped(roleAdmin, a.removeAlertHandler)},
 
 		{"GET", "/admin/servers", a.serverAdmin(a.listServers)},
 		{"POST", "/admin/servers", a.serverAdmin(a.addServer)},
