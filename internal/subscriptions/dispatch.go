@@ -204,7 +204,13 @@ func (s *Service) finish(ctx context.Context, d claimed, k *signingKeys, now tim
 	if err != nil {
 		return err
 	}
-	if disabled || now.Sub(failingSince) < s.cfg.DisableAfter {
+	if disabled {
+		// disabled while this attempt was in flight: it fails with the others (recover resends it)
+		_, err := s.pool.Exec(ctx, `UPDATE subscription_deliveries SET status = 'failed', next_attempt_at = NULL,
+			last_error = coalesce(last_error || '; ', '') || 'endpoint disabled' WHERE id = $1 AND status = 'pending'`, d.id)
+		return err
+	}
+	if now.Sub(failingSince) < s.cfg.DisableAfter {
 		return nil
 	}
 	return s.disable(ctx, d.subID, k, now, fmt.Sprintf("every delivery failed since %s", failingSince.UTC().Format(time.RFC3339)))
