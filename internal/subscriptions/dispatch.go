@@ -9,8 +9,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/webhookdb-go/webhookdb/internal/outgoing"
 )
+
+// claimGap is the least time between claims woken by finished deliveries.
+const claimGap = 5 * time.Millisecond
+
+// claimWindow is how many of an endpoint's oldest pending deliveries a claim looks at.
+const claimWindow = 256
+
+// prefetch is how many deliveries per sending slot an endpoint may hold claimed: a claim feeds several
+// rounds of its Concurrency sends (bounded so the lease outlasts them even at the client's timeout).
+const prefetch = 4
 
 // claimed is a delivery a dispatcher holds.
 type claimed struct {
@@ -24,7 +36,14 @@ type claimed struct {
 // row-locked and leased, so several never send the same attempt).
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	successes := make(chan success, 1024)
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); s.recordSuccesses(ctx, successes) }()
+	defer func() {
+		wg.Wait()
+		close(successes)
+		<-flushed
+	}()
 	wake := make(chan struct{}, 1)
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
@@ -35,10 +54,13 @@ func (s *Service) Run(ctx context.Context) error {
 			s.cfg.Logger.WarnContext(ctx, "cannot claim deliveries", slog.String("error", err.Error()))
 		}
 		for _, d := range batch {
+			sem := s.slots(d.subID)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.deliver(ctx, d)
+				sem <- struct{}{}
+				s.deliver(ctx, d, successes)
+				<-sem
 				s.release(d.subID)
 				select {
 				case wake <- struct{}{}:
@@ -57,8 +79,93 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-wake:
+			// A finished delivery frees a slot; gather a few before claiming again, so a busy endpoint costs a
+			// claim per batch of deliveries rather than one each.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(claimGap):
+			}
 		}
 	}
+}
+
+// slots returns the endpoint's semaphore: at most Concurrency of its claimed deliveries are sent at once.
+func (s *Service) slots(subID int64) chan struct{} {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	sem := s.sems[subID]
+	if sem == nil {
+		sem = make(chan struct{}, s.cfg.Concurrency)
+		s.sems[subID] = sem
+	}
+	return sem
+}
+
+// success is a 2xx answer, recorded in batches: the common case costs one statement per batch, not one
+// commit per delivery. Until its batch commits the delivery stays leased; a crash before that sends it again,
+// under the same message id.
+type success struct {
+	id, subID int64
+	attempts  int
+	at        time.Time
+	status    int
+	body      string
+}
+
+func (s *Service) recordSuccesses(ctx context.Context, in <-chan success) {
+	var batch []success
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := s.markDelivered(context.WithoutCancel(ctx), batch); err != nil {
+			s.cfg.Logger.WarnContext(ctx, "cannot record deliveries; they are sent again when their lease expires",
+				slog.Int("deliveries", len(batch)), slog.String("error", err.Error()))
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case x, ok := <-in:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, x)
+			if len(batch) >= 500 {
+				flush()
+			} else if len(batch) == 1 {
+				timer.Reset(successDelay)
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+}
+
+// successDelay is how long a success waits for company before its batch is recorded.
+const successDelay = 5 * time.Millisecond
+
+func (s *Service) markDelivered(ctx context.Context, batch []success) error {
+	n := len(batch)
+	ids, subs := make([]int64, n), make([]int64, n)
+	attempts, statuses := make([]int32, n), make([]int32, n)
+	ats, bodies := make([]time.Time, n), make([]string, n)
+	for i, x := range batch {
+		ids[i], subs[i], attempts[i], statuses[i], ats[i], bodies[i] = x.id, x.subID, int32(x.attempts), int32(x.status), x.at, x.body
+	}
+	// One implicit transaction (a batch), the endpoints' rows first, as finish and disable lock them.
+	b := &pgx.Batch{}
+	b.Queue(`UPDATE subscriptions SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL`, subs)
+	b.Queue(`
+		UPDATE subscription_deliveries d SET status = 'delivered', attempts = u.n, last_attempt_at = u.at, delivered_at = u.at,
+			response_status = u.st, response_body = u.body, last_error = NULL, next_attempt_at = NULL, locked_until = NULL
+		FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[]) AS u(id, n, at, st, body)
+		WHERE d.id = u.id`, ids, attempts, ats, statuses, bodies)
+	return s.pool.SendBatch(ctx, b).Close()
 }
 
 // claim leases the due deliveries the endpoints have room for: per endpoint up to Concurrency in flight, and
@@ -77,22 +184,35 @@ func (s *Service) claim(ctx context.Context) ([]claimed, error) {
 		return nil, nil
 	}
 	now := s.cfg.Now()
+	// Per endpoint: its first claimWindow pending deliveries in id order, the first of each remote key among
+	// them (a later one waits while an earlier one of its key is pending, even backing off; an earlier one is
+	// always in the window), those due and not leased, up to the endpoint's free slots. No anti-join: the cost
+	// is bounded by the window whatever the planner knows of the table (MATERIALIZED: picked once, never
+	// re-run per row of the update, which a plan made while the table was empty would do). An endpoint with a
+	// backlog never makes the others wait.
 	rows, err := s.pool.Query(ctx, `
-		WITH cand AS (
-			SELECT d.id, d.subscription_id, row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.id) AS rn
-			FROM subscription_deliveries d JOIN subscriptions s ON s.id = d.subscription_id AND s.disabled_at IS NULL
-			WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until <= $1)
-			  AND NOT EXISTS (SELECT FROM subscription_deliveries e
-				WHERE e.subscription_id = d.subscription_id AND e.remote_key = d.remote_key AND e.status = 'pending' AND e.id < d.id)
-		), pick AS (
-			SELECT c.id FROM cand c LEFT JOIN unnest($3::bigint[], $4::int[]) AS b(sid, busy) ON b.sid = c.subscription_id
-			WHERE c.rn <= $5 - coalesce(b.busy, 0)
-			ORDER BY c.id LIMIT $2
+		WITH pick AS MATERIALIZED (
+			SELECT c.id FROM subscriptions s
+			LEFT JOIN unnest($3::bigint[], $4::int[]) AS b(sid, busy) ON b.sid = s.id
+			CROSS JOIN LATERAL (
+				SELECT h.id FROM (
+					SELECT DISTINCT ON (w.remote_key) w.id, w.next_attempt_at, w.locked_until
+					FROM (
+						SELECT d.id, d.remote_key, d.next_attempt_at, d.locked_until FROM subscription_deliveries d
+						WHERE d.subscription_id = s.id AND d.status = 'pending' ORDER BY d.id LIMIT $7
+					) w
+					ORDER BY w.remote_key, w.id
+				) h
+				WHERE h.next_attempt_at <= $1 AND (h.locked_until IS NULL OR h.locked_until <= $1)
+				ORDER BY h.id LIMIT greatest($5 - coalesce(b.busy, 0), 0)
+			) c
+			WHERE s.disabled_at IS NULL
+			LIMIT $2
 		)
 		UPDATE subscription_deliveries d SET locked_until = $6
 		FROM pick WHERE d.id = pick.id AND d.status = 'pending' AND (d.locked_until IS NULL OR d.locked_until <= $1)
 		RETURNING d.id, d.subscription_id, d.message_id, d.payload::text, d.attempts`,
-		now, room, busyIDs, busyN, s.cfg.Concurrency, now.Add(s.cfg.Lease))
+		now, room, busyIDs, busyN, s.cfg.Concurrency*prefetch, now.Add(s.cfg.Lease), claimWindow)
 	if err != nil {
 		return nil, fmt.Errorf("error claiming deliveries: %w", err)
 	}
@@ -124,6 +244,7 @@ func (s *Service) release(subID int64) {
 	s.busy[subID]--
 	if s.busy[subID] <= 0 {
 		delete(s.busy, subID)
+		delete(s.sems, subID) // empty: nothing of the endpoint is claimed
 	}
 	s.total--
 	s.busyMu.Unlock()
@@ -131,7 +252,7 @@ func (s *Service) release(subID int64) {
 
 // deliver makes one attempt and records its outcome. Shutting down mid-attempt records nothing: the lease
 // expires and the attempt is made again, with the same message id.
-func (s *Service) deliver(ctx context.Context, d claimed) {
+func (s *Service) deliver(ctx context.Context, d claimed, successes chan<- success) {
 	k, err := s.signing(ctx, d.subID)
 	if errors.Is(err, ErrNotFound) {
 		return // deleted meanwhile, with its deliveries
@@ -148,14 +269,17 @@ func (s *Service) deliver(ctx context.Context, d claimed) {
 	if ctx.Err() != nil {
 		return
 	}
+	if err == nil && resp.Status >= 200 && resp.Status < 300 {
+		successes <- success{id: d.id, subID: d.subID, attempts: d.attempts + 1, at: now, status: resp.Status, body: s.clip(resp.Body)}
+		return
+	}
 	if err := s.finish(context.WithoutCancel(ctx), d, k, now, resp, err); err != nil {
 		s.cfg.Logger.WarnContext(ctx, "cannot record a delivery attempt; it is made again when its lease expires",
 			slog.Int64("delivery_id", d.id), slog.String("error", err.Error()))
 	}
 }
 
-// finish records an attempt: delivered on a 2xx, else the next attempt on the schedule, or failed after the
-// last one. The endpoint's failure streak starts at its first failure and ends at any success; a streak
+// finish records a failed attempt: the next attempt on the schedule, or failed after the last one. The endpoint's failure streak starts at its first failure and ends at any success; a streak
 // longer than DisableAfter disables the endpoint (once) and alerts the org.
 func (s *Service) finish(ctx context.Context, d claimed, k *signingKeys, now time.Time, resp *outgoing.Response, callErr error) error {
 	n := d.attempts + 1
@@ -170,17 +294,6 @@ func (s *Service) finish(ctx context.Context, d claimed, k *signingKeys, now tim
 		e := callErr.Error()
 		lastErr = &e
 	}
-	if resp != nil && resp.Status >= 200 && resp.Status < 300 {
-		_, err := s.pool.Exec(ctx, `
-			WITH d AS (
-				UPDATE subscription_deliveries SET status = 'delivered', attempts = $2, last_attempt_at = $3, delivered_at = $3,
-					response_status = $4, response_body = $5, last_error = NULL, next_attempt_at = NULL, locked_until = NULL
-				WHERE id = $1
-			)
-			UPDATE subscriptions SET failing_since = NULL WHERE id = $6 AND failing_since IS NOT NULL`,
-			d.id, n, now, status, body, d.subID)
-		return err
-	}
 	if lastErr == nil && resp != nil {
 		e := fmt.Sprintf("the endpoint answered %d", resp.Status)
 		lastErr = &e
@@ -190,24 +303,32 @@ func (s *Service) finish(ctx context.Context, d claimed, k *signingKeys, now tim
 		at := now.Add(s.jitter(s.cfg.Schedule[n]))
 		state, next = "pending", &at
 	}
+	// The endpoint's row first, then the delivery's, as disable and markDelivered lock them: no deadlock, and
+	// an endpoint disabled meanwhile fails this delivery with its others.
 	var failingSince time.Time
 	var disabled bool
-	err := s.pool.QueryRow(ctx, `
-		WITH d AS (
-			UPDATE subscription_deliveries SET status = $2, attempts = $3, last_attempt_at = $4, next_attempt_at = $5,
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `UPDATE subscriptions SET failing_since = coalesce(failing_since, $2) WHERE id = $1
+			RETURNING failing_since, disabled_at IS NOT NULL`, d.subID, now).Scan(&failingSince, &disabled); err != nil {
+			return err
+		}
+		if disabled {
+			state, next = "failed", nil
+			e := "endpoint disabled"
+			if lastErr != nil {
+				e = *lastErr + "; " + e
+			}
+			lastErr = &e
+		}
+		_, err := tx.Exec(ctx, `UPDATE subscription_deliveries SET status = $2, attempts = $3, last_attempt_at = $4, next_attempt_at = $5,
 				response_status = $6, response_body = $7, last_error = $8, locked_until = NULL
-			WHERE id = $1
-		)
-		UPDATE subscriptions SET failing_since = coalesce(failing_since, $4) WHERE id = $9
-		RETURNING failing_since, disabled_at IS NOT NULL`,
-		d.id, state, n, now, next, status, body, lastErr, d.subID).Scan(&failingSince, &disabled)
-	if err != nil {
+			WHERE id = $1`, d.id, state, n, now, next, status, body, lastErr)
 		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // the subscription was deleted, with its deliveries
 	}
-	if disabled {
-		// disabled while this attempt was in flight: it fails with the others (recover resends it)
-		_, err := s.pool.Exec(ctx, `UPDATE subscription_deliveries SET status = 'failed', next_attempt_at = NULL,
-			last_error = coalesce(last_error || '; ', '') || 'endpoint disabled' WHERE id = $1 AND status = 'pending'`, d.id)
+	if err != nil || disabled {
 		return err
 	}
 	if now.Sub(failingSince) < s.cfg.DisableAfter {

@@ -63,7 +63,8 @@ type Config struct {
 	// PendingCap is how many pending deliveries an endpoint may have; past it new ones are stored as failed.
 	// Default 10,000.
 	PendingCap int
-	// Concurrency bounds the deliveries in flight per endpoint; default 8. MaxInFlight bounds them in all;
+	// Concurrency bounds the deliveries sent at once per endpoint; default 8 (each endpoint holds up to 4
+	// times that claimed, to feed them). MaxInFlight bounds the claimed deliveries in all;
 	// default 256.
 	Concurrency int
 	MaxInFlight int
@@ -165,7 +166,8 @@ type Service struct {
 	keys   map[int64]*signingKeys
 
 	busyMu sync.Mutex
-	busy   map[int64]int // deliveries in flight per subscription
+	busy   map[int64]int // deliveries claimed per subscription
+	sems   map[int64]chan struct{}
 	total  int
 }
 
@@ -175,7 +177,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, keys: map[int64]*signingKeys{}, busy: map[int64]int{}}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}}, nil
 }
 
 // Subscription is a subscription as the API shows it; the secret is never part of it.

@@ -49,6 +49,8 @@ CREATE INDEX subscription_deliveries_due_idx ON subscription_deliveries (next_at
 -- in order per remote key: a delivery waits while an earlier one for its key is pending
 CREATE INDEX subscription_deliveries_key_idx ON subscription_deliveries (subscription_id, remote_key, id) WHERE status = 'pending';
 CREATE INDEX subscription_deliveries_sub_idx ON subscription_deliveries (subscription_id, id);
+-- the dispatcher walks each endpoint's pending deliveries in id order
+CREATE INDEX subscription_deliveries_pending_idx ON subscription_deliveries (subscription_id, id) WHERE status = 'pending';
 
 -- Alerts (internal/alerts): an org's error handlers, a URL (signed like subscriptions) or an email address.
 CREATE TABLE alert_handlers (
