@@ -157,14 +157,18 @@ func (s *Service) markDelivered(ctx context.Context, batch []success) error {
 	for i, x := range batch {
 		ids[i], subs[i], attempts[i], statuses[i], ats[i], bodies[i] = x.id, x.subID, int32(x.attempts), int32(x.status), x.at, x.body
 	}
-	// One implicit transaction (a batch), the endpoints' rows first, as finish and disable lock them.
+	// One transaction, the endpoints' rows first, as finish and disable lock them. A mark lost in a crash
+	// sends the delivery again under its message id, so the commit does not wait for the WAL flush.
 	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL synchronous_commit = off")
 	b.Queue(`UPDATE subscriptions SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL`, subs)
 	b.Queue(`
 		UPDATE subscription_deliveries d SET status = 'delivered', attempts = u.n, last_attempt_at = u.at, delivered_at = u.at,
 			response_status = u.st, response_body = u.body, last_error = NULL, next_attempt_at = NULL, locked_until = NULL
 		FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::int[], $5::text[]) AS u(id, n, at, st, body)
 		WHERE d.id = u.id`, ids, attempts, ats, statuses, bodies)
+	b.Queue("COMMIT")
 	return s.pool.SendBatch(ctx, b).Close()
 }
 
@@ -190,7 +194,14 @@ func (s *Service) claim(ctx context.Context) ([]claimed, error) {
 	// is bounded by the window whatever the planner knows of the table (MATERIALIZED: picked once, never
 	// re-run per row of the update, which a plan made while the table was empty would do). An endpoint with a
 	// backlog never makes the others wait.
-	rows, err := s.pool.Query(ctx, `
+	// A lease lost in a crash costs nothing (the delivery is pending and unleased again; at worst it is sent
+	// twice, under one message id), so its commit does not wait for the WAL flush: claims are the dispatcher's
+	// critical path.
+	var out []claimed
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL synchronous_commit = off")
+	b.Queue(`
 		WITH pick AS MATERIALIZED (
 			SELECT c.id FROM subscriptions s
 			LEFT JOIN unnest($3::bigint[], $4::int[]) AS b(sid, busy) ON b.sid = s.id
@@ -212,22 +223,20 @@ func (s *Service) claim(ctx context.Context) ([]claimed, error) {
 		UPDATE subscription_deliveries d SET locked_until = $6
 		FROM pick WHERE d.id = pick.id AND d.status = 'pending' AND (d.locked_until IS NULL OR d.locked_until <= $1)
 		RETURNING d.id, d.subscription_id, d.message_id, d.payload::text, d.attempts`,
-		now, room, busyIDs, busyN, s.cfg.Concurrency*prefetch, now.Add(s.cfg.Lease), claimWindow)
-	if err != nil {
-		return nil, fmt.Errorf("error claiming deliveries: %w", err)
-	}
-	defer rows.Close()
-	var out []claimed
-	for rows.Next() {
-		var d claimed
-		var payload string
-		if err := rows.Scan(&d.id, &d.subID, &d.messageID, &payload, &d.attempts); err != nil {
-			return nil, err
+		now, room, busyIDs, busyN, s.cfg.Concurrency*prefetch, now.Add(s.cfg.Lease), claimWindow).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var d claimed
+			var payload string
+			if err := rows.Scan(&d.id, &d.subID, &d.messageID, &payload, &d.attempts); err != nil {
+				return err
+			}
+			d.payload = []byte(payload)
+			out = append(out, d)
 		}
-		d.payload = []byte(payload)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	b.Queue("COMMIT")
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("error claiming deliveries: %w", err)
 	}
 	s.busyMu.Lock()

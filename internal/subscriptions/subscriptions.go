@@ -70,7 +70,7 @@ type Config struct {
 	MaxInFlight int
 	// PollInterval is how often due deliveries are looked for; default 50ms.
 	PollInterval time.Duration
-	// Lease is how long a claimed delivery is held by its dispatcher (a crashed one's expires); default 2 min.
+	// Lease is how long a claimed delivery is held by its dispatcher (a crashed one's expires); default 5 min: longer than a claimed batch takes at the client's timeout.
 	Lease time.Duration
 	// Retention is how long delivered and failed deliveries are kept; default 30 days.
 	Retention time.Duration
@@ -109,7 +109,7 @@ func (c Config) WithDefaults() Config {
 		c.PollInterval = 50 * time.Millisecond
 	}
 	if c.Lease == 0 {
-		c.Lease = 2 * time.Minute
+		c.Lease = 5 * time.Minute
 	}
 	if c.Retention == 0 {
 		c.Retention = 30 * 24 * time.Hour
