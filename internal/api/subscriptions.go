@@ -154,11 +154,9 @@ func (a *API) rollSubscriptionSecret(w http.ResponseWriter, r *http.Request) err
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	grace := 24 * time.Hour
-	if body.GracePeriod != "" {
-		if grace, err = time.ParseDuration(body.GracePeriod); err != nil || grace < 0 || grace > 30*24*time.Hour {
-			return errInvalid("grace_period", "a duration such as 24h, at most 720h")
-		}
+	grace, err := gracePeriod(body.GracePeriod)
+	if err != nil {
+		return err
 	}
 	sub, secret, err := svc.RollSecret(r.Context(), orgFrom(r).ID, mux.Vars(r)["id"], grace)
 	if err != nil {
@@ -299,4 +297,16 @@ func (a *API) removeAlertHandler(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, Removed{Removed: id})
 	return nil
+}
+
+// gracePeriod reads a roll-secret's grace_period: default 24h, at most 720h.
+func gracePeriod(v string) (time.Duration, error) {
+	if v == "" {
+		return 24 * time.Hour, nil
+	}
+	grace, err := time.ParseDuration(v)
+	if err != nil || grace < 0 || grace > 30*24*time.Hour {
+		return 0, errInvalid("grace_period", "a duration such as 24h, at most 720h")
+	}
+	return grace, nil
 }
