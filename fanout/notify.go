@@ -220,8 +220,9 @@ type relayConn struct {
 	used time.Time
 }
 
-// maxRelayConns bounds the relay's connections to org databases (beside the fanout's own cap).
-const maxRelayConns = 8
+// maxRelayConns bounds the relay's connections to org databases, beside the fanout's own cap: they come out
+// of the spare connections of each server's reserve (the fanout's cap + 12).
+const maxRelayConns = 4
 
 // pass relays each org once, a few at a time, and returns the orgs that have more.
 func (r *relay) pass(ctx context.Context, orgs map[int64]bool) map[int64]bool {

@@ -218,6 +218,7 @@ func (s *Service) claim(ctx context.Context) ([]claimed, error) {
 				ORDER BY h.id LIMIT greatest($5 - coalesce(b.busy, 0), 0)
 			) c
 			WHERE s.disabled_at IS NULL
+			  AND NOT EXISTS (SELECT FROM organizations o WHERE o.id = s.org_id AND o.deleted_at IS NOT NULL)
 			LIMIT $2
 		)
 		UPDATE subscription_deliveries d SET locked_until = $6

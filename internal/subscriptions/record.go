@@ -48,7 +48,8 @@ func (s *Service) forgetOrgs() {
 
 // SubscribedOrgs lists the orgs with a subscription (fanout.Notifier).
 func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT org_id FROM subscriptions`)
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
+		WHERE o.deleted_at IS NULL`)
 	if err != nil {
 		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
 	}
