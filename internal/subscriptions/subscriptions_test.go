@@ -3,12 +3,14 @@ package subscriptions_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -456,5 +458,58 @@ func TestAnAlwaysFailingEndpointIsDisabledAndAlertedOnce(t *testing.T) {
 	}
 	if got, _ := s.Get(context.Background(), e.orgID, sub.ID); got.DisabledAt != nil || got.Pending != 3 {
 		t.Fatalf("after recover: %+v", got)
+	}
+}
+
+// A subscription gets the rows of its integration only (or of every table), and rows of sources it opted in
+// to; a deleted subscription gets nothing more.
+func TestRecordMatchesIntegrationAndSources(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	s := e.service(nil)
+	ctx := context.Background()
+	var integ int64
+	var opaque string
+	if err := e.pool.QueryRow(ctx, `INSERT INTO service_integrations (opaque_id, org_id, service, table_name)
+		VALUES ('svi_aaaaaaaaaaaaaaaaaaaaaaaaaaaa', $1, 'json_v1', 'json_v1') RETURNING id, opaque_id`, e.orgID).Scan(&integ, &opaque); err != nil {
+		t.Fatal(err)
+	}
+	all, _, err := s.Create(ctx, e.orgID, subscriptions.CreateParams{URL: "http://127.0.0.1:1/all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, _, err := s.Create(ctx, e.orgID, subscriptions.CreateParams{URL: "http://127.0.0.1:1/one", Integration: opaque, Sources: []string{"webhook", "backfill"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, other, backfill := note("msg_mine", "a"), note("msg_other", "b"), note("msg_backfill", "c")
+	mine.IntegrationID, backfill.IntegrationID, backfill.Source = integ, integ, "backfill"
+	other.IntegrationID = integ + 1000
+	if err := s.Record(ctx, e.orgID, []fanout.Notification{mine, other, backfill}); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(sub string) []string {
+		log, err := s.Deliveries(ctx, e.orgID, sub, subscriptions.ListParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range log {
+			out = append(out, d.MessageID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := ids(all.ID); !slices.Equal(got, []string{"msg_mine", "msg_other"}) {
+		t.Errorf("every table, webhook rows: %v", got)
+	}
+	if got := ids(one.ID); !slices.Equal(got, []string{"msg_backfill", "msg_mine"}) {
+		t.Errorf("one integration, webhook and backfill rows: %v", got)
+	}
+	if err := s.Delete(ctx, e.orgID, one.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deliveries(ctx, e.orgID, one.ID, subscriptions.ListParams{}); !errors.Is(err, subscriptions.ErrNotFound) {
+		t.Fatalf("deliveries of a deleted subscription: %v", err)
 	}
 }
