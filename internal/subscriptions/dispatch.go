@@ -121,6 +121,7 @@ func (s *Service) recordSuccesses(ctx context.Context, in <-chan success) {
 		if len(batch) == 0 {
 			return
 		}
+		s.metrics.attempts.WithLabelValues("delivered").Add(float64(len(batch)))
 		if err := s.markDelivered(context.WithoutCancel(ctx), batch); err != nil {
 			s.cfg.Logger.WarnContext(ctx, "cannot record deliveries; they are sent again when their lease expires",
 				slog.Int("deliveries", len(batch)), slog.String("error", err.Error()))
@@ -338,8 +339,16 @@ func (s *Service) finish(ctx context.Context, d claimed, k *signingKeys, now tim
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // the subscription was deleted, with its deliveries
 	}
-	if err != nil || disabled {
+	if err != nil {
 		return err
+	}
+	if state == "failed" {
+		s.metrics.attempts.WithLabelValues("failed").Inc()
+	} else {
+		s.metrics.attempts.WithLabelValues("retry").Inc()
+	}
+	if disabled {
+		return nil
 	}
 	if now.Sub(failingSince) < s.cfg.DisableAfter {
 		return nil
@@ -367,6 +376,7 @@ func (s *Service) disable(ctx context.Context, subID int64, k *signingKeys, now 
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
+	s.metrics.disabled.Inc()
 	s.cfg.Logger.WarnContext(ctx, "subscription endpoint disabled", slog.String("subscription", k.opaqueID),
 		slog.Int64("org_id", k.orgID), slog.String("reason", reason))
 	if s.cfg.Alerts != nil {

@@ -172,6 +172,9 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		now, subIDs, msgIDs, keys, types, payloads, statuses, lastErrors, next); err != nil {
 		return fmt.Errorf("error recording deliveries: %w", err)
 	}
+	for _, st := range statuses {
+		s.metrics.recorded.WithLabelValues(st).Inc() // a notification relayed twice counts twice
+	}
 	return nil
 }
 

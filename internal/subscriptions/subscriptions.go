@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhookdb-go/webhookdb/internal/outgoing"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -79,7 +80,9 @@ type Config struct {
 	// ResponseBytes is how much of an answer the delivery log keeps; default 1 KiB.
 	ResponseBytes int
 	Alerts        Alerter
-	Logger        *slog.Logger
+	// Registerer, when set, receives the deliveries' metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // WithDefaults returns a copy with defaults filled in.
@@ -154,8 +157,9 @@ func (c Config) validate() error {
 
 // Service stores subscriptions, records notifications and delivers them.
 type Service struct {
-	cfg  Config
-	pool *pgxpool.Pool
+	cfg     Config
+	pool    *pgxpool.Pool
+	metrics *metrics
 
 	orgsMu     sync.Mutex
 	orgs       map[int64]bool
@@ -177,7 +181,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}}, nil
 }
 
 // Subscription is a subscription as the API shows it; the secret is never part of it.
