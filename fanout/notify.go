@@ -270,6 +270,10 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 	defer func() { r.release(orgID, conn, healthy) }()
 	rows, err := conn.Query(ctx, `SELECT id, message_id::text, integration_id, table_name, service, operation, remote_key, source, row_data, created_at
 		FROM `+outboxIdent()+` ORDER BY id LIMIT $1`, relayBatch)
+	if pgerr.Is(err, pgerrcode.UndefinedTable) {
+		healthy = true
+		return false, nil // nothing recorded here yet
+	}
 	if err != nil {
 		return false, fmt.Errorf("error reading the outbox: %w", err)
 	}
