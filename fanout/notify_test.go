@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +81,13 @@ func (r *receiver) got() ([]received, int) {
 // startSubscriptions runs a fanout with webhook subscriptions: the consumer, its relay and the deliveries.
 func (e *env) startSubscriptions(subs *subscriptions.Service) {
 	e.t.Helper()
+	stop := e.runSubscriptions(subs, true)
+	e.t.Cleanup(stop)
+}
+
+// runSubscriptions runs the consumer, and with relay its relay and the deliveries, until stop.
+func (e *env) runSubscriptions(subs *subscriptions.Service, relay bool) (stop func()) {
+	e.t.Helper()
 	cfg := e.config()
 	cfg.Notify = subs
 	c, err := fanout.New(e.appURL, e.pool, e.box, cfg, nil)
@@ -90,7 +99,11 @@ func (e *env) startSubscriptions(subs *subscriptions.Service) {
 		e.t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{c.Run, c.RunRelay, subs.Run} {
+	runs := []func(context.Context) error{c.Run}
+	if relay {
+		runs = append(runs, c.RunRelay, subs.Run)
+	}
+	for _, run := range runs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -99,7 +112,7 @@ func (e *env) startSubscriptions(subs *subscriptions.Service) {
 			}
 		}()
 	}
-	e.t.Cleanup(func() { cancel(); wg.Wait() })
+	return func() { cancel(); wg.Wait() }
 }
 
 func (e *env) subscriptions() *subscriptions.Service {
@@ -221,4 +234,51 @@ func TestSubscriptionNotifiesEveryRowWrite(t *testing.T) {
 	if exists {
 		t.Error("an org without subscriptions got an outbox")
 	}
+}
+
+// A fanout that dies after its org transactions committed and before its relay handed their notifications
+// over leaves them in the outbox: the next fanout's relay delivers them, each under the id it got when its
+// row was written.
+func TestOutboxSurvivesTheFanout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	subs := e.subscriptions()
+	rcv := newReceiver(t)
+	_, secret, err := subs.Create(context.Background(), o.id, subscriptions.CreateParams{URL: rcv.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	stop := e.runSubscriptions(subs, false) // no relay: as if it died each time before handing over
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_1", "ch_1", 100, 1, "pending"), stripeChargeEvent("evt_2", "ch_2", 100, 2, "pending"))
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_3", "ch_3", 100, 3, "pending"))
+	outbox := func() (ids []string) {
+		rows, err := e.orgDB(o).Query(context.Background(), `SELECT message_id::text FROM `+pgx.Identifier{pgroles.MetaSchema, "notify_outbox"}.Sanitize()+` ORDER BY id`)
+		if err != nil {
+			return nil
+		}
+		ids, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+		return ids
+	}
+	eventually(t, 20*time.Second, "three notifications in the outbox", func() (bool, error) { return len(outbox()) == 3, nil })
+	stop()
+	var want []string
+	for _, id := range outbox() {
+		want = append(want, "msg_"+strings.ReplaceAll(id, "-", ""))
+	}
+	e.startSubscriptions(subs)
+	eventually(t, 20*time.Second, "three deliveries", func() (bool, error) { m, _ := rcv.got(); return len(m) == 3, nil })
+	msgs, bad := rcv.got()
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.id)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if bad != 0 || !slices.Equal(got, want) {
+		t.Fatalf("delivered %v (%d bad), want the outbox's ids %v", got, bad, want)
+	}
+	eventually(t, 10*time.Second, "an empty outbox", func() (bool, error) { return len(outbox()) == 0, nil })
 }

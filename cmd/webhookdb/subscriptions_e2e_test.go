@@ -65,9 +65,9 @@ func (n *notifications) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// A load of signed webhooks while the fanout process is killed with SIGKILL again and again: every row
-// written gets at least one notification, every copy of a notification carries the same message id (one
-// id per row write), and all of them verify with the Standard Webhooks library.
+// A load of signed webhooks while the fanout process is killed with SIGKILL again and again (and serve, which
+// delivers, twice): every row written gets at least one notification, every copy of a notification carries
+// the same message id (one id per row write), and all of them verify with the Standard Webhooks library.
 func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 	t.Parallel()
 	tp := newTopology(t, "subs_kill_slot")
@@ -76,9 +76,9 @@ func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 	srv := httptest.NewServer(rcv)
 	t.Cleanup(srv.Close)
 
-	tp.start("serve", nil, "serve", "--no-fanout", "--log-level", "warn")
+	serve := tp.start("serve", nil, "serve", "--no-fanout", "--log-level", "warn")
 	waitHTTP(t, "http://"+tp.listen+"/healthz")
-	_, webhookURL := tp.setup()
+	orgDB, webhookURL := tp.setup()
 	var created struct {
 		Subscription struct {
 			ID string `json:"id"`
@@ -99,12 +99,12 @@ func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 		t.Fatalf("subscriptions test:\n%s", out)
 	}
 
-	// Load: distinct charges from a few senders, each sent until it gets its 202.
-	const total = 400
+	// Load: distinct charges from a dozen senders, each sent until it gets its 202.
+	const total = 800
 	var next, sent atomic.Int64
 	loadDone := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 4 {
+	for range 12 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -117,7 +117,6 @@ func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 				sent.Add(1)
-				time.Sleep(5 * time.Millisecond)
 			}
 		}()
 	}
@@ -130,8 +129,19 @@ func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 		target := int64(total * (kills + 1) / 5)
 		waitFor(t, time.Minute, "deliveries to reach the fanout", func() (bool, error) { return sent.Load() >= target, nil })
 		time.Sleep(150 * time.Millisecond) // let it be mid-apply
+		var inOutbox int
+		_ = orgDB.QueryRow(context.Background(), `SELECT count(*) FROM webhookdb_meta.notify_outbox`).Scan(&inOutbox)
+		t.Logf("kill %d: %d of %d sent, %d notifications in the outbox", kills+1, sent.Load(), total, inOutbox)
 		_ = fan.cmd.Process.Signal(syscall.SIGKILL)
 		_, _ = fan.cmd.Process.Wait()
+		if kills%2 == 1 {
+			// serve too (ingest, and the deliveries mid-send): senders retry until ingest takes them again,
+			// and deliveries in flight are sent again, under their message ids
+			_ = serve.cmd.Process.Signal(syscall.SIGKILL)
+			_, _ = serve.cmd.Process.Wait()
+			serve = tp.start(fmt.Sprintf("serve-%d", kills), nil, "serve", "--no-fanout", "--log-level", "warn")
+			waitHTTP(t, "http://"+tp.listen+"/healthz")
+		}
 		kills++
 	}
 	<-loadDone
@@ -161,7 +171,7 @@ func TestSubscriptionsSurviveKilledFanout(t *testing.T) {
 			dups += copies - 1
 		}
 	}
-	t.Logf("%d rows, %d fanout kills, %d duplicate copies (same message id)", total, kills, dups)
+	t.Logf("%d rows, %d fanout kills (2 of serve), %d duplicate copies (same message id)", total, kills, dups)
 
 	// the delivery log shows them delivered
 	var log struct {
