@@ -253,7 +253,7 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		conn, reused, err := c.conns.acquire(ctx, org.id, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
+		conn, reused, err := c.conns.acquire(ctx, org.id, org.server, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
 		if err != nil {
 			return 0, fmt.Errorf("error connecting to the org database: %w", err)
 		}
@@ -266,7 +266,7 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 				healthy = true
 			}
 		}
-		c.conns.release(org.id, conn, healthy)
+		c.conns.release(org.id, org.server, conn, healthy)
 		if err == nil {
 			return applied, nil
 		}
@@ -289,24 +289,67 @@ func isConnectionError(err error) bool {
 
 func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, org.connCfg)
-	if err != nil {
-		return nil, err
+	if err != nil || !c.conns.needsCap(org.server) {
+		return conn, err
 	}
-	// Tables must belong to the org's owner role, whatever role the server's admin URL logs in as.
-	if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{pgroles.OwnerRole(org.names)}.Sanitize()); err != nil {
+	// The first connection to a server in this process learns its cap.
+	var available int
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('max_connections')::int
+		- pg_catalog.current_setting('superuser_reserved_connections')::int`).Scan(&available); err != nil {
 		closeConn(conn)
-		return nil, fmt.Errorf("error switching to the org owner role: %w", err)
+		return nil, fmt.Errorf("error reading the server's max_connections: %w", err)
 	}
+	capacity := ServerConnCap(available, c.cfg.ServerConnPercent)
+	c.conns.setCap(org.server, capacity)
+	c.cfg.Logger.InfoContext(ctx, "org database server connection cap", slog.String("server", org.server),
+		slog.Int("available", available), slog.Int("cap", max(capacity, c.cfg.Workers)))
 	return conn, nil
 }
 
 // writeOrgConn applies the groups in one transaction, skipping rows at or before the org database's applied
 // position, and moves that position in the same transaction: past the last row, or to through (failed
 // changes, recorded already) when that is later.
+//
+// The org's tables are assumed to exist: creating them is DDL (a plpgsql block, catalog locks) that would cost
+// every first transaction of an org in a process a round trip and most of its time. A table or column that is
+// missing fails the transaction with undefined_table or undefined_column, and a missing meta row reads no row;
+// then the schema is ensured and the transaction runs once more. Indexes, which no statement needs, are
+// checked from the catalog in the first transaction and created afterwards when missing.
 func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
+	n, err := c.writeOrgTxn(ctx, conn, org, groups, through)
+	if err == nil || !schemaMissing(err) || conn.IsClosed() {
+		return n, err
+	}
+	if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
+		return 0, errors.Join(err, rerr)
+	}
+	c.cfg.Logger.DebugContext(ctx, "org database lacks a table or column; ensuring the schema", slog.Int64("org_id", org.id), slog.String("error", err.Error()))
+	c.forgetSchema(org.id)
 	if err := c.ensureSchema(ctx, conn, org, groups); err != nil {
 		return 0, err
 	}
+	return c.writeOrgTxn(ctx, conn, org, groups, through)
+}
+
+// schemaMissing reports whether an org transaction failed for lack of a table, a column or its meta row.
+func schemaMissing(err error) bool {
+	return pgerr.Is(err, pgerrcode.UndefinedTable, pgerrcode.UndefinedColumn) || errors.Is(err, pgx.ErrNoRows)
+}
+
+// unchecked returns the groups whose tables this process has not checked yet in the org's database.
+func (c *Consumer) unchecked(orgID int64, groups []*tableGroup) []*tableGroup {
+	c.schemaMu.Lock()
+	defer c.schemaMu.Unlock()
+	var out []*tableGroup
+	for _, g := range groups {
+		if !c.schema[schemaKey{orgID: orgID, what: g.in.table + "/" + g.in.svc.Name}] {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
 	// issue 14: an org with webhook subscriptions records each row written in its outbox (fanout/notify.go)
 	notify := c.notifying(ctx, org.id)
 	if notify {
@@ -325,8 +368,22 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 	b.Queue(`SELECT commit_lsn::text, seq FROM `+meta+` WHERE source = $1 FOR UPDATE`, c.source).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&lsnText, &seq)
 	})
+	check := c.unchecked(org.id, groups)
+	indexes := make([]int, len(check))
+	for i, g := range check {
+		b.Queue(`SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = ANY($3)`,
+			orgSchema, g.in.table, g.in.svc.IndexNames(g.in.table)).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&indexes[i])
+		})
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("error reading the applied position: %w", err)
+	}
+	var lacking []*tableGroup
+	for i, g := range check {
+		if indexes[i] < len(g.in.svc.IndexNames(g.in.table)) {
+			lacking = append(lacking, g)
+		}
 	}
 	lsn, err := pglogrepl.ParseLSN(lsnText)
 	if err != nil {
@@ -381,7 +438,25 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 	}
 	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n),
 		slog.String("from_lsn", applied.lsn.String()), slog.String("to_lsn", last.lsn.String()), slog.Int("to_seq", int(last.seq)))
+	if len(lacking) > 0 {
+		// The rows are in; an index missing (a table from an older version) only costs queries. Failing to
+		// create it now is retried by the next process, and does not undo the commit.
+		if err := c.ensureSchema(ctx, conn, org, lacking); err != nil {
+			c.cfg.Logger.WarnContext(ctx, "error creating missing indexes", slog.Int64("org_id", org.id), slog.String("error", err.Error()))
+			return n, nil
+		}
+	}
+	c.markChecked(org.id, check)
 	return n, nil
+}
+
+// markChecked records that groups' tables were found (or made) complete in the org's database.
+func (c *Consumer) markChecked(orgID int64, groups []*tableGroup) {
+	c.schemaMu.Lock()
+	defer c.schemaMu.Unlock()
+	for _, g := range groups {
+		c.schema[schemaKey{orgID: orgID, what: g.in.table + "/" + g.in.svc.Name}] = true
+	}
 }
 
 // upsert builds the statement; the replicator panics on a value of the wrong Go type, a bug that must park

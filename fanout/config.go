@@ -43,8 +43,14 @@ type Config struct {
 	// LagInterval is how often slot lag is measured for the metrics; default 5s.
 	LagInterval time.Duration
 
-	// MaxOrgConns caps connections to org databases across all orgs; default 64, at least Workers.
+	// MaxOrgConns, when set, caps the connections to the org databases of each database server (at least
+	// Workers). Unset, each server's cap is ServerConnPercent of what its max_connections leaves beside
+	// superuser_reserved_connections, read from the server on the first connection: a connection serves one
+	// database, so the cap is how many of a server's orgs keep theirs open between transactions.
 	MaxOrgConns int
+	// ServerConnPercent is the share of each server's connections the fanout may hold when MaxOrgConns is
+	// unset; default 50. Read-only logins leave the same share free (see internal/app).
+	ServerConnPercent int
 	// OrgConnIdleTimeout closes org connections idle that long; default 1 minute.
 	OrgConnIdleTimeout time.Duration
 
@@ -94,6 +100,13 @@ type Applied struct {
 	At          time.Time
 }
 
+// DefaultServerConnPercent is ServerConnPercent's default.
+const DefaultServerConnPercent = 50
+
+// ServerConnCap is the fanout's connection cap on a server whose max_connections minus
+// superuser_reserved_connections is available, holding percent of it.
+func ServerConnCap(available, percent int) int { return available * percent / 100 }
+
 // WithDefaults returns a copy of the config with defaults filled in.
 func (c Config) WithDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -125,9 +138,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.StatusInterval, 2*time.Second)
 	def(&c.HeartbeatInterval, 15*time.Second)
 	def(&c.LagInterval, 5*time.Second)
-	if c.MaxOrgConns == 0 {
-		c.MaxOrgConns = max(64, c.Workers)
-	}
+	defInt(&c.ServerConnPercent, DefaultServerConnPercent)
 	def(&c.OrgConnIdleTimeout, time.Minute)
 	def(&c.RetryMin, time.Second)
 	def(&c.RetryMax, 5*time.Minute)
@@ -162,7 +173,7 @@ func (c Config) validate() error {
 		{"workers", int64(c.Workers)}, {"max batch rows", int64(c.MaxBatchRows)}, {"max batch bytes", int64(c.MaxBatchBytes)},
 		{"batch delay", int64(c.BatchDelay)}, {"max apply rows", int64(c.MaxApplyRows)}, {"max apply bytes", int64(c.MaxApplyBytes)},
 		{"max in-flight bytes", c.MaxInFlightBytes}, {"apply timeout", int64(c.ApplyTimeout)}, {"status interval", int64(c.StatusInterval)},
-		{"heartbeat interval", int64(c.HeartbeatInterval)}, {"lag interval", int64(c.LagInterval)},
+		{"heartbeat interval", int64(c.HeartbeatInterval)}, {"lag interval", int64(c.LagInterval)}, {"server connection percent", int64(c.ServerConnPercent)},
 		{"org connection idle timeout", int64(c.OrgConnIdleTimeout)}, {"retry min", int64(c.RetryMin)},
 		{"drain batch rows", int64(c.DrainBatchRows)}, {"parked max age", int64(c.ParkedMaxAge)}, {"parked max attempts", int64(c.ParkedMaxAttempts)}, {"cache ttl", int64(c.CacheTTL)}, {"reconnect min", int64(c.ReconnectMin)},
 	} {
@@ -172,8 +183,11 @@ func (c Config) validate() error {
 	}
 	// Each org has at most one transaction in flight, so Workers connections always suffice; fewer would
 	// leave workers waiting on each other.
-	if c.MaxOrgConns < c.Workers {
+	if c.MaxOrgConns != 0 && c.MaxOrgConns < c.Workers {
 		errs = append(errs, fmt.Errorf("max org connections (%d) must be at least workers (%d)", c.MaxOrgConns, c.Workers))
+	}
+	if c.ServerConnPercent > 90 {
+		errs = append(errs, fmt.Errorf("server connection percent (%d) leaves too little for anything else: at most 90", c.ServerConnPercent))
 	}
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("retry max must be at least retry min"))

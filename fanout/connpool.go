@@ -9,49 +9,99 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// connPool holds connections to org databases, at most max open across all orgs. An org has at most one
-// transaction in flight (the scheduler runs one job per org at a time), so one idle connection per org is
-// kept; to open a connection beyond max, the least recently used idle one is closed. With max >= workers an
-// acquire never waits.
+// connPool holds connections to org databases, capped per database server: a connection is bound to one
+// database, so the cap is what decides how many orgs of a server keep theirs open between transactions. An
+// org has at most one transaction in flight (the scheduler runs one job per org at a time), so one idle
+// connection per org is kept; to open a connection beyond its server's cap, the server's least recently
+// used idle one is closed. With a cap >= workers an acquire never waits.
 type connPool struct {
-	max         int
+	// fixedCap, when set, is every server's cap; else a server's cap is learnt from its max_connections (see
+	// setCap) and is workers until then.
+	fixedCap    int
+	workers     int
 	idleTimeout time.Duration
 	metrics     *metrics
 
-	mu   sync.Mutex
-	open int
-	idle map[int64]*list.Element // org id -> element of lru holding *idleConn
-	lru  *list.List              // front: most recently released
+	mu      sync.Mutex
+	open    int
+	servers map[string]*serverConns
+	idle    map[int64]*list.Element // org id -> element of its server's lru holding *idleConn
+}
+
+// serverConns are the connections to one database server.
+type serverConns struct {
+	cap, open int
+	capKnown  bool
+	lru       *list.List // of *idleConn; front: most recently released
 }
 
 type idleConn struct {
-	orgID int64
-	conn  *pgx.Conn
-	since time.Time
+	orgID  int64
+	server string
+	conn   *pgx.Conn
+	since  time.Time
 }
 
-func newConnPool(max int, idleTimeout time.Duration, m *metrics) *connPool {
-	return &connPool{max: max, idleTimeout: idleTimeout, metrics: m, idle: map[int64]*list.Element{}, lru: list.New()}
+func newConnPool(fixedCap, workers int, idleTimeout time.Duration, m *metrics) *connPool {
+	return &connPool{fixedCap: fixedCap, workers: workers, idleTimeout: idleTimeout, metrics: m,
+		servers: map[string]*serverConns{}, idle: map[int64]*list.Element{}}
 }
 
-// acquire returns an idle connection of the org (reused = true) or dials a new one.
-func (p *connPool) acquire(ctx context.Context, orgID int64, dial func(context.Context) (*pgx.Conn, error)) (conn *pgx.Conn, reused bool, err error) {
+func (p *connPool) server(name string) *serverConns {
+	s := p.servers[name]
+	if s == nil {
+		s = &serverConns{cap: p.workers, lru: list.New()}
+		if p.fixedCap > 0 {
+			s.cap, s.capKnown = p.fixedCap, true
+		}
+		p.servers[name] = s
+	}
+	return s
+}
+
+// needsCap reports whether the server's cap is still to be learnt.
+func (p *connPool) needsCap(server string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.server(server).capKnown
+}
+
+// setCap sets a server's cap (never under workers).
+func (p *connPool) setCap(server string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.server(server)
+	s.cap, s.capKnown = max(n, p.workers), true
+}
+
+// acquire returns an idle connection of the org (reused = true) or dials a new one on the org's server.
+func (p *connPool) acquire(ctx context.Context, orgID int64, server string, dial func(context.Context) (*pgx.Conn, error)) (conn *pgx.Conn, reused bool, err error) {
 	p.mu.Lock()
 	if e := p.idle[orgID]; e != nil {
-		ic := p.lru.Remove(e).(*idleConn)
+		ic := e.Value.(*idleConn)
+		p.servers[ic.server].lru.Remove(e)
 		delete(p.idle, orgID)
-		p.mu.Unlock()
-		return ic.conn, true, nil
+		if ic.server == server {
+			p.mu.Unlock()
+			return ic.conn, true, nil
+		}
+		// the org moved to another server: its old connection goes
+		p.servers[ic.server].open--
+		p.open--
+		defer closeConn(ic.conn)
 	}
+	s := p.server(server)
 	var evict *pgx.Conn
-	if p.open >= p.max {
-		if e := p.lru.Back(); e != nil {
-			ic := p.lru.Remove(e).(*idleConn)
+	if s.open >= s.cap {
+		if e := s.lru.Back(); e != nil {
+			ic := s.lru.Remove(e).(*idleConn)
 			delete(p.idle, ic.orgID)
 			evict = ic.conn
+			s.open--
 			p.open--
 		}
 	}
+	s.open++
 	p.open++
 	p.metrics.orgConns.Set(float64(p.open))
 	p.mu.Unlock()
@@ -62,6 +112,7 @@ func (p *connPool) acquire(ctx context.Context, orgID int64, dial func(context.C
 	conn, err = dial(ctx)
 	if err != nil {
 		p.mu.Lock()
+		s.open--
 		p.open--
 		p.metrics.orgConns.Set(float64(p.open))
 		p.mu.Unlock()
@@ -77,23 +128,28 @@ func (p *connPool) hasIdle(orgID int64) bool {
 	return p.idle[orgID] != nil
 }
 
-// release returns a connection; one that failed or is in an unknown state is closed instead.
-func (p *connPool) release(orgID int64, conn *pgx.Conn, healthy bool) {
+// release returns a connection acquired for the org on server; one that failed or is in an unknown state is
+// closed instead.
+func (p *connPool) release(orgID int64, server string, conn *pgx.Conn, healthy bool) {
+	p.mu.Lock()
+	s := p.server(server)
 	if !healthy || conn.IsClosed() || conn.PgConn().TxStatus() != 'I' {
-		closeConn(conn)
-		p.mu.Lock()
+		s.open--
 		p.open--
 		p.metrics.orgConns.Set(float64(p.open))
 		p.mu.Unlock()
+		closeConn(conn)
 		return
 	}
-	p.mu.Lock()
 	var extra *pgx.Conn
 	if e := p.idle[orgID]; e != nil { // cannot happen with one job per org; keep the newer one
-		extra = p.lru.Remove(e).(*idleConn).conn
+		ic := e.Value.(*idleConn)
+		p.servers[ic.server].lru.Remove(e)
+		p.servers[ic.server].open--
 		p.open--
+		extra = ic.conn
 	}
-	p.idle[orgID] = p.lru.PushFront(&idleConn{orgID: orgID, conn: conn, since: time.Now()})
+	p.idle[orgID] = s.lru.PushFront(&idleConn{orgID: orgID, server: server, conn: conn, since: time.Now()})
 	p.metrics.orgConns.Set(float64(p.open))
 	p.mu.Unlock()
 	if extra != nil {
@@ -106,38 +162,24 @@ func (p *connPool) closeIdle(all bool) {
 	var closing []*pgx.Conn
 	p.mu.Lock()
 	cutoff := time.Now().Add(-p.idleTimeout)
-	for e := p.lru.Back(); e != nil; {
-		ic := e.Value.(*idleConn)
-		if !all && ic.since.After(cutoff) {
-			break // the rest are newer
+	for _, s := range p.servers {
+		for e := s.lru.Back(); e != nil; {
+			ic := e.Value.(*idleConn)
+			if !all && ic.since.After(cutoff) {
+				break // the rest are newer
+			}
+			prev := e.Prev()
+			s.lru.Remove(e)
+			delete(p.idle, ic.orgID)
+			s.open--
+			p.open--
+			closing = append(closing, ic.conn)
+			e = prev
 		}
-		prev := e.Prev()
-		p.lru.Remove(e)
-		delete(p.idle, ic.orgID)
-		p.open--
-		closing = append(closing, ic.conn)
-		e = prev
 	}
 	p.metrics.orgConns.Set(float64(p.open))
 	p.mu.Unlock()
 	for _, c := range closing {
-		closeConn(c)
-	}
-}
-
-// forget closes the org's idle connection (its server restarted or moved).
-func (p *connPool) forget(orgID int64) {
-	p.mu.Lock()
-	e := p.idle[orgID]
-	var c *pgx.Conn
-	if e != nil {
-		c = p.lru.Remove(e).(*idleConn).conn
-		delete(p.idle, orgID)
-		p.open--
-		p.metrics.orgConns.Set(float64(p.open))
-	}
-	p.mu.Unlock()
-	if c != nil {
 		closeConn(c)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -107,8 +108,7 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	if n != rel.ncols {
 		return nil, fmt.Errorf("insert has %d columns, relation %d", n, rel.ncols)
 	}
-	vals := make([][]byte, n)
-	nulls := make([]bool, n)
+	t := tuple{vals: make([][]byte, n), nulls: make([]bool, n), binary: make([]bool, n)}
 	for i := 0; i < n; i++ {
 		if len(p) < 1 {
 			return nil, errors.New("truncated tuple")
@@ -117,8 +117,8 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 		p = p[1:]
 		switch kind {
 		case pglogrepl.TupleDataTypeNull, pglogrepl.TupleDataTypeToast:
-			nulls[i] = true
-		case pglogrepl.TupleDataTypeText:
+			t.nulls[i] = true
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
 			if len(p) < 4 {
 				return nil, errors.New("truncated tuple")
 			}
@@ -127,7 +127,8 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 			if len(p) < l {
 				return nil, errors.New("truncated tuple")
 			}
-			vals[i] = p[:l]
+			t.vals[i] = p[:l]
+			t.binary[i] = kind == pglogrepl.TupleDataTypeBinary
 			p = p[l:]
 		default:
 			return nil, fmt.Errorf("unexpected tuple data kind %q", kind)
@@ -135,62 +136,99 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	}
 	c := &change{}
 	var err error
-	if c.webhookID, err = textInt(vals[rel.colID], nulls[rel.colID]); err != nil {
+	if c.webhookID, err = t.int8(rel.colID); err != nil {
 		return nil, fmt.Errorf("id: %w", err)
 	}
-	if c.orgID, err = textInt(vals[rel.colOrgID], nulls[rel.colOrgID]); err != nil {
+	if c.orgID, err = t.int8(rel.colOrgID); err != nil {
 		return nil, fmt.Errorf("org_id: %w", err)
 	}
-	if c.integrationID, err = textInt(vals[rel.colIntegrationID], nulls[rel.colIntegrationID]); err != nil {
+	if c.integrationID, err = t.int8(rel.colIntegrationID); err != nil {
 		return nil, fmt.Errorf("integration_id: %w", err)
 	}
-	if c.receivedAt, err = textTimestamptz(vals[rel.colReceivedAt]); err != nil {
+	if c.receivedAt, err = t.timestamptz(rel.colReceivedAt); err != nil {
 		return nil, fmt.Errorf("received_at: %w", err)
 	}
-	if i := rel.colOriginalReceivedAt; i >= 0 && !nulls[i] {
+	if i := rel.colOriginalReceivedAt; i >= 0 && !t.nulls[i] {
 		// a replayed, retried or resynced copy: replicators read when the delivery first arrived
-		if c.originalReceivedAt, err = textTimestamptz(vals[i]); err != nil {
+		if c.originalReceivedAt, err = t.timestamptz(i); err != nil {
 			return nil, fmt.Errorf("original_received_at: %w", err)
 		}
 	}
 	c.source = staging.SourceWebhook
-	if i := rel.colSource; i >= 0 && !nulls[i] {
-		c.source = staging.Source(vals[i])
+	if i := rel.colSource; i >= 0 && !t.nulls[i] {
+		c.source = staging.Source(t.vals[i])
 	}
-	if i := rel.colBackfillJobID; i >= 0 && !nulls[i] {
-		if c.backfillJobID, err = textInt(vals[i], false); err != nil {
+	if i := rel.colBackfillJobID; i >= 0 && !t.nulls[i] {
+		if c.backfillJobID, err = t.int8(i); err != nil {
 			return nil, fmt.Errorf("backfill_job_id: %w", err)
 		}
 	}
-	c.deliveryID = string(vals[rel.colDeliveryID]) // NULL decodes as nil, so ""
-	c.contentType = string(vals[rel.colContentType])
-	c.headers = append([]byte(nil), vals[rel.colHeaders]...)
-	if c.body, err = textBytea(vals[rel.colBody]); err != nil {
+	c.deliveryID = string(t.vals[rel.colDeliveryID]) // NULL decodes as nil, so ""
+	c.contentType = string(t.vals[rel.colContentType])
+	if c.headers, err = t.jsonb(rel.colHeaders); err != nil {
+		return nil, fmt.Errorf("headers: %w", err)
+	}
+	if c.body, err = t.bytea(rel.colBody); err != nil {
 		return nil, fmt.Errorf("body: %w", err)
 	}
 	c.size = int64(len(c.headers)+len(c.body)+len(c.contentType)+len(c.deliveryID)) + changeOverhead
 	return c, nil
 }
 
-func textInt(b []byte, null bool) (int64, error) {
-	if null {
+// tuple is the columns of one row as pgoutput sends them: text output, or binary send form when the stream
+// was started with binary 'true' (a type without a send function would still come as text).
+type tuple struct {
+	vals   [][]byte
+	nulls  []bool
+	binary []bool
+}
+
+// pgEpoch is where Postgres' binary timestamps count microseconds from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (t *tuple) int8(i int) (int64, error) {
+	b := t.vals[i]
+	switch {
+	case t.nulls[i]:
 		return 0, errors.New("is null")
+	case !t.binary[i]:
+		return strconv.ParseInt(string(b), 10, 64)
+	case len(b) != 8:
+		return 0, fmt.Errorf("binary bigint of %d bytes", len(b))
 	}
-	return strconv.ParseInt(string(b), 10, 64)
+	return int64(binary.BigEndian.Uint64(b)), nil
 }
 
-// textTimestamptz parses timestamptz output with DateStyle ISO and TimeZone UTC, which the replication
-// connection sets.
-func textTimestamptz(b []byte) (time.Time, error) {
-	t, err := time.Parse("2006-01-02 15:04:05.999999Z07", string(b))
-	if err != nil {
-		return time.Time{}, err
+// timestamptz reads binary microseconds since 2000-01-01 UTC, or text output with DateStyle ISO and TimeZone
+// UTC, which the replication connection sets.
+func (t *tuple) timestamptz(i int) (time.Time, error) {
+	b := t.vals[i]
+	switch {
+	case t.nulls[i]:
+		return time.Time{}, errors.New("is null")
+	case !t.binary[i]:
+		ts, err := time.Parse("2006-01-02 15:04:05.999999Z07", string(b))
+		return ts.UTC(), err
+	case len(b) != 8:
+		return time.Time{}, fmt.Errorf("binary timestamptz of %d bytes", len(b))
 	}
-	return t.UTC(), nil
+	us := int64(binary.BigEndian.Uint64(b))
+	if us == math.MaxInt64 || us == math.MinInt64 {
+		return time.Time{}, errors.New("infinite timestamp")
+	}
+	return pgEpoch.Add(time.Duration(us) * time.Microsecond), nil
 }
 
-// textBytea decodes bytea_output = hex (set on the replication connection): \x then two digits a byte.
-func textBytea(b []byte) ([]byte, error) {
+// bytea copies the value out of the read buffer: binary is the bytes themselves, text is bytea_output = hex
+// (set on the replication connection), \x then two digits a byte.
+func (t *tuple) bytea(i int) ([]byte, error) {
+	b := t.vals[i]
+	if t.nulls[i] {
+		return nil, errors.New("is null")
+	}
+	if t.binary[i] {
+		return append([]byte{}, b...), nil
+	}
 	if len(b) < 2 || b[0] != '\\' || b[1] != 'x' {
 		return nil, errors.New("not hex bytea output")
 	}
@@ -199,6 +237,21 @@ func textBytea(b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// jsonb copies the JSON text out of the read buffer: binary jsonb is a version byte (1) and the text.
+func (t *tuple) jsonb(i int) ([]byte, error) {
+	b := t.vals[i]
+	if t.nulls[i] {
+		return nil, errors.New("is null")
+	}
+	if t.binary[i] {
+		if len(b) < 1 || b[0] != 1 {
+			return nil, errors.New("unknown binary jsonb version")
+		}
+		b = b[1:]
+	}
+	return append([]byte{}, b...), nil
 }
 
 // deliveredAt is when the delivery first arrived: a copy's received_at is when it was stored again.

@@ -39,8 +39,10 @@
 //
 // Bytes received but not yet applied or parked are capped by MaxInFlightBytes: at the cap the consumer stops
 // reading the stream (Postgres buffers, and spills large transactions to disk) and keeps sending status
-// updates. Connections to org databases are capped in total by MaxOrgConns; the least recently used idle
-// connection is closed to make room, and idle ones are closed after OrgConnIdleTimeout. Workers prefer orgs
+// updates. Connections to org databases are capped per database server: a share (ServerConnPercent) of what
+// the server's max_connections leaves beside its superuser reserve, read on the first connection, or
+// MaxOrgConns when set. The server's least recently used idle connection is closed to make room, and idle ones
+// are closed after OrgConnIdleTimeout. Workers prefer orgs
 // whose connection is open, so more busy orgs than connections do not mean a new connection per batch.
 //
 // Changes committed to staging before the slot exists never reach the fanout: call [Consumer.EnsureSlot]

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,7 +30,8 @@ type orgInfo struct {
 	names   string // name base: the org's database and owner role are named from it (pgroles)
 	gone    bool   // deleted, or no such org: its changes are dropped
 	connCfg *pgx.ConnConfig
-	err     error // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
+	server  string // host:port of connCfg: connections are capped per server
+	err     error  // not usable yet (errOrgNotProvisioned, a secret that does not decrypt...): park
 	at      time.Time
 }
 
@@ -132,7 +135,11 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 		return o, nil
 	}
 	cfg.RuntimeParams["application_name"] = "webhookdb-fanout"
+	// Tables must belong to the org's owner role, whatever role the login is. Set in the startup packet, the
+	// role costs no round trip, and a login that may not assume it is refused at connect.
+	cfg.RuntimeParams["role"] = pgroles.OwnerRole(o.names)
 	o.connCfg = cfg
+	o.server = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 	return o, nil
 }
 

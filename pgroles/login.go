@@ -36,6 +36,10 @@ type LoginPolicy struct {
 	// read-only logins of a server add up to at most max_connections - superuser_reserved_connections -
 	// ReservedConnections; issuing a login fails when nothing is left. Default 20; -1 means none.
 	ReservedConnections int
+	// ReservedPercent reserves, besides ReservedConnections, this share of max_connections -
+	// superuser_reserved_connections: the fanout's connection cap when it is sized from the server (see
+	// fanout.Config.ServerConnPercent). Default 0.
+	ReservedPercent int
 	// StatementTimeout is the login role's statement_timeout; default 5m.
 	StatementTimeout time.Duration
 	// IdleInTransactionTimeout is the login role's idle_in_transaction_session_timeout; default 10m.
@@ -78,6 +82,9 @@ func (p LoginPolicy) Validate() error {
 	}
 	if p.ConnectionLimit < 1 || p.ConnectionLimit > 10000 {
 		errs = append(errs, fmt.Errorf("%w: connection limit %d is not within 1..10000", ErrInvalidPolicy, p.ConnectionLimit))
+	}
+	if p.ReservedPercent < 0 || p.ReservedPercent > 90 {
+		errs = append(errs, fmt.Errorf("%w: reserved percent %d is not within 0..90", ErrInvalidPolicy, p.ReservedPercent))
 	}
 	if p.ReservedConnections < 0 || p.ReservedConnections > 100000 {
 		errs = append(errs, fmt.Errorf("%w: reserved connections %d is not within 0..100000", ErrInvalidPolicy, p.ReservedConnections))
@@ -130,20 +137,25 @@ const ReadonlyGroupLike = `org\_%\_readonly`
 const NoConnectionsLeftMessage = "no connections left on this database server for read-only logins"
 
 // connectionLimitStatement gives the new login its CONNECTION LIMIT: the policy's, or what is left of the
-// server's budget for read-only logins (max_connections - superuser_reserved_connections - the reserve) once
+// server's budget for read-only logins (max_connections - superuser_reserved_connections - the reserve, a
+// share of that and a number) once
 // the limits of every other read-only login on the server (those that may still log in) are counted; it fails
 // when nothing is left. Computed on the server itself, under the server lock so concurrent issuers (Vault,
 // webhookdb, several replicas) count each other's logins, with the same statement in both modes.
 func connectionLimitStatement(p LoginPolicy) string {
 	return `DO $webhookdb$
 DECLARE
-    budget int;
+    available int;
+    reserved  int;
+    budget    int;
     used   int;
     lim    int;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(` + strconv.Itoa(serverLockID) + `);
-    budget := pg_catalog.current_setting('max_connections')::int
-        - pg_catalog.current_setting('superuser_reserved_connections')::int - ` + strconv.Itoa(p.ReservedConnections) + `;
+    available := pg_catalog.current_setting('max_connections')::int
+        - pg_catalog.current_setting('superuser_reserved_connections')::int;
+    reserved := available * ` + strconv.Itoa(p.ReservedPercent) + ` / 100 + ` + strconv.Itoa(p.ReservedConnections) + `;
+    budget := available - reserved;
     SELECT coalesce(sum(CASE WHEN u.rolconnlimit < 0 THEN budget ELSE u.rolconnlimit END), 0) INTO used
     FROM pg_catalog.pg_roles u
     WHERE u.rolcanlogin AND u.rolname NOT IN ('{{name}}', ` + quoteLiteral(VaultRole) + `, ` + quoteLiteral(FanoutRole) + `)
@@ -152,7 +164,7 @@ BEGIN
     lim := least(` + strconv.Itoa(p.ConnectionLimit) + `, budget - used);
     IF lim < 1 THEN
         RAISE EXCEPTION '` + NoConnectionsLeftMessage + ` (max_connections %, reserved %, in use by read-only logins %)',
-            pg_catalog.current_setting('max_connections'), ` + strconv.Itoa(p.ReservedConnections) + `, used
+            pg_catalog.current_setting('max_connections'), reserved, used
             USING ERRCODE = 'too_many_connections';
     END IF;
     EXECUTE pg_catalog.format('ALTER ROLE %I CONNECTION LIMIT %s', '{{name}}', lim);

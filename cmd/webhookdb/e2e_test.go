@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,6 +143,32 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 	if res.Rows[0][0] != "ch_e2e" || fmt.Sprint(res.Rows[0][1]) != "4200" {
 		t.Fatalf("row: %v", res.Rows)
+	}
+	// Saved queries through the CLI, and a public URL over plain HTTP until it is revoked.
+	must("saved-query", "create", "charges", "--sql", "SELECT stripe_id, amount FROM stripe_charge_v1")
+	if out := must("saved-query", "run", "charges", "--format", "csv"); out != "stripe_id,amount\r\nch_e2e,4200\r\n" {
+		t.Fatalf("saved-query run --format csv: %q", out)
+	}
+	var published struct {
+		PublicURL string `json:"public_url"`
+	}
+	mustJSON(&published, "saved-query", "publish", "charges")
+	fetchPublic := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get(published.PublicURL + "?format=csv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := fetchPublic(); status != http.StatusOK || body != "stripe_id,amount\r\nch_e2e,4200\r\n" {
+		t.Fatalf("public URL %s: %d %q", published.PublicURL, status, body)
+	}
+	must("saved-query", "unpublish", "charges", "--yes")
+	if status, body := fetchPublic(); status != http.StatusNotFound {
+		t.Fatalf("revoked public URL: %d %q", status, body)
 	}
 	// The fanout wrote with its own narrow login (Vault's static role), not as a superuser.
 	admin, err := pgx.Connect(context.Background(), env["WEBHOOKDB_DATABASE_URL"])

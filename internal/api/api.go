@@ -21,6 +21,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 	"github.com/webhookdb-go/webhookdb/internal/alerts"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
+	"github.com/webhookdb-go/webhookdb/internal/savedquery"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 	"github.com/webhookdb-go/webhookdb/internal/subscriptions"
 )
@@ -119,7 +120,22 @@ type Config struct {
 	SQLByteLimit int
 	// SQLTimeout bounds `db sql`; default 30s.
 	SQLTimeout time.Duration
-	Logger     *slog.Logger
+	// SavedQueryCacheTTL is how long a public saved query's result is served again before the query runs anew;
+	// default 30s. SavedQueryCacheBytes bounds the cached results of all orgs; default 64 MiB.
+	SavedQueryCacheTTL   time.Duration
+	SavedQueryCacheBytes int
+	// PublicQueryMaxRows and PublicQueryMaxBytes cap a public result; defaults 1,000 and 1 MiB.
+	// PublicQueryTimeout bounds its query (and the org's query limit does); default 10s.
+	PublicQueryMaxRows  int
+	PublicQueryMaxBytes int
+	PublicQueryTimeout  time.Duration
+	// PublicQueryEvery and PublicQueryBurst bound public query requests per client: a burst, then one per
+	// PublicQueryEvery; defaults 1s and 20.
+	PublicQueryEvery time.Duration
+	PublicQueryBurst int
+	// PublicQueryConcurrency bounds the public runs of one org at once (per server); default 2.
+	PublicQueryConcurrency int
+	Logger                 *slog.Logger
 }
 
 // API serves /v1.
@@ -131,6 +147,10 @@ type API struct {
 	replays *ratelimit.Keyed
 	// authFailures bounds bad tokens per client: past the burst, a client is refused before any lookup.
 	authFailures *ratelimit.Keyed
+	// publicQueries bounds public saved query requests per client; savedResults caches their results.
+	publicQueries *ratelimit.Keyed
+	savedResults  *savedquery.Cache
+	publicRuns    *orgSlots
 }
 
 // New returns the API.
@@ -159,9 +179,13 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg = cfg.savedQueryDefaults()
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	return &API{cfg: cfg, pool: cfg.Pool, logger: cfg.Logger, replays: ratelimit.New(cfg.ReplayEvery, cfg.ReplayBurst),
-		authFailures: ratelimit.New(6*time.Second, 20)}
+		authFailures:  ratelimit.New(6*time.Second, 20),
+		publicQueries: ratelimit.New(cfg.PublicQueryEvery, cfg.PublicQueryBurst),
+		savedResults:  savedquery.NewCache(cfg.SavedQueryCacheTTL, cfg.SavedQueryCacheBytes),
+		publicRuns:    newOrgSlots(cfg.PublicQueryConcurrency)}
 }
 
 // Error is the one error shape of the API.
@@ -280,6 +304,10 @@ func userFrom(r *http.Request) *accounts.User { return r.Context().Value(userKey
 
 // Register adds the API's routes under /v1 to r.
 func (a *API) Register(r *mux.Router) {
+	// Public routes first: the /v1 subrouter authenticates everything it matches.
+	for _, rt := range a.publicRoutes() {
+		r.Handle(rt.path, a.wrap(rt.handler)).Methods(rt.method)
+	}
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(a.authenticate)
 	for _, rt := range a.routes() {
@@ -297,6 +325,9 @@ func (a *API) Routes() [][2]string {
 	var out [][2]string
 	for _, rt := range a.routes() {
 		out = append(out, [2]string{rt.method, "/v1" + rt.path})
+	}
+	for _, rt := range a.publicRoutes() {
+		out = append(out, [2]string{rt.method, rt.path})
 	}
 	return out
 }
@@ -344,6 +375,13 @@ func (a *API) routes() []route {
 		{"POST", "/orgs/{org}/errors/{id}/retry", a.orgScoped(roleAdmin, a.retryError)},
 		{"POST", "/orgs/{org}/errors/{id}/skip", a.orgScoped(roleAdmin, a.skipError)},
 
+		{"GET", "/orgs/{org}/saved-queries", a.orgScoped(roleMember, a.listSavedQueries)},
+		{"POST", "/orgs/{org}/saved-queries", a.orgScoped(roleMember, a.createSavedQuery)},
+		{"DELETE", "/orgs/{org}/saved-queries/{name}", a.orgScoped(roleAdmin, a.deleteSavedQuery)},
+		{"POST", "/orgs/{org}/saved-queries/{name}/run", a.orgScoped(roleMember, a.runSavedQuery)},
+		{"POST", "/orgs/{org}/saved-queries/{name}/publish", a.orgScoped(roleAdmin, a.publishSavedQuery(false))},
+		{"POST", "/orgs/{org}/saved-queries/{name}/roll-token", a.orgScoped(roleAdmin, a.publishSavedQuery(true))},
+		{"POST", "/orgs/{org}/saved-queries/{name}/unpublish", a.orgScoped(roleAdmin, a.unpublishSavedQuery)},
 		// issue 14: webhook subscriptions and alert handlers (subscriptions.go)
 		{"GET", "/orgs/{org}/subscriptions", a.orgScoped(roleMember, a.listSubscriptions)},
 		{"POST", "/orgs/{org}/subscriptions", a.orgScoped(roleAdmin, a.createSubscription)},

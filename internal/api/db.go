@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/webhookdb-go/webhookdb/internal/savedquery"
 )
 
 func (a *API) dbConnection(w http.ResponseWriter, r *http.Request) error {
@@ -131,33 +132,55 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		}
 		timeout = d
 	}
-	// The org's query limit (what the maintenance pass enforces on its read-only logins) bounds db sql too.
+	timeout, err := a.orgTimeout(r.Context(), orgFrom(r).ID, timeout)
+	if err != nil {
+		return err
+	}
+	rc := a.extendWriteDeadline(w, r, timeout)
+	return a.inReadOnlyTx(r.Context(), orgFrom(r).ID, timeout, func(ctx context.Context, tx pgx.Tx) error {
+		return streamSQL(ctx, w, rc, tx, in.Query, limit, byteLimit)
+	})
+}
+
+// extendWriteDeadline gives a request that runs a query its timeout on top of the usual budget: the server's
+// write timeout (60 s for every request) would cut the answer of a longer query. The read timeout needs no
+// change: the body is read, and net/http stops applying it to the connection then.
+func (a *API) extendWriteDeadline(w http.ResponseWriter, r *http.Request, timeout time.Duration) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	if err := rc.SetWriteDeadline(time.Now().Add(timeout + sqlDeadlineMargin)); err != nil {
+		// A ResponseWriter wrapper without Unwrap hides the connection: the query still runs, but an answer
+		// after the server's write timeout is lost.
+		a.logger.WarnContext(r.Context(), "cannot extend the write deadline of a query's request", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
+	}
+	return rc
+}
+
+// orgTimeout bounds a query's timeout by the org's query limit, which the maintenance pass enforces on its
+// read-only logins.
+func (a *API) orgTimeout(ctx context.Context, orgID int64, timeout time.Duration) (time.Duration, error) {
 	var orgLimit time.Duration
-	if err := a.pool.QueryRow(r.Context(), `SELECT query_limit FROM organizations WHERE id = $1`, orgFrom(r).ID).Scan(&orgLimit); err != nil {
-		return wrapf(err, "error reading the organization's query limit")
+	if err := a.pool.QueryRow(ctx, `SELECT query_limit FROM organizations WHERE id = $1`, orgID).Scan(&orgLimit); err != nil {
+		return 0, wrapf(err, "error reading the organization's query limit")
 	}
 	if orgLimit > 0 && timeout > orgLimit {
 		timeout = orgLimit
 	}
-	rc := http.NewResponseController(w)
-	// The server's write timeout (60 s for every request) would cut the answer of a longer query, so this
-	// request gets its query's timeout plus the usual budget for connecting and streaming the rows. The read
-	// timeout needs no change: the body is read, and net/http stops applying it to the connection then.
-	if err := rc.SetWriteDeadline(time.Now().Add(timeout + sqlDeadlineMargin)); err != nil {
-		// A ResponseWriter wrapper without Unwrap hides the connection: the query still runs, but an answer
-		// after the server's write timeout is lost.
-		a.logger.WarnContext(r.Context(), "cannot extend the write deadline of a db sql request", slog.String("error", err.Error()))
-	}
+	return timeout, nil
+}
+
+// inReadOnlyTx runs f on a new connection of the org's service login, in a read-only transaction whose
+// statement timeout the server sets, whatever the login's own settings say (any login may turn its timeouts
+// off); ctx's deadline (timeout) backs it up. The transaction is rolled back. This is the one path of member
+// SQL: db sql and saved queries.
+func (a *API) inReadOnlyTx(ctx context.Context, orgID int64, timeout time.Duration, f func(ctx context.Context, tx pgx.Tx) error) error {
 	// The timeout is the query's: connecting (a login, on a busy server) does not eat into it.
-	conn, err := a.readOnlyConn(r.Context(), orgFrom(r).ID)
+	conn, err := a.readOnlyConn(ctx, orgID)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(r.Context()))
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer conn.Close(context.WithoutCancel(ctx))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	// A read-only transaction whose statement timeout the server sets, whatever the login's own settings say
-	// (any login may turn its timeouts off); the context's deadline backs it up.
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return sqlError(err)
@@ -166,6 +189,11 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 	if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = "+strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)); err != nil {
 		return sqlError(err)
 	}
+	return f(ctx, tx)
+}
+
+// streamSQL runs query in tx and streams its answer: columns first, then rows as they arrive, then the summary.
+func streamSQL(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, tx pgx.Tx, query string, limit, byteLimit int) error {
 	// Extended protocol (one Parse of an unnamed statement, results as text): the server refuses a query
 	// string holding several statements ("cannot insert multiple commands into a prepared statement"), so
 	// exactly one runs, inside the transaction. Never the simple protocol, which would run them all.
@@ -173,7 +201,7 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 	// server (the connection is closed afterwards anyway).
 	queryCtx, stopQuery := context.WithCancel(ctx)
 	defer stopQuery()
-	rows, err := tx.Query(queryCtx, in.Query, pgx.QueryExecModeExec)
+	rows, err := tx.Query(queryCtx, query, pgx.QueryExecModeExec)
 	if err != nil {
 		return sqlError(err)
 	}
@@ -208,10 +236,7 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			break
 		}
-		b, err := json.Marshal(vals)
-		if err != nil {
-			b, _ = json.Marshal(stringify(vals))
-		}
+		b := savedquery.JSONRow(vals)
 		if size+len(b)+1 > byteLimit {
 			truncatedBy = "max_bytes"
 			break
@@ -272,19 +297,6 @@ func (a *API) dbSQL(w http.ResponseWriter, r *http.Request) error {
 const sqlDeadlineMargin = time.Minute
 
 func jsonInt(n int) string { b, _ := json.Marshal(n); return string(b) }
-
-// stringify renders values json cannot encode (NaN, infinities...) as text, keeping the rest as they are.
-func stringify(vals []any) []any {
-	out := make([]any, len(vals))
-	for i, v := range vals {
-		if _, err := json.Marshal(v); err != nil {
-			out[i] = fmt.Sprint(v)
-			continue
-		}
-		out[i] = v
-	}
-	return out
-}
 
 // sqlError passes the database's own message back: it is the user's query and the user's data.
 func sqlError(err error) error {

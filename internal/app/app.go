@@ -216,6 +216,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		api.New(api.Config{
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter, Limits: adapter,
+			SavedQueryCacheTTL: cfg.SavedQueries.CacheTTL, PublicQueryMaxRows: cfg.SavedQueries.PublicMaxRows, PublicQueryMaxBytes: cfg.SavedQueries.PublicMaxBytes,
 			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
 			Subscriptions: subs, Alerts: alertSvc,
 			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },

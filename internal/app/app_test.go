@@ -77,19 +77,9 @@ func TestServeStartsWhileADatabaseServerIsUnreachable(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := vaulttest.Client(t)
-	token, err := vault.CreatePeriodicChild(ctx, root, time.Hour, "root")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tv := newTestVault(t, ctx)
+	root, token, key, tr := tv.root, tv.token, tv.key, tv.transit
 	dbURL := pgtest.NewDBURL(t)
-	key := "k-" + suffix()
-	tc, _ := root.Clone()
-	tc.SetToken(token)
-	tr, _ := secrets.NewTransit(secrets.TransitConfig{Client: tc, Key: key})
-	if err := tr.EnsureKey(ctx); err != nil {
-		t.Fatal(err)
-	}
 	name := "gone" + suffix()
 	enc, err := tr.Encrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: name}, []byte("postgres://admin:pw@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2"))
 	if err != nil {
@@ -130,11 +120,8 @@ func TestReconcileRetriesUntilTheServerIsBack(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := vaulttest.Client(t)
-	token, err := vault.CreatePeriodicChild(ctx, root, time.Hour, "root")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tv := newTestVault(t, ctx)
+	root, token, key, tr := tv.root, tv.token, tv.key, tv.transit
 	c := pgtest.Cluster(t)
 	// A port nothing listens on yet; later a proxy to the cluster listens there.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -146,13 +133,6 @@ func TestReconcileRetriesUntilTheServerIsBack(t *testing.T) {
 	adminURL := strings.Replace(c.URL("postgres"), net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port)), net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 1)
 
 	dbURL := pgtest.NewDBURL(t)
-	key := "k-" + suffix()
-	tc, _ := root.Clone()
-	tc.SetToken(token)
-	tr, _ := secrets.NewTransit(secrets.TransitConfig{Client: tc, Key: key})
-	if err := tr.EnsureKey(ctx); err != nil {
-		t.Fatal(err)
-	}
 	name := "later" + suffix()
 	enc, err := tr.Encrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: name}, []byte(adminURL))
 	if err != nil {
@@ -229,4 +209,33 @@ func proxy(t *testing.T, ctx context.Context, from, to int) {
 			go func() { _, _ = io.Copy(in, out); in.Close() }()
 		}
 	}()
+}
+
+// testVault is a real Vault with a periodic token for the server (as serve gets one) and a transit key of its
+// own, created.
+type testVault struct {
+	root    *vaultapi.Client
+	token   string
+	key     string
+	transit *secrets.Transit
+}
+
+func newTestVault(t *testing.T, ctx context.Context) testVault {
+	t.Helper()
+	root := vaulttest.Client(t)
+	token, err := vault.CreatePeriodicChild(ctx, root, time.Hour, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "k-" + suffix()
+	tc, _ := root.Clone()
+	tc.SetToken(token)
+	tr, err := secrets.NewTransit(secrets.TransitConfig{Client: tc, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.EnsureKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return testVault{root: root, token: token, key: key, transit: tr}
 }

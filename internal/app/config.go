@@ -107,6 +107,8 @@ type Config struct {
 	BodyLimit int64
 	// SQLMaxBytes caps the bytes of a `db sql` answer (WEBHOOKDB_SQL_MAX_BYTES); default 10 MiB.
 	SQLMaxBytes int
+	// SavedQueries tunes public saved queries: cache TTL, row and byte caps.
+	SavedQueries SavedQueryConfig
 	// ServerReservedConnections are the connections of each database server that read-only logins never get,
 	// on top of the superuser reserve (WEBHOOKDB_SERVER_RESERVED_CONNECTIONS): what webhookdb itself needs there.
 	// Default: the fanout's connection cap plus serviceConnections; -1: none.
@@ -197,6 +199,7 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.SavedQueries = c.SavedQueries.WithDefaults()
 	return c
 }
 
@@ -204,13 +207,19 @@ func (c Config) WithDefaults() Config {
 // connection pool there (4), provisioning and maintenance, and a margin.
 const serviceConnections = 12
 
-// serverReserve is what read-only logins leave free on each database server: the fanout may hold up to its whole
-// connection cap on one server, and maintenance, provisioning and Vault need theirs, so no tenant can take them.
-func (c Config) serverReserve() int {
+// serverReserve is what read-only logins leave free on each database server (a share of its connections and a
+// number): the fanout may hold up to its whole connection cap on one server, and maintenance, provisioning and
+// Vault need theirs, so no tenant can take them. The fanout's cap is a share of each server's connections
+// unless --max-org-connections fixes it.
+func (c Config) serverReserve() (percent, connections int) {
 	if c.ServerReservedConnections != 0 {
-		return c.ServerReservedConnections
+		return 0, c.ServerReservedConnections
 	}
-	return c.Fanout.WithDefaults().MaxOrgConns + serviceConnections
+	f := c.Fanout.WithDefaults()
+	if f.MaxOrgConns != 0 {
+		return 0, f.MaxOrgConns + serviceConnections
+	}
+	return f.ServerConnPercent, serviceConnections
 }
 
 func (c Config) validate() error {
@@ -280,6 +289,7 @@ func (c Config) validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.SavedQueries.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -412,7 +422,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	}
 	if groups&flagsCredentials != 0 {
 		fs.StringVar(&c.Credentials, "credentials", Env(EnvCredentials), "how org read-only credentials and the fanout's logins are issued: vault (default), or postgres without Vault ("+EnvCredentials+")")
-		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default the fanout's --max-org-connections + 12, -1: none ("+EnvServerReserved+")")
+		fs.IntVar(&c.ServerReservedConnections, "server-reserved-connections", int(c.envInt(EnvServerReserved)), "connections of each database server read-only logins never get, beside the superuser reserve; default the fanout's share of the server's connections (--max-org-connections when set) + 12, -1: none ("+EnvServerReserved+")")
 	}
 	if groups&FlagsSlot != 0 {
 		fs.StringVar(&c.Slot, "slot", c.envAlias(EnvSlot, envFanoutSlotDeprecated), "the fanout's replication slot, the same for every process of a deployment; default webhookdb_fanout ("+EnvSlot+")")
@@ -428,6 +438,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.DurationVar(&c.IngestIdleTimeout, "ingest-idle-timeout", c.envDuration(EnvIngestIdleTimeout), "cut a sender whose body stops arriving for this long; default 10s ("+EnvIngestIdleTimeout+")")
 		fs.StringVar(&c.TrustedProxies, "trusted-proxies", Env(EnvTrustedProxies), "CIDRs whose X-Forwarded-For ingest believes, comma-separated ("+EnvTrustedProxies+")")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration(EnvShutdownTimeout), "how long in-flight requests may take to finish on shutdown; default 15s ("+EnvShutdownTimeout+")")
+		c.bindSavedQueryFlags(fs)
 	}
 	if groups&FlagsMetrics != 0 {
 		fs.StringVar(&c.MetricsListen, "metrics-listen", c.envAlias(EnvMetricsListen, envFanoutMetricsDeprecated), "serve /metrics and /healthz on this address of their own; empty: on --listen when the process serves HTTP, else off ("+EnvMetricsListen+")")
@@ -435,7 +446,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 	if groups&FlagsFanout != 0 {
 		f := &c.Fanout
 		fs.IntVar(&f.Workers, "workers", 0, "fanout: org transactions in flight at once (default 8)")
-		fs.IntVar(&f.MaxOrgConns, "max-org-connections", 0, "fanout: connections to org databases across all orgs (default 64)")
+		fs.IntVar(&f.MaxOrgConns, "max-org-connections", 0, "fanout: connections to the org databases of each database server (default: half of what each server's max_connections leaves beside its superuser reserve)")
 		fs.IntVar(&f.MaxApplyRows, "max-apply-rows", 0, "fanout: staging rows per org transaction at most (default 1000)")
 		fs.Int64Var(&f.MaxInFlightBytes, "max-in-flight-bytes", 0, "fanout: bytes of staging rows received and not yet applied; reading pauses at the cap (default 64 MiB)")
 		fs.DurationVar(&f.ApplyTimeout, "apply-timeout", 0, "fanout: how long an org transaction may take before its changes are parked (default 10s)")

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/webhookdb-go/webhookdb/fanout"
+
 	"github.com/spf13/pflag"
 )
 
@@ -152,16 +154,16 @@ func TestVaultAuthValidation(t *testing.T) {
 // Read-only logins leave each server what webhookdb needs there: the fanout's whole cap and the service
 // connections, unless the operator says otherwise.
 func TestServerReserveCoversTheFanout(t *testing.T) {
-	if got := (Config{}).serverReserve(); got != 64+serviceConnections {
-		t.Fatalf("default reserve %d, want the fanout's default cap 64 + %d", got, serviceConnections)
+	if pct, n := (Config{}).serverReserve(); pct != fanout.DefaultServerConnPercent || n != serviceConnections {
+		t.Fatalf("default reserve %d%% + %d, want the fanout's share %d%% + %d", pct, n, fanout.DefaultServerConnPercent, serviceConnections)
 	}
 	c := Config{}
 	c.Fanout.MaxOrgConns = 16
-	if got := c.serverReserve(); got != 16+serviceConnections {
-		t.Fatalf("reserve with a cap of 16: %d", got)
+	if pct, n := c.serverReserve(); pct != 0 || n != 16+serviceConnections {
+		t.Fatalf("reserve with a cap of 16: %d%% + %d", pct, n)
 	}
 	c.ServerReservedConnections = -1
-	if got := c.serverReserve(); got != -1 {
-		t.Fatalf("an explicit setting wins: %d", got)
+	if pct, n := c.serverReserve(); pct != 0 || n != -1 {
+		t.Fatalf("an explicit setting wins: %d%% + %d", pct, n)
 	}
 }

@@ -166,7 +166,8 @@ func buildSecrets(ctx context.Context, cfg Config, pool *pgxpool.Pool) (*Keys, *
 		}
 	}
 	var issuer orgdb.Issuer
-	policy := pgroles.LoginPolicy{ReservedConnections: cfg.serverReserve()}
+	reservedPercent, reserved := cfg.serverReserve()
+	policy := pgroles.LoginPolicy{ReservedConnections: reserved, ReservedPercent: reservedPercent}
 	if cfg.Credentials == CredentialsVault {
 		issuer, err = vault.NewIssuer(vault.Config{Client: client, DatabaseMount: cfg.DatabaseMount, Logger: cfg.Logger, Policy: policy})
 	} else {

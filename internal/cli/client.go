@@ -137,17 +137,31 @@ func (e *apiError) Error() string {
 // do calls the API and decodes its answer into out (one of the api package's response types). The request is
 // bound to ctx, so interrupting the command cancels it.
 func (c *client) do(ctx context.Context, method, path string, body any, out any) error {
+	_, b, err := c.doRaw(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("unexpected answer from the server: %w", err)
+		}
+	}
+	return nil
+}
+
+// doRaw calls the API and returns its answer's headers and body as they are (an error answer as an error).
+func (c *client) doRaw(ctx context.Context, method, path string, body any) (http.Header, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, rd)
 	if err != nil {
-		return fmt.Errorf("error building request: %w", err)
+		return nil, nil, fmt.Errorf("error building request: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
@@ -156,14 +170,14 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return fmt.Errorf("error calling webhookdb: %w", context.Cause(ctx))
+			return nil, nil, fmt.Errorf("error calling webhookdb: %w", context.Cause(ctx))
 		}
-		return fmt.Errorf("cannot reach webhookdb at %s: %w", c.baseURL, err)
+		return nil, nil, fmt.Errorf("cannot reach webhookdb at %s: %w", c.baseURL, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("error reading the answer: %w", err)
+		return nil, nil, fmt.Errorf("error reading the answer: %w", err)
 	}
 	if resp.StatusCode >= 400 {
 		var env api.ErrorEnvelope
@@ -172,14 +186,9 @@ func (c *client) do(ctx context.Context, method, path string, body any, out any)
 		if env.Error != nil {
 			e.Code, e.Message, e.Field = env.Error.Code, env.Error.Message, env.Error.Field
 		}
-		return e
+		return nil, nil, e
 	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("unexpected answer from the server: %w", err)
-		}
-	}
-	return nil
+	return resp.Header, b, nil
 }
 
 func pathEscape(s string) string { return url.PathEscape(s) }

@@ -25,6 +25,7 @@ func clientCommands() []*cobra.Command {
 	cmds := []*cobra.Command{
 		authCommand(o), orgCommand(o), tokensCommand(o), servicesCommand(o), integrationsCommand(o),
 		dbCommand(o), webhooksCommand(o), replayCommand(o), errorsCommand(o), serversCommand(o),
+		savedQueryCommand(o),
 		subscriptionsCommand(o), alertsCommand(o), // issue 14 (subscription_commands.go)
 	}
 	for _, c := range cmds {

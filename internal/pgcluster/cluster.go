@@ -36,7 +36,7 @@ type Config struct {
 	Dir string
 	// Port to listen on at 127.0.0.1; 0 reuses the port of an earlier run when it is free, else picks a free one.
 	Port int
-	// MaxConnections is max_connections; default 200.
+	// MaxConnections is max_connections; default 300 (the fanout holds up to half, see fanout.Config).
 	MaxConnections int
 	// Settings are extra postgresql.conf settings, applied on every start.
 	Settings map[string]string
@@ -47,7 +47,7 @@ type Config struct {
 // WithDefaults returns a copy of the config with defaults filled in.
 func (c Config) WithDefaults() Config {
 	if c.MaxConnections == 0 {
-		c.MaxConnections = 200
+		c.MaxConnections = 300
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -386,7 +386,7 @@ func (c *Cluster) Kill(ctx context.Context) error {
 
 // Restart starts a stopped cluster again on the same port.
 func (c *Cluster) Restart(ctx context.Context) error {
-	return c.start(ctx, Config{MaxConnections: 200}.WithDefaults())
+	return c.start(ctx, Config{}.WithDefaults())
 }
 
 func (c *Cluster) stopStale(ctx context.Context) {

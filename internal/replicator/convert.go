@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -225,13 +227,93 @@ func normTime(t time.Time) time.Time { return t.Round(time.Microsecond).UTC() }
 
 // marshalJSON encodes without HTML escaping, so data stays as readable as the provider sent it.
 func marshalJSON(v any) ([]byte, error) {
+	return appendJSON(make([]byte, 0, 1024), v)
+}
+
+// appendJSON encodes a decoded document (maps, slices, strings, json.Numbers, booleans, nil) as encoding/json
+// does with HTML escaping off and keys sorted, without reflection: this runs once per extracted row. Anything
+// else goes through encoding/json.
+func appendJSON(b []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case bool:
+		return strconv.AppendBool(b, v), nil
+	case json.Number:
+		if !json.Valid([]byte(v)) {
+			return nil, fmt.Errorf("invalid number %q", string(v))
+		}
+		return append(b, v...), nil
+	case string:
+		return appendJSONString(b, v), nil
+	case []any:
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendJSON(b, e); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendJSONString(b, k), ':')
+			var err error
+			if b, err = appendJSON(b, v[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...), nil
+}
+
+// appendJSONString quotes s; a string needing escapes (quotes, backslashes, control characters, invalid
+// UTF-8, U+2028/U+2029) is left to encoding/json, so the output is byte for byte the same.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			if c >= 0x80 && utf8.ValidString(s) && !strings.ContainsRune(s, '\u2028') && !strings.ContainsRune(s, '\u2029') && !hasEscapes(s) {
+				break
+			}
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// hasEscapes reports whether s has an ASCII byte JSON must escape.
+func hasEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' {
+			return true
+		}
+	}
+	return false
 }
 
 // sqlLiteral quotes s as a string constant (standard_conforming_strings is on since Postgres 9.1).

@@ -51,7 +51,9 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error parsing %s webhook: %w: %w", s.Name, ErrMalformed, err)
 	}
-	event = stripNUL(event)
+	if mayHoldNUL(w.Body, s.Format) {
+		event = stripNUL(event)
+	}
 	if !s.Events.matches(w.Header, event) {
 		return nil, nil
 	}
@@ -262,6 +264,16 @@ func parseForm(body []byte) (any, error) {
 		out[k] = list
 	}
 	return out, nil
+}
+
+// mayHoldNUL reports whether a body can decode to a string or key with a NUL character: JSON cannot carry
+// one raw (control characters must be escaped), so only as \u0000; a form only percent-encoded. Walking every
+// decoded payload for it would cost a map write per key.
+func mayHoldNUL(body []byte, format BodyFormat) bool {
+	if format == FormatForm {
+		return bytes.Contains(body, []byte("%00")) || bytes.IndexByte(body, 0) >= 0
+	}
+	return bytes.Contains(body, []byte(`\u0000`))
 }
 
 // stripNUL removes NUL characters from every string and key: Postgres text and jsonb cannot hold them.

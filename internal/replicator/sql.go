@@ -48,6 +48,18 @@ func (s *Service) EnsureTableSQL(schema, table string) []string {
 	return stmts
 }
 
+// IndexNames are the names of the indexes EnsureTableSQL creates on the columns the service marks indexed, so a
+// caller can check a table for them without running the DDL.
+func (s *Service) IndexNames(table string) []string {
+	var out []string
+	for _, c := range s.Columns {
+		if c.Index {
+			out = append(out, indexName(table, c.Name))
+		}
+	}
+	return out
+}
+
 // addColumnsSQL adds the columns a table created by an older version of the service lacks. It checks the
 // catalog first so the fill UPDATE, a full rewrite, runs only when the column is new. The fill gates every cast
 // (see convert.go); a value that still fails to cast (2024-13-45) sends the fill row by row, leaving just that

@@ -449,8 +449,12 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	rep.FanoutDuration = time.Since(start)
 	fanoutRate := float64(cfg.Rows) / rep.FanoutDuration.Seconds()
 	eff := fcfg.WithDefaults()
-	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, at most %d org connections): %d rows in %s = %.0f rows/s\n",
-		cfg.Orgs, eff.Workers, eff.MaxOrgConns, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
+	connCap := fmt.Sprintf("%d%% of the server's connections", eff.ServerConnPercent)
+	if eff.MaxOrgConns != 0 {
+		connCap = fmt.Sprint(eff.MaxOrgConns)
+	}
+	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, org connections capped at %s): %d rows in %s = %.0f rows/s\n",
+		cfg.Orgs, eff.Workers, connCap, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
 	rep.Ratio = fanoutRate / nativeRate
 	printMetrics(out, reg)
 	fmt.Fprintf(out, "ratio fanout/native: %.2fx (target >= 1.0x)\n", rep.Ratio)
