@@ -221,7 +221,7 @@ type relayConn struct {
 }
 
 // maxRelayConns bounds the relay's connections to org databases, beside the fanout's own cap: they come out
-// of the spare connections of each server's reserve (the fanout's cap + 12).
+// of the spare connections of each server's reserve (the fanout's share + 12).
 const maxRelayConns = 4
 
 // pass relays each org once, a few at a time, and returns the orgs that have more.
