@@ -37,10 +37,7 @@ var (
 	ErrInvalid = errors.New("invalid alert handler")
 )
 
-func init() {
-	secrets.RegisterColumn(secrets.EncryptedColumn{Table: "alert_handlers", Column: "secret_enc", RowKey: "opaque_id"})
-}
-
+// secretBinding binds a handler's secret to its row; internal/secrets declares the column for key rotation.
 func secretBinding(opaqueID string) secrets.Binding {
 	return secrets.Binding{Table: "alert_handlers", Column: "secret_enc", Row: opaqueID}
 }

@@ -30,12 +30,7 @@ var (
 	ErrInvalid = errors.New("invalid subscription")
 )
 
-func init() {
-	for _, col := range []string{"secret_enc", "previous_secret_enc"} {
-		secrets.RegisterColumn(secrets.EncryptedColumn{Table: "subscriptions", Column: col, RowKey: "opaque_id"})
-	}
-}
-
+// secretBinding binds a secret to its row; internal/secrets declares the columns for key rotation.
 func secretBinding(opaqueID, column string) secrets.Binding {
 	return secrets.Binding{Table: "subscriptions", Column: column, Row: opaqueID}
 }

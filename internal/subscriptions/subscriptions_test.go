@@ -513,3 +513,45 @@ func TestRecordMatchesIntegrationAndSources(t *testing.T) {
 		t.Fatalf("deliveries of a deleted subscription: %v", err)
 	}
 }
+
+// Key rotation rewraps signing secrets (internal/secrets declares the columns): after it, the subscription
+// still signs with the secret shown at creation.
+func TestSecretsSurviveKeyRotation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := secrets.NewKeyEntry(1)
+	old, err := secrets.ParseKeyring(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.box = old
+	f := newFlaky(t, 0)
+	sub := e.subscribe(e.service(nil), f)
+	both, err := secrets.ParseKeyring(v1 + "," + secrets.NewKeyEntry(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := secrets.Rotate(ctx, e.pool, both, secrets.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var enc string
+	if err := e.pool.QueryRow(ctx, `SELECT secret_enc FROM subscriptions`).Scan(&enc); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := both.KeyVersion(enc); err != nil || v != 2 {
+		t.Fatalf("secret under key version %d (%v), want 2", v, err)
+	}
+	e.box, err = secrets.ParseKeyring(secrets.NewKeyEntry(3)) // a keyring without the old versions cannot sign
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.service(nil).Test(ctx, e.orgID, sub.ID); err == nil {
+		t.Fatal("signed without the key")
+	}
+	e.box = both
+	res, err := e.service(nil).Test(ctx, e.orgID, sub.ID)
+	if err != nil || !res.OK {
+		t.Fatalf("test after rotation: %+v %v", res, err)
+	}
+}
