@@ -95,23 +95,27 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		disabled    bool
 		room        int
 	}
+	// Pending deliveries are counted (up to the cap) at most once a second per endpoint, and counted up by
+	// what Record adds in between: the cap is soft, and counting a backlog for every batch would cost more
+	// than the batch.
+	fresh := s.freshPending()
 	rows, err := s.pool.Query(ctx, `
 		SELECT s.id, s.integration_id, s.sources, s.disabled_at IS NOT NULL,
-			(SELECT count(*) FROM (SELECT FROM subscription_deliveries d
-				WHERE d.subscription_id = s.id AND d.status = 'pending' LIMIT $2) p)
-		FROM subscriptions s WHERE s.org_id = $1 ORDER BY s.id`, orgID, s.cfg.PendingCap)
+			CASE WHEN s.id = ANY($3) THEN NULL ELSE (SELECT count(*) FROM (SELECT FROM subscription_deliveries d
+				WHERE d.subscription_id = s.id AND d.status = 'pending' LIMIT $2) p) END
+		FROM subscriptions s WHERE s.org_id = $1 ORDER BY s.id`, orgID, s.cfg.PendingCap, fresh)
 	if err != nil {
 		return fmt.Errorf("error reading subscriptions: %w", err)
 	}
 	var subs []*sub
 	for rows.Next() {
 		x := &sub{}
-		var pending int
-		if err := rows.Scan(&x.id, &x.integration, &x.sources, &x.disabled, &pending); err != nil {
+		var counted *int
+		if err := rows.Scan(&x.id, &x.integration, &x.sources, &x.disabled, &counted); err != nil {
 			rows.Close()
 			return err
 		}
-		x.room = s.cfg.PendingCap - pending
+		x.room = s.cfg.PendingCap - s.pendingOf(x.id, counted)
 		subs = append(subs, x)
 	}
 	rows.Close()
@@ -172,10 +176,58 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		now, subIDs, msgIDs, keys, types, payloads, statuses, lastErrors, next); err != nil {
 		return fmt.Errorf("error recording deliveries: %w", err)
 	}
-	for _, st := range statuses {
+	added := map[int64]int{}
+	for i, st := range statuses {
 		s.metrics.recorded.WithLabelValues(st).Inc() // a notification relayed twice counts twice
+		if st == "pending" {
+			added[subIDs[i]]++
+		}
 	}
+	s.addPending(added)
 	return nil
+}
+
+// pendingCount is an endpoint's pending deliveries as last counted, plus what Record added since.
+type pendingCount struct {
+	n  int
+	at time.Time
+}
+
+// freshPending lists the endpoints counted within the last second.
+func (s *Service) freshPending() []int64 {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	var out []int64
+	for id, c := range s.pending {
+		if time.Since(c.at) < time.Second {
+			out = append(out, id)
+		} else {
+			delete(s.pending, id)
+		}
+	}
+	return out
+}
+
+// pendingOf returns an endpoint's pending count: counted now, or as cached.
+func (s *Service) pendingOf(id int64, counted *int) int {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if counted != nil {
+		s.pending[id] = pendingCount{n: *counted, at: time.Now()}
+		return *counted
+	}
+	return s.pending[id].n
+}
+
+func (s *Service) addPending(added map[int64]int) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for id, n := range added {
+		if c, ok := s.pending[id]; ok {
+			c.n += n
+			s.pending[id] = c
+		}
+	}
 }
 
 func (s *Service) integrationIDs(ctx context.Context, notes []fanout.Notification) (map[int64]string, error) {

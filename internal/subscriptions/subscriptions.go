@@ -164,6 +164,9 @@ type Service struct {
 	keysMu sync.Mutex
 	keys   map[int64]*signingKeys
 
+	pendingMu sync.Mutex
+	pending   map[int64]pendingCount // per endpoint, for the pending cap (record.go)
+
 	busyMu sync.Mutex
 	busy   map[int64]int // deliveries claimed per subscription
 	sems   map[int64]chan struct{}
@@ -176,7 +179,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}, pending: map[int64]pendingCount{}}, nil
 }
 
 // Subscription is a subscription as the API shows it; the secret is never part of it.
