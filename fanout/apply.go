@@ -219,7 +219,8 @@ func (c *Consumer) extract(svc *replicator.Service, ch *change) (rows []replicat
 			err = fmt.Errorf("replicator %s panicked: %v", svc.Name, r)
 		}
 	}()
-	w := replicator.Webhook{ContentType: ch.contentType, Body: ch.body, ReceivedAt: ch.deliveredAt(), DeliveryID: ch.deliveryID}
+	w := replicator.Webhook{ContentType: ch.contentType, Body: ch.body, ReceivedAt: ch.deliveredAt(), DeliveryID: ch.deliveryID,
+		Bare: ch.source == staging.SourceBackfill || ch.backfillJobID != 0} // a replayed backfill row is still an API object
 	if needsHeaders(svc) {
 		var h map[string]string
 		if err := json.Unmarshal(ch.headers, &h); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 )
 
 // FanoutErrors lists, retries and skips the changes the fanout parked (org database unreachable) or failed to
@@ -52,7 +53,11 @@ func (a *API) listErrors(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []fanout.ChangeError{}
 	}
-	writeJSON(w, http.StatusOK, ErrorList{Errors: list})
+	failed, err := backfill.FailedJobs(r.Context(), a.pool, orgFrom(r).ID, intID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ErrorList{Errors: list, BackfillJobs: failed})
 	return nil
 }
 

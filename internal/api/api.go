@@ -20,6 +20,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
 	"github.com/webhookdb-go/webhookdb/internal/alerts"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/savedquery"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -105,6 +106,8 @@ type Config struct {
 	// Subscriptions and Alerts serve webhook subscriptions and alert handlers (issue 14).
 	Subscriptions *subscriptions.Service
 	Alerts        *alerts.Service
+	// Backfill sets backfill credentials and queues jobs; nil answers 501.
+	Backfill *backfill.Service
 	// ClientKey names who a request comes from, for per-client limits (the peer's address, or what trusted
 	// proxies say); default the peer's address.
 	ClientKey func(*http.Request) string
@@ -360,6 +363,13 @@ func (a *API) routes() []route {
 		{"DELETE", "/orgs/{org}/integrations/{opaque_id}", a.orgScoped(roleAdmin, a.deleteIntegration)},
 		{"POST", "/orgs/{org}/integrations/{opaque_id}/roll-secret", a.orgScoped(roleAdmin, a.rollSecret)},
 		{"GET", "/orgs/{org}/integrations/{opaque_id}/stats", a.orgScoped(roleMember, a.integrationStats)},
+
+		{"GET", "/orgs/{org}/integrations/{opaque_id}/backfill", a.orgScoped(roleMember, a.getBackfill)},
+		{"PUT", "/orgs/{org}/integrations/{opaque_id}/backfill", a.orgScoped(roleAdmin, a.setBackfill)},
+		{"POST", "/orgs/{org}/integrations/{opaque_id}/backfill/jobs", a.orgScoped(roleAdmin, a.startBackfill)},
+		{"GET", "/orgs/{org}/backfill/jobs", a.orgScoped(roleMember, a.listBackfillJobs)},
+		{"GET", "/orgs/{org}/backfill/jobs/{id}", a.orgScoped(roleMember, a.getBackfillJob)},
+		{"POST", "/orgs/{org}/backfill/jobs/{id}/cancel", a.orgScoped(roleAdmin, a.cancelBackfillJob)},
 
 		{"GET", "/orgs/{org}/db/connection", a.orgScoped(roleMember, a.dbConnection)},
 		{"POST", "/orgs/{org}/db/roll-credentials", a.orgScoped(roleMember, a.rollCredentials)},

@@ -176,6 +176,8 @@ func TestCrossOrgAccess(t *testing.T) {
 		"POST /v1/orgs/{org}/errors/{id}/retry": true, "POST /v1/orgs/{org}/errors/{id}/skip": true,
 		"DELETE /v1/orgs/{org}/saved-queries/{name}": true, "POST /v1/orgs/{org}/saved-queries/{name}/publish": true,
 		"POST /v1/orgs/{org}/saved-queries/{name}/roll-token": true, "POST /v1/orgs/{org}/saved-queries/{name}/unpublish": true,
+		"PUT /v1/orgs/{org}/integrations/{opaque_id}/backfill": true, "POST /v1/orgs/{org}/integrations/{opaque_id}/backfill/jobs": true,
+		"POST /v1/orgs/{org}/backfill/jobs/{id}/cancel": true,
 		// issue 14
 		"POST /v1/orgs/{org}/subscriptions": true, "DELETE /v1/orgs/{org}/subscriptions/{id}": true,
 		"POST /v1/orgs/{org}/subscriptions/{id}/test": true, "POST /v1/orgs/{org}/subscriptions/{id}/roll-secret": true,

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
@@ -159,6 +160,9 @@ func (a *API) deleteIntegration(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := integrations.Delete(r.Context(), a.pool, in.OpaqueID); err != nil {
+		return err
+	}
+	if err := backfill.CancelIntegration(r.Context(), a.pool, in.ID, "the integration was deleted"); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, Deleted{Deleted: in.OpaqueID, Note: "its URL now answers 410 Gone; the table stays in your database"})

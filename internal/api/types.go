@@ -7,6 +7,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/ingest/verify"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
 
@@ -190,6 +191,8 @@ type Delivery struct {
 	Outcome       string            `json:"outcome"`
 	Reason        *string           `json:"reason,omitempty"`
 	ReplayOf      *int64            `json:"replay_of,omitempty"`
+	Source        string            `json:"source,omitempty"`
+	BackfillJobID *int64            `json:"backfill_job_id,omitempty"`
 	Bytes         int               `json:"bytes"`
 	Headers       map[string]string `json:"headers,omitempty"`
 	Body          *string           `json:"body,omitempty"`
@@ -219,6 +222,9 @@ type ReplayResult struct {
 // ErrorList answers GET /orgs/{org}/errors.
 type ErrorList struct {
 	Errors []fanout.ChangeError `json:"errors"`
+	// BackfillJobs are the integrations' latest backfill jobs where they failed (the vendor's reason in
+	// last_error).
+	BackfillJobs []*backfill.Job `json:"backfill_jobs,omitempty"`
 }
 
 // RetryResult answers POST /orgs/{org}/errors/retry and /orgs/{org}/errors/{id}/retry: how many changes were

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -18,7 +19,12 @@ type deliveryFilter struct {
 	integrationID int64
 	outcome       string
 	limit         int
+	// sources narrows the list; nil: every source but backfill (objects fetched from a vendor are not deliveries)
+	sources []staging.Source
 }
+
+// deliverySources are the sources listed unless asked otherwise.
+var deliverySources = []staging.Source{staging.SourceWebhook, staging.SourceReplay, staging.SourceResync}
 
 // integrationNames maps the org's integration ids to their opaque ids and services, deleted ones included
 // (their deliveries are still listed).
@@ -56,6 +62,10 @@ func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bo
 	if s.ReplayOf != 0 {
 		d.ReplayOf = &s.ReplayOf
 	}
+	d.Source = string(s.Source)
+	if s.BackfillJobID != 0 {
+		d.BackfillJobID = &s.BackfillJobID
+	}
 	if full {
 		_ = json.Unmarshal(s.Headers, &d.Headers)
 		if json.Valid(s.Body) || isText(s.Body) {
@@ -69,7 +79,10 @@ func (a *API) deliveryView(s *staging.Stored, names map[int64][2]string, full bo
 }
 
 func (a *API) deliveries(r *http.Request, f deliveryFilter) ([]Delivery, error) {
-	sf := staging.Filter{OrgID: orgFrom(r).ID, IntegrationID: f.integrationID, Limit: f.limit}
+	sf := staging.Filter{OrgID: orgFrom(r).ID, IntegrationID: f.integrationID, Limit: f.limit, Sources: f.sources}
+	if sf.Sources == nil {
+		sf.Sources = deliverySources
+	}
 	if f.outcome != "" {
 		accepted := f.outcome == "accepted"
 		sf.Accepted = &accepted
@@ -109,6 +122,19 @@ func (a *API) listWebhooks(w http.ResponseWriter, r *http.Request) error {
 			return errInvalid("limit", "a number from 1 to 1000")
 		}
 		f.limit = n
+	}
+	if src := r.URL.Query().Get("source"); src != "" {
+		for _, s := range strings.Split(src, ",") {
+			switch staging.Source(s) {
+			case staging.SourceWebhook, staging.SourceBackfill, staging.SourceReplay, staging.SourceResync:
+				f.sources = append(f.sources, staging.Source(s))
+			default:
+				return errInvalid("source", "webhook, backfill, replay or resync (comma-separated)")
+			}
+		}
+	}
+	if r.URL.Query().Get("include_backfill") == "true" {
+		f.sources = append(f.sources, append(deliverySources, staging.SourceBackfill)...)
 	}
 	if id := r.URL.Query().Get("integration"); id != "" {
 		var intID int64

@@ -24,6 +24,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/ingest"
 	"github.com/webhookdb-go/webhookdb/internal/api"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
@@ -63,6 +64,10 @@ type App struct {
 
 	workers []func(ctx context.Context) error
 	slot    *slotWatch
+
+	// backfillPool is the backfill workers' own (maintenance role only).
+	backfillPool *pgxpool.Pool
+	backfill     *backfill.Service
 }
 
 // New validates the config, applies migrations, connects, builds the roles and binds the listen addresses.
@@ -200,6 +205,10 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 	}
 	proxies, _ := cfg.trustedProxies() // validated above
+	backfills, err := a.buildBackfill(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Has(RoleIngest) {
 		svc := ingest.New(a.commitPool, a.box, ingest.NewMetrics(a.registry), ingest.Config{
 			PublicURL: cfg.PublicURL, DefaultBodyLimit: cfg.BodyLimit, Logger: logger,
@@ -217,7 +226,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			Pool: a.pool, Box: a.box, PublicURL: cfg.PublicURL, Logger: logger,
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter, Limits: adapter,
 			SavedQueryCacheTTL: cfg.SavedQueries.CacheTTL, PublicQueryMaxRows: cfg.SavedQueries.PublicMaxRows, PublicQueryMaxBytes: cfg.SavedQueries.PublicMaxBytes,
-			Fanout: state, Errors: state, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
+			Fanout: state, Errors: state, Backfill: backfills, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
 			Subscriptions: subs, Alerts: alertSvc,
 			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },
 		}).Register(a.router)
@@ -382,6 +391,9 @@ func (a *App) close() {
 	}
 	if a.lookupPool != nil {
 		a.lookupPool.Close()
+	}
+	if a.backfillPool != nil {
+		a.backfillPool.Close()
 	}
 	if a.pool != nil {
 		a.pool.Close()

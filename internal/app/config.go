@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
@@ -101,6 +102,10 @@ type Config struct {
 
 	// Outgoing configures webhook subscriptions and alerts (outgoing_wiring.go).
 	Outgoing OutgoingConfig
+	// Backfill tunes the backfill workers (maintenance role): workers and the rate into staging. Its Pool, Box and
+	// Logger are set here.
+	Backfill backfill.Config
+
 	// Retention is how long staging rows are kept (WEBHOOKDB_RETENTION); default 7 days.
 	Retention time.Duration
 	// BodyLimit is the default webhook body limit in bytes (WEBHOOKDB_BODY_LIMIT); default 1 MiB.
@@ -368,6 +373,8 @@ const (
 	EnvVaultRoleIDFile   = "WEBHOOKDB_VAULT_ROLE_ID_FILE"
 	EnvVaultSecretIDFile = "WEBHOOKDB_VAULT_SECRET_ID_FILE"
 	EnvKeyRotationPeriod = "WEBHOOKDB_KEY_ROTATION_PERIOD"
+	EnvBackfillWorkers   = "WEBHOOKDB_BACKFILL_WORKERS"
+	EnvBackfillRate      = "WEBHOOKDB_BACKFILL_RATE"
 
 	EnvIngestMemory       = "WEBHOOKDB_INGEST_MEMORY"
 	EnvIngestMemoryPerOrg = "WEBHOOKDB_INGEST_MEMORY_PER_ORG"
@@ -460,6 +467,8 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 			period = -1
 		}
 		c.KeyRotationPeriod = period
+		fs.IntVar(&c.Backfill.Workers, "backfill-workers", int(c.envInt(EnvBackfillWorkers)), "backfill jobs this process runs at once, across all orgs; default 2 ("+EnvBackfillWorkers+")")
+		fs.IntVar(&c.Backfill.ObjectsPerSecond, "backfill-rate", int(c.envInt(EnvBackfillRate)), "objects per second this process's backfills store into staging at most; default 2000 ("+EnvBackfillRate+")")
 		fs.Var((*rotationPeriod)(&c.KeyRotationPeriod), "key-rotation-period", "rotate the encryption key (transit) or warn (keyring) when its current version is older; 0 disables; default 720h ("+EnvKeyRotationPeriod+")")
 	}
 }

@@ -46,7 +46,7 @@ func TestSavedQueriesOnOrgDatabases(t *testing.T) {
 			_ = a.Orgs().DeleteOrg(context.Background(), id)
 		}
 	}()
-	c := pgtest.Cluster(t)
+	c := pgtest.NewCluster(t) // its own server: registering one sets the Vault role's password, which the other tests of this package race for on the shared cluster
 	if _, err := a.Orgs().RegisterServer(ctx, orgdb.ServerSpec{Name: "sq" + suffix(), AdminURL: c.URL("postgres"), PublicHost: "127.0.0.1", PublicPort: c.Port, SSLMode: "disable"}); err != nil {
 		t.Fatal(err)
 	}

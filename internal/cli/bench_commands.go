@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/webhookdb-go/webhookdb/internal/bench/backfillbench"
 	"github.com/webhookdb-go/webhookdb/internal/bench/credbench"
 	"github.com/webhookdb-go/webhookdb/internal/bench/fanoutbench"
 	"github.com/webhookdb-go/webhookdb/internal/bench/ingestbench"
@@ -112,8 +113,33 @@ func benchSubcommandsWith(prof *profiler) []*cobra.Command {
 		newIngestBenchCommand(prof),
 		newFanoutBenchCommand(prof),
 		newCredentialsBenchCommand(prof),
+		newBackfillBenchCommand(prof),
 		newSubscriptionsBenchCommand(prof), // issue 14
 	}
+}
+
+func newBackfillBenchCommand(prof *profiler) *cobra.Command {
+	var cfg backfillbench.Config
+	cmd := &cobra.Command{
+		Use:   "backfill",
+		Short: "Objects per second from a fake Stripe into an org's table, and another org's webhook lag while it runs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out = cmd.OutOrStdout()
+			if start, stop := prof.hooks("backfill"); start != nil {
+				start()
+				defer stop()
+			}
+			_, err := backfillbench.Run(cmd.Context(), cfg)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&cfg.Objects, "objects", 100_000, "charges the fake Stripe holds")
+	cmd.Flags().IntVar(&cfg.Rate, "rate", 200, "webhooks per second of another org during both phases")
+	cmd.Flags().DurationVar(&cfg.Quiet, "quiet", 5*time.Second, "how long the lag is measured without a backfill")
+	cmd.Flags().IntVar(&cfg.BackfillRate, "backfill-rate", 0, "objects per second the backfill may store (default: the server's, 2000)")
+	cmd.Flags().IntVar(&cfg.Workers, "backfill-workers", 0, "backfill workers (default: the server's, 2)")
+	return cmd
 }
 
 func newIngestBenchCommand(prof *profiler) *cobra.Command {

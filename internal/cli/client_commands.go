@@ -26,6 +26,7 @@ func clientCommands() []*cobra.Command {
 		authCommand(o), orgCommand(o), tokensCommand(o), servicesCommand(o), integrationsCommand(o),
 		dbCommand(o), webhooksCommand(o), replayCommand(o), errorsCommand(o), serversCommand(o),
 		savedQueryCommand(o),
+		backfillCommand(o),
 		subscriptionsCommand(o), alertsCommand(o), // issue 14 (subscription_commands.go)
 	}
 	for _, c := range cmds {
@@ -411,6 +412,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 	var secret, config, verifier, grace string
 	var bodyLimit int64
 	var quiet bool
+	var bf backfillFlags
 	jsonFlag := func(name, value string, into map[string]any) error {
 		if value == "" {
 			return nil
@@ -488,7 +490,7 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 		}),
 	}
 	update := &cobra.Command{
-		Use: "update ID", Short: "Change verifier, config or body limit", Args: cobra.ExactArgs(1),
+		Use: "update ID", Short: "Change verifier, config, body limit or backfill credentials and schedule", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
 			body := map[string]any{}
 			if err := jsonFlag("config", config, body); err != nil {
@@ -500,16 +502,30 @@ func integrationsCommand(o *clientOptions) *cobra.Command {
 			if bodyLimit > 0 {
 				body["body_limit_bytes"] = bodyLimit
 			}
-			if len(body) == 0 {
-				return errors.New("nothing to change: pass --config, --verifier or --body-limit")
-			}
-			var out api.IntegrationEnvelope
-			if err := c.do(cmd.Context(), "PATCH", orgPath+"/integrations/"+pathEscape(args[0]), body, &out); err != nil {
+			bfBody, err := bf.body(cmd)
+			if err != nil {
 				return err
 			}
-			return integrationTable(&out, p)
+			if len(body) == 0 && bfBody == nil {
+				return errors.New("nothing to change: pass --config, --verifier, --body-limit or a --backfill-* flag")
+			}
+			if len(body) > 0 {
+				var out api.IntegrationEnvelope
+				if err := c.do(cmd.Context(), "PATCH", orgPath+"/integrations/"+pathEscape(args[0]), body, &out); err != nil {
+					return err
+				}
+				if bfBody == nil {
+					return integrationTable(&out, p)
+				}
+			}
+			var out api.BackfillSettings
+			if err := c.do(cmd.Context(), "PUT", orgPath+"/integrations/"+pathEscape(args[0])+"/backfill", bfBody, &out); err != nil {
+				return err
+			}
+			return backfillSettingsOut(p, &out)
 		}),
 	}
+	bf.add(update)
 	update.Flags().StringVar(&config, "config", "", "replicator settings as JSON")
 	update.Flags().StringVar(&verifier, "verifier", "", "verifier override as JSON")
 	update.Flags().Int64Var(&bodyLimit, "body-limit", 0, "largest body accepted, in bytes")
@@ -678,8 +694,9 @@ func dbCommand(o *clientOptions) *cobra.Command {
 
 func webhooksCommand(o *clientOptions) *cobra.Command {
 	wh := &cobra.Command{Use: "webhooks", Short: "Deliveries received, accepted or rejected"}
-	var integration, outcome string
+	var integration, outcome, source string
 	var limit int
+	var includeBackfill bool
 	list := &cobra.Command{
 		Use: "list", Short: "Recent deliveries with their outcome", Args: cobra.NoArgs,
 		RunE: run(o, true, func(cmd *cobra.Command, _ []string, c *client, p *printer, orgPath string) error {
@@ -692,6 +709,12 @@ func webhooksCommand(o *clientOptions) *cobra.Command {
 			}
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
+			}
+			if source != "" {
+				q.Set("source", source)
+			}
+			if includeBackfill {
+				q.Set("include_backfill", "true")
 			}
 			var out api.DeliveryList
 			if err := c.do(cmd.Context(), "GET", orgPath+"/webhooks?"+q.Encode(), nil, &out); err != nil {
@@ -707,6 +730,8 @@ func webhooksCommand(o *clientOptions) *cobra.Command {
 	list.Flags().StringVar(&integration, "integration", "", "only this integration (opaque id)")
 	list.Flags().StringVar(&outcome, "outcome", "", "accepted or rejected")
 	list.Flags().IntVar(&limit, "limit", 50, "how many")
+	list.Flags().StringVar(&source, "source", "", "only these sources, comma-separated: webhook, backfill, replay, resync (default: all but backfill)")
+	list.Flags().BoolVar(&includeBackfill, "include-backfill", false, "list objects stored by backfills too")
 	show := &cobra.Command{
 		Use: "show ID", Short: "One delivery with headers and body", Args: cobra.ExactArgs(1),
 		RunE: run(o, true, func(cmd *cobra.Command, args []string, c *client, p *printer, orgPath string) error {
@@ -819,7 +844,10 @@ func errorsCommand(o *clientOptions) *cobra.Command {
 			for _, e := range out.Errors {
 				rows = append(rows, []any{e.ID, e.Kind, e.Integration, e.WebhookID, e.Attempts, e.Error, e.NextAttemptAt})
 			}
-			return p.table(&out, []string{"id", "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows)
+			if err := p.table(&out, []string{"id", "kind", "integration", "webhook_id", "attempts", "error", "next_attempt_at"}, rows); err != nil || p.format == "json" {
+				return err
+			}
+			return failedBackfills(p, out.BackfillJobs)
 		}),
 	}
 	retry := &cobra.Command{

@@ -212,6 +212,11 @@ func ByOpaqueID(ctx context.Context, db DB, opaqueID string) (*Integration, erro
 	return scan(db.QueryRow(ctx, `SELECT `+columns+` FROM service_integrations WHERE opaque_id = $1`, opaqueID))
 }
 
+// ByID returns an integration by its internal id, deleted or not.
+func ByID(ctx context.Context, db DB, id int64) (*Integration, error) {
+	return scan(db.QueryRow(ctx, `SELECT `+columns+` FROM service_integrations WHERE id = $1`, id))
+}
+
 // ChangedSince lists integrations created, updated or deleted at or after t (the ingest cache polls with it).
 func ChangedSince(ctx context.Context, db DB, t time.Time) ([]*Integration, error) {
 	rows, err := db.Query(ctx, `SELECT `+columns+` FROM service_integrations WHERE updated_at >= $1 ORDER BY updated_at`, t)

@@ -98,6 +98,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.prepareDirs(); err != nil {
 		return nil, err
 	}
+	// Owned from the start: initdb on a loaded machine can outlast the grace ReapOrphans gives a directory
+	// without an owner, and another test binary would reap a cluster still being made.
+	if err := writeOwner(c.Dir); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		if err := c.initdb(ctx); err != nil {
 			return nil, err

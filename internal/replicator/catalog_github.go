@@ -14,6 +14,8 @@ func githubService(event, resource, name, description string, policy ConflictPol
 		RemoteKey:   key("github_id", "id"),
 		Columns:     cols,
 		Policy:      policy,
+		// The REST API's objects are the webhook's resources, with their own updated_at.
+		Bare: &BareObject{},
 	}
 	if policy == NewerWins {
 		s.TimestampColumn = "updated_at"
@@ -22,6 +24,21 @@ func githubService(event, resource, name, description string, policy ConflictPol
 }
 
 func githubServices() []*Service {
+	release := githubService("release", "release", "release", "GitHub releases (release events).", DataChanged,
+		text("author_login").at("author.login"),
+		isoTime("created_at"),
+		boolean("draft"),
+		text("html_url"),
+		text("name"),
+		text("node_id"),
+		boolean("prerelease"),
+		isoTime("published_at"),
+		text("repository_full_name").at("repository.full_name").fromEvent().indexed(),
+		text("tag_name"),
+		text("target_commitish"),
+	)
+	// A listed release does not name its repository: the backfill client puts it beside, as the event does.
+	release.Bare.Resource = "release"
 	return []*Service{
 		githubService("issues", "issue", "issue", "GitHub issues (issues events).", NewerWins,
 			isoTime("closed_at"),
@@ -68,18 +85,6 @@ func githubServices() []*Service {
 			text("user_login").at("user.login").indexed(),
 		),
 		// Releases have no updated_at: an edit only shows in the data.
-		githubService("release", "release", "release", "GitHub releases (release events).", DataChanged,
-			text("author_login").at("author.login"),
-			isoTime("created_at"),
-			boolean("draft"),
-			text("html_url"),
-			text("name"),
-			text("node_id"),
-			boolean("prerelease"),
-			isoTime("published_at"),
-			text("repository_full_name").at("repository.full_name").fromEvent().indexed(),
-			text("tag_name"),
-			text("target_commitish"),
-		),
+		release,
 	}
 }

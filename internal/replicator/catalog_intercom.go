@@ -14,6 +14,8 @@ func intercomService(itemType, description string, cols ...Column) *Service {
 		Columns:         cols,
 		TimestampColumn: "updated_at",
 		Policy:          NewerWins,
+		// The REST API's object is the notification's item, with its own updated_at.
+		Bare: &BareObject{Filter: EventFilter{Path: "type", Equals: []string{itemType}}},
 	}
 }
 

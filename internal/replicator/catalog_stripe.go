@@ -1,6 +1,6 @@
 package replicator
 
-// Stripe objects carry no update time, so every Stripe table's updated column is the event's created time:
+// Stripe objects carry no update time (a backfilled object's version is its fetch time, see BareObject), so every Stripe table's updated column is the event's created time:
 // a webhook then beats an older backfilled copy, and a late retry of an old event loses to a newer one.
 // Events are selected by the object type of data.object rather than the event type prefix, because prefixes
 // overlap (charge.dispute.* carries a dispute, customer.subscription.* a subscription).
@@ -18,6 +18,13 @@ func stripeService(object, resource, description string, cols ...Column) *Servic
 		Columns:         cols,
 		TimestampColumn: "updated",
 		Policy:          NewerWins,
+		// A listed object has no update time: its version is when it was fetched. Events listed from /v1/events
+		// are the webhook's own shape.
+		Bare: &BareObject{
+			Filter:   EventFilter{Path: "object", Equals: []string{object}},
+			Envelope: EventFilter{Path: "object", Equals: []string{"event"}},
+			Columns:  []Column{receivedAt("updated")},
+		},
 	}
 }
 
@@ -34,6 +41,7 @@ func stripeServices() []*Service {
 		stripeUpdated(),
 	)
 	subscriptionItems.Resource = "data.object.items.data"
+	subscriptionItems.Bare.Resource = "items.data"
 
 	return []*Service{
 		stripeService("charge", "charge", "Stripe charges.",

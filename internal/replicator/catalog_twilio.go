@@ -4,6 +4,12 @@ package replicator
 // date_updated is therefore the time webhookdb received the callback, compared newer-wins: a replay of an old
 // callback (replays keep the original receive time) cannot overwrite a newer status, which data-changed would.
 
+func rfc1123Time(name string) Column {
+	c := col(name, TypeTimestamptz)
+	c.Convert = ConvertRFC1123
+	return c
+}
+
 func twilioServices() []*Service {
 	return []*Service{{
 		Name:        "twilio_sms_v1",
@@ -25,5 +31,22 @@ func twilioServices() []*Service {
 		},
 		TimestampColumn: "date_updated",
 		Policy:          NewerWins,
+		// The REST API's Message (JSON, snake_case) lands in the callback's row; its version is Twilio's own
+		// date_updated.
+		Bare: &BareObject{
+			RemoteKey: &Column{Type: TypeText, Path: "sid"},
+			Columns: []Column{
+				text("account_sid"),
+				text("body"),
+				rfc1123Time("date_updated"),
+				integer("error_code"),
+				text("from"),
+				text("messaging_service_sid"),
+				integer("num_media"),
+				integer("num_segments"),
+				text("status"),
+				text("to"),
+			},
+		},
 	}}
 }

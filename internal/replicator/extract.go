@@ -25,6 +25,8 @@ type Webhook struct {
 	// DeliveryID is the sender's id of this delivery as ingest stored it (staging's delivery_id: webhook-id
 	// or svix-id for Standard Webhooks senders), or "" when the request had none.
 	DeliveryID string
+	// Bare marks a vendor's API object stored by a backfill rather than a webhook (see [BareObject]).
+	Bare bool
 }
 
 // MaxKeyBytes bounds a remote key. The key column has a btree index (the upsert's conflict target), whose
@@ -44,6 +46,9 @@ type Row struct {
 // Extract turns one webhook into rows: none when the event does not carry the service's resource, one per
 // element when the resource is an array. Errors wrap ErrMalformed, or ErrNotConfigured.
 func (s *Service) Extract(w Webhook) ([]Row, error) {
+	if w.Bare {
+		return s.extractBare(w)
+	}
 	if s.configurable && s.RemoteKey.Path == "" && s.RemoteKey.From != FromDeliveryID {
 		return nil, fmt.Errorf("error extracting %s: %w", s.Name, ErrNotConfigured)
 	}

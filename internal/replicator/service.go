@@ -167,8 +167,13 @@ type Service struct {
 	TimestampColumn string
 	Policy          ConflictPolicy
 
+	// Bare maps the vendor's bare API object (a backfilled one) to the same row; nil: the service has none.
+	Bare *BareObject
+
 	// configurable marks services that need Resolve before Extract.
 	configurable bool
+	// bare reads bare objects (built from Bare with the catalog).
+	bare *Service
 }
 
 // Configurable reports whether the service needs an integration configuration (see Resolve).
@@ -302,6 +307,7 @@ func buildCatalog(groups ...[]*Service) ([]*Service, map[string]*Service) {
 		}
 	}
 	slices.SortFunc(all, func(a, b *Service) int { return strings.Compare(a.Name, b.Name) })
+	buildBare(all)
 	return all, m
 }
 

@@ -163,6 +163,8 @@ var (
 		{Table: "service_integrations", Column: "previous_secret_enc", RowKey: "opaque_id"},
 		{Table: "org_credentials", Column: "url_enc", RowKey: "id"},
 		{Table: "server_writer_credentials", Column: "password_enc", RowKey: "server_id"},
+		{Table: "backfill_credentials", Column: "key_enc", RowKey: "integration_id"},
+		{Table: "backfill_credentials", Column: "secret_enc", RowKey: "integration_id"},
 		// issue 14: subscriptions' and alert handlers' signing secrets
 		{Table: "subscriptions", Column: "secret_enc", RowKey: "opaque_id"},
 		{Table: "subscriptions", Column: "previous_secret_enc", RowKey: "opaque_id"},

@@ -30,6 +30,8 @@ type Filter struct {
 	IntegrationID int64
 	// Accepted narrows to accepted (true) or rejected (false) rows; nil means both.
 	Accepted *bool
+	// Sources narrows to rows from these sources; nil means all.
+	Sources []Source
 	// Limit caps the rows, newest first; required.
 	Limit int
 }
@@ -67,7 +69,8 @@ func List(ctx context.Context, db DB, f Filter) ([]Stored, error) {
 	}
 	rows, err := db.Query(ctx, `SELECT `+summaryColumns+` FROM staging.webhooks
 		WHERE org_id = $1 AND ($2 = 0 OR integration_id = $2) AND ($3::boolean IS NULL OR accepted = $3)
-		ORDER BY received_at DESC, id DESC LIMIT $4`, f.OrgID, f.IntegrationID, f.Accepted, f.Limit)
+			AND ($5::text[] IS NULL OR source = ANY($5))
+		ORDER BY received_at DESC, id DESC LIMIT $4`, f.OrgID, f.IntegrationID, f.Accepted, f.Limit, sourceTexts(f.Sources))
 	if err != nil {
 		return nil, fmt.Errorf("error listing webhooks: %w", err)
 	}
@@ -80,6 +83,17 @@ func List(ctx context.Context, db DB, f Filter) ([]Stored, error) {
 		return nil, fmt.Errorf("error listing webhooks: %w", err)
 	}
 	return out, nil
+}
+
+func sourceTexts(ss []Source) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = string(s)
+	}
+	return out
 }
 
 // Get returns one of an org's stored rows with its body, or ErrNotFound.
@@ -95,10 +109,11 @@ func Get(ctx context.Context, db DB, orgID, id int64) (*Stored, error) {
 	return &s, nil
 }
 
-// Counts returns how many rows an integration stored since a time, accepted and rejected.
+// Counts returns how many deliveries an integration stored since a time, accepted and rejected; objects
+// stored by backfills are not deliveries.
 func Counts(ctx context.Context, db DB, integrationID int64, since time.Time) (accepted, rejected int64, err error) {
 	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted)
-		FROM staging.webhooks WHERE integration_id = $1 AND received_at > $2`, integrationID, since).Scan(&accepted, &rejected)
+		FROM staging.webhooks WHERE integration_id = $1 AND received_at > $2 AND source <> 'backfill'`, integrationID, since).Scan(&accepted, &rejected)
 	if err != nil {
 		return 0, 0, fmt.Errorf("error counting webhooks: %w", err)
 	}
