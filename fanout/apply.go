@@ -49,6 +49,8 @@ type tableGroup struct {
 	in   *integrationInfo
 	rows []replicator.Row
 	pos  []position // of the change each row came from
+	// issue 14: the source of each row's change (webhook subscriptions)
+	srcs []staging.Source
 }
 
 // item is one change turned into rows: the unit that commits or fails as a whole.
@@ -79,6 +81,7 @@ func groupsOf(items []item) []*tableGroup {
 		g.rows = append(g.rows, it.rows...)
 		for range it.rows {
 			g.pos = append(g.pos, it.ch.pos)
+			g.srcs = append(g.srcs, it.ch.source) // issue 14
 		}
 	}
 	return out
@@ -348,6 +351,13 @@ func (c *Consumer) unchecked(orgID int64, groups []*tableGroup) []*tableGroup {
 }
 
 func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
+	// issue 14: an org with webhook subscriptions records each row written in its outbox (fanout/notify.go)
+	notify := c.notifying(ctx, org.id)
+	if notify {
+		if err := c.ensureOutbox(ctx, conn, org.id); err != nil {
+			return 0, err
+		}
+	}
 	meta := pgx.Identifier{pgroles.MetaSchema, metaTable}.Sanitize()
 	var (
 		lsnText string
@@ -408,6 +418,9 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 		if err != nil {
 			return 0, err
 		}
+		if notify { // issue 14
+			sql, args = outboxUpsert(g, applied, rows, sql, args)
+		}
 		b.Queue(sql, args...)
 		n += len(rows)
 	}
@@ -420,6 +433,9 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, &rowsError{fmt.Errorf("error applying to the org database: %w", err)}
+	}
+	if notify && n > 0 { // issue 14
+		c.notify.wake(org.id)
 	}
 	c.cfg.Logger.DebugContext(ctx, "applied", slog.Int64("org_id", org.id), slog.Int("rows", n),
 		slog.String("from_lsn", applied.lsn.String()), slog.String("to_lsn", last.lsn.String()), slog.Int("to_seq", int(last.seq)))

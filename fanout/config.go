@@ -80,6 +80,10 @@ type Config struct {
 	// with the server's admin URL (and still writes only through the org's owner role).
 	Writers WriterSource
 
+	// Notify, when set, receives the row writes of orgs with webhook subscriptions (issue 14, notify.go);
+	// RunRelay hands them over.
+	Notify Notifier
+
 	Logger *slog.Logger
 	// OnApplied, when set, is called after each committed org transaction of the live stream (benchmarks and
 	// tests measure lag with it). It runs on a worker: keep it fast.

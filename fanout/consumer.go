@@ -41,6 +41,8 @@ type Consumer struct {
 
 	// source keys this consumer's rows in org meta tables; set by each session before its workers start
 	source string
+
+	notify notifyState // issue 14: the outbox relay's wake-ups (notify.go)
 }
 
 // New returns a consumer of the application database at appDBURL (the replication connection is opened

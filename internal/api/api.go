@@ -19,10 +19,12 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/accounts"
+	"github.com/webhookdb-go/webhookdb/internal/alerts"
 	"github.com/webhookdb-go/webhookdb/internal/backfill"
 	"github.com/webhookdb-go/webhookdb/internal/ratelimit"
 	"github.com/webhookdb-go/webhookdb/internal/savedquery"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
+	"github.com/webhookdb-go/webhookdb/internal/subscriptions"
 )
 
 // Credential is a read-only connection to an org's database: the caller's own login.
@@ -101,6 +103,9 @@ type Config struct {
 	Limits      OrgLimiter
 	Fanout      FanoutStatus
 	Errors      FanoutErrors
+	// Subscriptions and Alerts serve webhook subscriptions and alert handlers (issue 14).
+	Subscriptions *subscriptions.Service
+	Alerts        *alerts.Service
 	// Backfill sets backfill credentials and queues jobs; nil answers 501.
 	Backfill *backfill.Service
 	// ClientKey names who a request comes from, for per-client limits (the peer's address, or what trusted
@@ -387,6 +392,19 @@ func (a *API) routes() []route {
 		{"POST", "/orgs/{org}/saved-queries/{name}/publish", a.orgScoped(roleAdmin, a.publishSavedQuery(false))},
 		{"POST", "/orgs/{org}/saved-queries/{name}/roll-token", a.orgScoped(roleAdmin, a.publishSavedQuery(true))},
 		{"POST", "/orgs/{org}/saved-queries/{name}/unpublish", a.orgScoped(roleAdmin, a.unpublishSavedQuery)},
+		// issue 14: webhook subscriptions and alert handlers (subscriptions.go)
+		{"GET", "/orgs/{org}/subscriptions", a.orgScoped(roleMember, a.listSubscriptions)},
+		{"POST", "/orgs/{org}/subscriptions", a.orgScoped(roleAdmin, a.createSubscription)},
+		{"GET", "/orgs/{org}/subscriptions/{id}", a.orgScoped(roleMember, a.getSubscription)},
+		{"DELETE", "/orgs/{org}/subscriptions/{id}", a.orgScoped(roleAdmin, a.deleteSubscription)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/test", a.orgScoped(roleAdmin, a.testSubscription)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/roll-secret", a.orgScoped(roleAdmin, a.rollSubscriptionSecret)},
+		{"GET", "/orgs/{org}/subscriptions/{id}/deliveries", a.orgScoped(roleMember, a.listDeliveries)},
+		{"POST", "/orgs/{org}/subscriptions/{id}/recover", a.orgScoped(roleAdmin, a.recoverSubscription)},
+		{"POST", "/orgs/{org}/deliveries/{delivery}/redeliver", a.orgScoped(roleAdmin, a.redeliver)},
+		{"GET", "/orgs/{org}/alerts", a.orgScoped(roleMember, a.listAlertHandlers)},
+		{"POST", "/orgs/{org}/alerts", a.orgScoped(roleAdmin, a.addAlertHandler)},
+		{"DELETE", "/orgs/{org}/alerts/{id}", a.orgScoped(roleAdmin, a.removeAlertHandler)},
 
 		{"GET", "/admin/servers", a.serverAdmin(a.listServers)},
 		{"POST", "/admin/servers", a.serverAdmin(a.addServer)},

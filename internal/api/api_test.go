@@ -164,7 +164,7 @@ func TestCrossOrgAccess(t *testing.T) {
 	created := f.must(alice, "POST", "/v1/orgs/org_a/integrations", map[string]any{"service": "stripe_charge_v1"}, 201)
 	opaque := created["integration"].(map[string]any)["opaque_id"].(string)
 
-	vars := map[string]string{"{org}": "org_a", "{opaque_id}": opaque, "{email}": "carol@a.example", "{id}": "1", "{name}": "stripe_charge_v1"}
+	vars := map[string]string{"{org}": "org_a", "{opaque_id}": opaque, "{email}": "carol@a.example", "{id}": "1", "{name}": "stripe_charge_v1", "{delivery}": "1"}
 	adminOnly := map[string]bool{
 		"PATCH /v1/orgs/{org}": true, "DELETE /v1/orgs/{org}": true, "POST /v1/orgs/{org}/members": true,
 		"PATCH /v1/orgs/{org}/members/{email}": true, "POST /v1/orgs/{org}/integrations": true,
@@ -178,6 +178,11 @@ func TestCrossOrgAccess(t *testing.T) {
 		"POST /v1/orgs/{org}/saved-queries/{name}/roll-token": true, "POST /v1/orgs/{org}/saved-queries/{name}/unpublish": true,
 		"PUT /v1/orgs/{org}/integrations/{opaque_id}/backfill": true, "POST /v1/orgs/{org}/integrations/{opaque_id}/backfill/jobs": true,
 		"POST /v1/orgs/{org}/backfill/jobs/{id}/cancel": true,
+		// issue 14
+		"POST /v1/orgs/{org}/subscriptions": true, "DELETE /v1/orgs/{org}/subscriptions/{id}": true,
+		"POST /v1/orgs/{org}/subscriptions/{id}/test": true, "POST /v1/orgs/{org}/subscriptions/{id}/roll-secret": true,
+		"POST /v1/orgs/{org}/subscriptions/{id}/recover": true, "POST /v1/orgs/{org}/deliveries/{delivery}/redeliver": true,
+		"POST /v1/orgs/{org}/alerts": true, "DELETE /v1/orgs/{org}/alerts/{id}": true,
 	}
 	checked := 0
 	for _, rt := range api.New(api.Config{}).Routes() {

@@ -181,11 +181,9 @@ func (a *API) rollSecret(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	grace := 24 * time.Hour
-	if body.GracePeriod != "" {
-		if grace, err = time.ParseDuration(body.GracePeriod); err != nil || grace < 0 || grace > 30*24*time.Hour {
-			return errInvalid("grace_period", "a duration such as 24h, at most 720h")
-		}
+	grace, err := gracePeriod(body.GracePeriod)
+	if err != nil {
+		return err
 	}
 	secret, err := integrations.RollSecret(r.Context(), a.pool, a.cfg.Box, in.OpaqueID, body.Secret, grace)
 	if errors.Is(err, verify.ErrInvalidSecret) {

@@ -164,8 +164,14 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	logger.InfoContext(ctx, "assembling webhookdb", slog.Any("roles", cfg.Roles), slog.String("credentials", a.orgs.Mode()),
 		slog.String("encryption", cfg.Encryption), slog.String("slot", cfg.Slot))
 
+	// issue 14: webhook subscriptions and alerts (outgoing_wiring.go)
+	subs, alertSvc, err := a.outgoingServices()
+	if err != nil {
+		return nil, err
+	}
 	fanoutCfg := cfg.Fanout
 	fanoutCfg.Slot, fanoutCfg.Logger = cfg.Slot, logger
+	fanoutCfg.Notify = subs
 	// The narrow writer login per org database server, whichever process runs the fanout.
 	fanoutCfg.Writers = a.orgs
 	consumer, err := fanout.New(cfg.DatabaseURL, a.pool, a.box, fanoutCfg, a.registry)
@@ -221,6 +227,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			Credentials: adapter, Provisioner: adapter, Servers: adapter, Keys: adapter, Limits: adapter,
 			SavedQueryCacheTTL: cfg.SavedQueries.CacheTTL, PublicQueryMaxRows: cfg.SavedQueries.PublicMaxRows, PublicQueryMaxBytes: cfg.SavedQueries.PublicMaxBytes,
 			Fanout: state, Errors: state, Backfill: backfills, MaxOrgsPerUser: cfg.MaxOrgsPerUser, SQLByteLimit: cfg.SQLMaxBytes,
+			Subscriptions: subs, Alerts: alertSvc,
 			ClientKey: func(r *http.Request) string { return ratelimit.ClientKey(r, proxies) },
 		}).Register(a.router)
 	}
@@ -229,10 +236,13 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			Retention: cfg.Retention, Slot: cfg.Slot, Logger: logger, Registerer: a.registry,
 			Holders: []staging.Holder{fanout.ParkedHolder{Pool: a.pool}},
 		})
+		a.orgs.SetRenewalAlert(credentialAlerts{alertSvc})
 		a.workers = append(a.workers, upkeep.Run, a.orgs.Run)
+		a.workers = append(a.workers, subs.Run, alertSvc.Run) // issue 14: deliveries and alerts
 	}
 	if cfg.Has(RoleFanout) {
 		a.workers = append(a.workers, consumer.Run)
+		a.workers = append(a.workers, consumer.RunRelay) // issue 14: outboxes to deliveries
 	}
 
 	if cfg.MetricsListen != "" {

@@ -100,6 +100,8 @@ type Config struct {
 	// Fanout tunes the fanout role (workers, batch sizes, timeouts). Its Slot, Writers and Logger are set here.
 	Fanout fanout.Config
 
+	// Outgoing configures webhook subscriptions and alerts (outgoing_wiring.go).
+	Outgoing OutgoingConfig
 	// Backfill tunes the backfill workers (maintenance role): workers and the rate into staging. Its Pool, Box and
 	// Logger are set here.
 	Backfill backfill.Config
@@ -458,6 +460,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config, groups FlagGroup) {
 		fs.DurationVar(&f.HeartbeatInterval, "heartbeat-interval", 0, "fanout: how often a heartbeat is written into the WAL (default 15s)")
 	}
 	if groups&FlagsMaintenance != 0 {
+		c.bindOutgoingFlags(fs) // issue 14: subscriptions and alerts
 		fs.DurationVar(&c.Retention, "retention", c.envDuration(EnvRetention), "how long staging rows are kept; default 168h ("+EnvRetention+")")
 		period := c.envDuration(EnvKeyRotationPeriod)
 		if Env(EnvKeyRotationPeriod) != "" && period == 0 {

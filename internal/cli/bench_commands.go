@@ -12,6 +12,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/bench/credbench"
 	"github.com/webhookdb-go/webhookdb/internal/bench/fanoutbench"
 	"github.com/webhookdb-go/webhookdb/internal/bench/ingestbench"
+	"github.com/webhookdb-go/webhookdb/internal/bench/subsbench"
 )
 
 // profiler writes --cpuprofile around a benchmark's measured phases (the hooks ingest and fanout call around
@@ -113,6 +114,7 @@ func benchSubcommandsWith(prof *profiler) []*cobra.Command {
 		newFanoutBenchCommand(prof),
 		newCredentialsBenchCommand(prof),
 		newBackfillBenchCommand(prof),
+		newSubscriptionsBenchCommand(prof), // issue 14
 	}
 }
 
@@ -205,5 +207,24 @@ func newCredentialsBenchCommand(prof *profiler) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&cfg.Connections, "connections", 200, "db connection calls timed per mode")
 	cmd.Flags().IntVar(&cfg.Rolls, "rolls", 15, "roll-credentials calls timed per mode")
+	return cmd
+}
+
+func newSubscriptionsBenchCommand(prof *profiler) *cobra.Command {
+	var cfg subsbench.Config
+	cmd := &cobra.Command{
+		Use:   "subscriptions",
+		Short: "Webhook subscription notifications per second and change-to-delivery lag at a steady rate of changes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Out = cmd.OutOrStdout()
+			cfg.StartProfile, cfg.StopProfile = prof.hooks("subscriptions")
+			_, err := subsbench.Run(cmd.Context(), cfg)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&cfg.Rate, "rate", 2_000, "changes per second staged")
+	cmd.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "duration of the steady phase")
+	cmd.Flags().IntVar(&cfg.Orgs, "orgs", 4, "orgs (one subscription each) the changes are spread over")
 	return cmd
 }

@@ -13,7 +13,7 @@ func TestBenchSubcommands(t *testing.T) {
 	for _, c := range benchSubcommands() {
 		names = append(names, c.Name())
 	}
-	if want := []string{"ingest", "fanout", "credentials", "backfill"}; !slices.Equal(names, want) {
+	if want := []string{"ingest", "fanout", "credentials", "backfill", "subscriptions"}; !slices.Equal(names, want) {
 		t.Fatalf("bench subcommands %v, want %v", names, want)
 	}
 	root := NewRootCommand()

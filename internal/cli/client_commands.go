@@ -27,6 +27,7 @@ func clientCommands() []*cobra.Command {
 		dbCommand(o), webhooksCommand(o), replayCommand(o), errorsCommand(o), serversCommand(o),
 		savedQueryCommand(o),
 		backfillCommand(o),
+		subscriptionsCommand(o), alertsCommand(o), // issue 14 (subscription_commands.go)
 	}
 	for _, c := range cmds {
 		addClientFlags(c, o)

@@ -248,6 +248,8 @@ func assemble(ctx context.Context, as assembly) (*app.App, error) {
 		Logger:            as.Logger,
 		KeyRotationPeriod: as.KeyRotationPeriod,
 		Slot:              as.Slot,
+		// issue 14: dev runs on a developer's machine, where subscription receivers are local
+		Outgoing: app.OutgoingConfig{AllowPrivate: true},
 	}
 	if _, err := os.Stat(as.LegacyKeyringFile); err == nil {
 		cfg.KeyringFile = as.LegacyKeyringFile

@@ -62,6 +62,8 @@ type envOptions struct {
 	clusters    []*pgcluster.Cluster
 	policy      pgroles.LoginPolicy
 	renewBefore int // seconds; 0 = default
+	// wrapIssuer, when set, wraps the mode's issuer (fault injection).
+	wrapIssuer func(orgdb.Issuer) orgdb.Issuer
 }
 
 func newEnv(t *testing.T, mode string, opts envOptions) *env {
@@ -102,6 +104,9 @@ func newEnv(t *testing.T, mode string, opts envOptions) *env {
 		if e.issuer, err = vault.NewIssuer(vault.Config{Client: client, Policy: opts.policy}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if opts.wrapIssuer != nil {
+		e.issuer = opts.wrapIssuer(e.issuer)
 	}
 	cfg := orgdb.Config{
 		Issuer: e.issuer,

@@ -96,6 +96,9 @@ func (s *Service) Maintain(ctx context.Context) (MaintainResult, error) {
 		})
 		if err != nil {
 			errs = append(errs, err)
+			if s.renewFailed != nil {
+				s.renewFailed.RenewalFailed(ctx, c.OrgID, c.Username, err)
+			}
 		}
 	}
 

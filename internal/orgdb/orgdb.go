@@ -96,7 +96,17 @@ func (c Config) validate() error {
 type Service struct {
 	pool *pgxpool.Pool
 	cfg  Config
+	// renewFailed, when set, is told of credentials the maintenance pass could not renew (SetRenewalAlert).
+	renewFailed RenewalAlert
 }
+
+// RenewalAlert is told when read-only credentials could not be renewed (internal/alerts, through the app).
+type RenewalAlert interface {
+	RenewalFailed(ctx context.Context, orgID int64, username string, err error)
+}
+
+// SetRenewalAlert sets who is told of renewals that failed; call it before Run.
+func (s *Service) SetRenewalAlert(a RenewalAlert) { s.renewFailed = a }
 
 // New returns a Service on the application database.
 func New(pool *pgxpool.Pool, cfg Config) (*Service, error) {

@@ -165,6 +165,10 @@ var (
 		{Table: "server_writer_credentials", Column: "password_enc", RowKey: "server_id"},
 		{Table: "backfill_credentials", Column: "key_enc", RowKey: "integration_id"},
 		{Table: "backfill_credentials", Column: "secret_enc", RowKey: "integration_id"},
+		// issue 14: subscriptions' and alert handlers' signing secrets
+		{Table: "subscriptions", Column: "secret_enc", RowKey: "opaque_id"},
+		{Table: "subscriptions", Column: "previous_secret_enc", RowKey: "opaque_id"},
+		{Table: "alert_handlers", Column: "secret_enc", RowKey: "opaque_id"},
 	}
 )
 

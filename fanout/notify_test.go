@@ -1,0 +1,284 @@
+package fanout_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/outgoing"
+	"github.com/webhookdb-go/webhookdb/internal/subscriptions"
+	"github.com/webhookdb-go/webhookdb/pgroles"
+)
+
+// receiver verifies every message with the Standard Webhooks library and keeps the ones that verify.
+type receiver struct {
+	t   *testing.T
+	wh  *standardwebhooks.Webhook
+	srv *httptest.Server
+
+	mu   sync.Mutex
+	msgs []received
+	bad  int
+}
+
+type received struct {
+	id      string
+	payload subscriptions.Payload
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{t: t}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.wh == nil || r.wh.Verify(body, req.Header) != nil {
+			r.bad++
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var p subscriptions.Payload
+		if err := json.Unmarshal(body, &p); err != nil {
+			r.bad++
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		r.msgs = append(r.msgs, received{id: req.Header.Get("webhook-id"), payload: p})
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) secret(s string) {
+	wh, err := standardwebhooks.NewWebhook(s)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.wh = wh
+	r.mu.Unlock()
+}
+
+func (r *receiver) got() ([]received, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]received(nil), r.msgs...), r.bad
+}
+
+// startSubscriptions runs a fanout with webhook subscriptions: the consumer, its relay and the deliveries.
+func (e *env) startSubscriptions(subs *subscriptions.Service) {
+	e.t.Helper()
+	stop := e.runSubscriptions(subs, true)
+	e.t.Cleanup(stop)
+}
+
+// runSubscriptions runs the consumer, and with relay its relay and the deliveries, until stop.
+func (e *env) runSubscriptions(subs *subscriptions.Service, relay bool) (stop func()) {
+	e.t.Helper()
+	cfg := e.config()
+	cfg.Notify = subs
+	c, err := fanout.New(e.appURL, e.pool, e.box, cfg, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := c.EnsureSlot(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	runs := []func(context.Context) error{c.Run}
+	if relay {
+		runs = append(runs, c.RunRelay, subs.Run)
+	}
+	for _, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				e.t.Errorf("run: %v", err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func (e *env) subscriptions() *subscriptions.Service {
+	e.t.Helper()
+	subs, err := subscriptions.New(subscriptions.Config{Pool: e.pool, Box: e.box, Logger: testLogger(),
+		Client: outgoing.NewClient(outgoing.Config{AllowPrivate: true})})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return subs
+}
+
+// stageSource inserts accepted staging rows of one source in one transaction.
+func (e *env) stageSource(in *integrations.Integration, source string, bodies ...[]byte) {
+	e.t.Helper()
+	n := len(bodies)
+	org, integ := make([]int64, n), make([]int64, n)
+	for i := range bodies {
+		org[i], integ[i] = in.OrgID, in.ID
+	}
+	if _, err := e.pool.Exec(context.Background(), `
+		INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, content_type, headers, body, accepted, source)
+		SELECT clock_timestamp(), o, i, 'POST', '/', 'application/json', '{"Content-Type":"application/json"}', b, true, $4
+		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(o, i, b)`, org, integ, bodies, source); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// Each row write the fanout commits gives one notification: several deliveries of a key in one batch give
+// one with the final row, a write the conflict policy refuses gives none, an update says so, and rows of a
+// source the subscription did not opt in to notify nobody. An org without subscriptions has no outbox.
+func TestSubscriptionNotifiesEveryRowWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o, quiet := e.org(nil), e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	quietIn := e.integration(quiet, "stripe_charge_v1", "")
+	subs := e.subscriptions()
+	rcv := newReceiver(t)
+	sub, secret, err := subs.Create(context.Background(), o.id, subscriptions.CreateParams{URL: rcv.srv.URL + "/hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	e.startSubscriptions(subs)
+
+	// one staging transaction: ch_1 twice (folded: the newer wins), ch_2 once
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_1", "ch_1", 100, 1, "pending"), stripeChargeEvent("evt_2", "ch_1", 200, 2, "succeeded"),
+		stripeChargeEvent("evt_3", "ch_2", 100, 7, "pending"))
+	e.stageSource(quietIn, "webhook", stripeChargeEvent("evt_q", "ch_q", 100, 1, "pending"))
+	eventually(t, 20*time.Second, "two notifications", func() (bool, error) { m, _ := rcv.got(); return len(m) >= 2, nil })
+	// older than what is stored: no write, no notification; then a newer one: an update
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_4", "ch_1", 150, 3, "failed"))
+	e.stageSource(in, "backfill", stripeChargeEvent("evt_5", "ch_2", 300, 8, "succeeded")) // not opted in
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_6", "ch_1", 400, 4, "refunded"))
+	eventually(t, 20*time.Second, "three notifications", func() (bool, error) { m, _ := rcv.got(); return len(m) >= 3, nil })
+
+	msgs, bad := rcv.got()
+	if bad != 0 {
+		t.Fatalf("%d messages did not verify", bad)
+	}
+	type seen struct {
+		typ, key, status string
+		amount           float64
+	}
+	var got []seen
+	for _, m := range msgs {
+		var row map[string]any
+		if err := json.Unmarshal(m.payload.Data.Row, &row); err != nil {
+			t.Fatal(err)
+		}
+		if m.payload.Data.Integration != in.OpaqueID || m.payload.Data.Service != "stripe_charge_v1" || m.payload.Data.Table != in.TableName ||
+			m.payload.Data.Source != "webhook" || m.id == "" {
+			t.Errorf("message %+v", m)
+		}
+		if _, ok := row["data"]; !ok {
+			t.Errorf("the row has no data: %v", row)
+		}
+		if _, ok := row["pk"]; ok {
+			t.Errorf("the row shows its internal pk: %v", row)
+		}
+		got = append(got, seen{m.payload.Type, m.payload.Data.RemoteKey, row["status"].(string), row["amount"].(float64)})
+	}
+	want := map[seen]bool{{"row.insert", "ch_1", "succeeded", 2}: true, {"row.insert", "ch_2", "pending", 7}: true, {"row.update", "ch_1", "refunded", 4}: true}
+	if len(got) != 3 {
+		t.Fatalf("got %d notifications, want 3: %+v", len(got), got)
+	}
+	for _, g := range got {
+		if !want[g] {
+			t.Errorf("unexpected notification %+v (want %v)", g, want)
+		}
+	}
+	if got[2].typ != "row.update" {
+		t.Errorf("the update came before the inserts: %+v", got)
+	}
+
+	// everything relayed, delivered and logged
+	eventually(t, 10*time.Second, "an empty outbox", func() (bool, error) {
+		var n int
+		err := e.orgDB(o).QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{pgroles.MetaSchema, "notify_outbox"}.Sanitize()).Scan(&n)
+		return n == 0, err
+	})
+	log, err := subs.Deliveries(context.Background(), o.id, sub.ID, subscriptions.ListParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log) != 3 {
+		t.Fatalf("delivery log has %d entries, want 3", len(log))
+	}
+	for _, d := range log {
+		if d.Status != "delivered" || d.Attempts != 1 || d.ResponseStatus == nil || *d.ResponseStatus != http.StatusNoContent {
+			t.Errorf("delivery %+v", d)
+		}
+	}
+	var exists bool
+	if err := e.orgDB(quiet).QueryRow(context.Background(), `SELECT to_regclass($1) IS NOT NULL`, pgroles.MetaSchema+".notify_outbox").Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Error("an org without subscriptions got an outbox")
+	}
+}
+
+// A fanout that dies after its org transactions committed and before its relay handed their notifications
+// over leaves them in the outbox: the next fanout's relay delivers them, each under the id it got when its
+// row was written.
+func TestOutboxSurvivesTheFanout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	subs := e.subscriptions()
+	rcv := newReceiver(t)
+	_, secret, err := subs.Create(context.Background(), o.id, subscriptions.CreateParams{URL: rcv.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	stop := e.runSubscriptions(subs, false) // no relay: as if it died each time before handing over
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_1", "ch_1", 100, 1, "pending"), stripeChargeEvent("evt_2", "ch_2", 100, 2, "pending"))
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_3", "ch_3", 100, 3, "pending"))
+	outbox := func() (ids []string) {
+		rows, err := e.orgDB(o).Query(context.Background(), `SELECT message_id::text FROM `+pgx.Identifier{pgroles.MetaSchema, "notify_outbox"}.Sanitize()+` ORDER BY id`)
+		if err != nil {
+			return nil
+		}
+		ids, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+		return ids
+	}
+	eventually(t, 20*time.Second, "three notifications in the outbox", func() (bool, error) { return len(outbox()) == 3, nil })
+	stop()
+	var want []string
+	for _, id := range outbox() {
+		want = append(want, "msg_"+strings.ReplaceAll(id, "-", ""))
+	}
+	e.startSubscriptions(subs)
+	eventually(t, 20*time.Second, "three deliveries", func() (bool, error) { m, _ := rcv.got(); return len(m) == 3, nil })
+	msgs, bad := rcv.got()
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.id)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if bad != 0 || !slices.Equal(got, want) {
+		t.Fatalf("delivered %v (%d bad), want the outbox's ids %v", got, bad, want)
+	}
+	eventually(t, 10*time.Second, "an empty outbox", func() (bool, error) { return len(outbox()) == 0, nil })
+}

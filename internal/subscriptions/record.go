@@ -1,0 +1,255 @@
+package subscriptions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/webhookdb-go/webhookdb/fanout"
+)
+
+var _ fanout.Notifier = (*Service)(nil)
+
+// Subscribed reports whether the org has a subscription (fanout.Notifier), from a list refreshed every
+// CacheTTL. While the list cannot be read every org counts as subscribed: recording too much costs a little,
+// recording too little loses notifications.
+func (s *Service) Subscribed(ctx context.Context, orgID int64) bool {
+	s.orgsMu.Lock()
+	defer s.orgsMu.Unlock()
+	if time.Since(s.orgsAt) >= s.cfg.CacheTTL {
+		s.loadOrgs(ctx)
+	}
+	return s.orgsFailed || s.orgs[orgID]
+}
+
+// loadOrgs reads the subscribed orgs; s.orgsMu held.
+func (s *Service) loadOrgs(ctx context.Context) {
+	s.orgsAt = time.Now()
+	orgs, err := s.SubscribedOrgs(ctx)
+	if err != nil {
+		s.orgsFailed = true
+		s.cfg.Logger.WarnContext(ctx, "cannot read subscribed orgs; recording every org's changes meanwhile", "error", err.Error())
+		return
+	}
+	s.orgsFailed = false
+	s.orgs = make(map[int64]bool, len(orgs))
+	for _, id := range orgs {
+		s.orgs[id] = true
+	}
+}
+
+func (s *Service) forgetOrgs() {
+	s.orgsMu.Lock()
+	s.orgsAt = time.Time{}
+	s.orgsMu.Unlock()
+}
+
+// SubscribedOrgs lists the orgs with a subscription (fanout.Notifier).
+func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
+		WHERE o.deleted_at IS NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// Payload is the body of a row-change message.
+type Payload struct {
+	// Type is row.insert or row.update.
+	Type      string      `json:"type"`
+	Timestamp time.Time   `json:"timestamp"`
+	Data      PayloadData `json:"data"`
+}
+
+// PayloadData describes the row write.
+type PayloadData struct {
+	Service     string          `json:"service"`
+	Table       string          `json:"table"`
+	Integration string          `json:"integration_id"`
+	Operation   string          `json:"operation"`
+	RemoteKey   string          `json:"remote_key"`
+	Source      string          `json:"source"`
+	Row         json.RawMessage `json:"row"`
+}
+
+// Record stores a delivery per notification and matching subscription (fanout.Notifier): pending, or failed
+// when the endpoint is disabled or past its pending cap. A notification stored before (same message id) is
+// left as it is.
+func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notification) error {
+	type sub struct {
+		id          int64
+		integration *int64
+		sources     []string
+		disabled    bool
+		room        int
+	}
+	// Pending deliveries are counted (up to the cap) at most once a second per endpoint, and counted up by
+	// what Record adds in between: the cap is soft, and counting a backlog for every batch would cost more
+	// than the batch.
+	fresh := s.freshPending()
+	rows, err := s.pool.Query(ctx, `
+		SELECT s.id, s.integration_id, s.sources, s.disabled_at IS NOT NULL,
+			CASE WHEN s.id = ANY($3) THEN NULL ELSE (SELECT count(*) FROM (SELECT FROM subscription_deliveries d
+				WHERE d.subscription_id = s.id AND d.status = 'pending' LIMIT $2) p) END
+		FROM subscriptions s WHERE s.org_id = $1 ORDER BY s.id`, orgID, s.cfg.PendingCap, fresh)
+	if err != nil {
+		return fmt.Errorf("error reading subscriptions: %w", err)
+	}
+	var subs []*sub
+	for rows.Next() {
+		x := &sub{}
+		var counted *int
+		if err := rows.Scan(&x.id, &x.integration, &x.sources, &x.disabled, &counted); err != nil {
+			rows.Close()
+			return err
+		}
+		x.room = s.cfg.PendingCap - s.pendingOf(x.id, counted)
+		subs = append(subs, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("error reading subscriptions: %w", err)
+	}
+	if len(subs) == 0 {
+		return nil
+	}
+	opaque, err := s.integrationIDs(ctx, notes)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	var (
+		subIDs                                    []int64
+		msgIDs, keys, types, statuses, lastErrors []string
+		payloads                                  [][]byte
+		next                                      []*time.Time
+	)
+	for _, n := range notes {
+		var body []byte
+		for _, x := range subs {
+			if (x.integration != nil && *x.integration != n.IntegrationID) || !slices.Contains(x.sources, n.Source) {
+				continue
+			}
+			if body == nil {
+				if body, err = json.Marshal(Payload{Type: "row." + n.Operation, Timestamp: n.At.UTC(), Data: PayloadData{
+					Service: n.Service, Table: n.Table, Integration: opaque[n.IntegrationID], Operation: n.Operation,
+					RemoteKey: n.RemoteKey, Source: n.Source, Row: n.Row,
+				}}); err != nil {
+					return fmt.Errorf("error encoding a notification: %w", err)
+				}
+			}
+			status, lastErr, at := "pending", "", &now
+			switch {
+			case x.disabled:
+				status, lastErr, at = "failed", "endpoint disabled; recover resends", nil
+			case x.room <= 0:
+				status, lastErr, at = "failed", fmt.Sprintf("over the endpoint's %d pending deliveries; recover resends", s.cfg.PendingCap), nil
+			default:
+				x.room--
+			}
+			subIDs, msgIDs, keys = append(subIDs, x.id), append(msgIDs, n.MessageID), append(keys, n.RemoteKey)
+			types, payloads, statuses = append(types, "row."+n.Operation), append(payloads, body), append(statuses, status)
+			lastErrors, next = append(lastErrors, lastErr), append(next, at)
+		}
+	}
+	if len(subIDs) == 0 {
+		return nil
+	}
+	if _, err := s.pool.Exec(ctx, `
+		INSERT INTO subscription_deliveries (subscription_id, message_id, remote_key, event_type, payload, status, last_error, next_attempt_at, created_at)
+		SELECT sid, mid, k, t, p, st, nullif(le, ''), na, $1
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[])
+			AS u(sid, mid, k, t, p, st, le, na)
+		ON CONFLICT (subscription_id, message_id) DO NOTHING`,
+		now, subIDs, msgIDs, keys, types, payloads, statuses, lastErrors, next); err != nil {
+		return fmt.Errorf("error recording deliveries: %w", err)
+	}
+	added := map[int64]int{}
+	for i, st := range statuses {
+		s.metrics.recorded.WithLabelValues(st).Inc() // a notification relayed twice counts twice
+		if st == "pending" {
+			added[subIDs[i]]++
+		}
+	}
+	s.addPending(added)
+	return nil
+}
+
+// pendingCount is an endpoint's pending deliveries as last counted, plus what Record added since.
+type pendingCount struct {
+	n  int
+	at time.Time
+}
+
+// freshPending lists the endpoints counted within the last second.
+func (s *Service) freshPending() []int64 {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	var out []int64
+	for id, c := range s.pending {
+		if time.Since(c.at) < time.Second {
+			out = append(out, id)
+		} else {
+			delete(s.pending, id)
+		}
+	}
+	return out
+}
+
+// pendingOf returns an endpoint's pending count: counted now, or as cached.
+func (s *Service) pendingOf(id int64, counted *int) int {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if counted != nil {
+		s.pending[id] = pendingCount{n: *counted, at: time.Now()}
+		return *counted
+	}
+	return s.pending[id].n
+}
+
+func (s *Service) addPending(added map[int64]int) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for id, n := range added {
+		if c, ok := s.pending[id]; ok {
+			c.n += n
+			s.pending[id] = c
+		}
+	}
+}
+
+func (s *Service) integrationIDs(ctx context.Context, notes []fanout.Notification) (map[int64]string, error) {
+	var ids []int64
+	for _, n := range notes {
+		if !slices.Contains(ids, n.IntegrationID) {
+			ids = append(ids, n.IntegrationID)
+		}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, opaque_id FROM service_integrations WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("error reading integrations: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var o string
+		if err := rows.Scan(&id, &o); err != nil {
+			return nil, err
+		}
+		out[id] = o
+	}
+	return out, rows.Err()
+}
