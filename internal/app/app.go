@@ -205,7 +205,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.router.Handle("/metrics", a.metricsHandler()).Methods(http.MethodGet)
 	}
 	proxies, _ := cfg.trustedProxies() // validated above
-	backfills, err := a.buildBackfill(ctx, cfg)
+	backfills, err := a.buildBackfill(ctx, cfg, alertSvc)
 	if err != nil {
 		return nil, err
 	}

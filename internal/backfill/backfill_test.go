@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,7 +170,12 @@ func (e *env) backfillOnce(in *integrations.Integration, full bool, kind string,
 // run yet; the env's workers run a page per RunOnce.
 func pagedStripeJob(t *testing.T, prefix string, n int) (*env, *backfilltest.Stripe, *integrations.Integration, *backfill.Job) {
 	t.Helper()
-	e := newEnv(t, backfill.Config{Slice: time.Nanosecond})
+	return pagedStripeJobWith(t, prefix, n, backfill.Config{Slice: time.Nanosecond})
+}
+
+func pagedStripeJobWith(t *testing.T, prefix string, n int, cfg backfill.Config) (*env, *backfilltest.Stripe, *integrations.Integration, *backfill.Job) {
+	t.Helper()
+	e := newEnv(t, cfg)
 	fake := backfilltest.NewStripe(backfilltest.StripeConfig{})
 	t.Cleanup(fake.Close)
 	ids := fake.AddCharges(prefix, n, time.Now().Add(-time.Hour))
@@ -290,7 +296,18 @@ func TestBadCredentialsRefused(t *testing.T) {
 func TestRevokedMidJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e, fake, in, job := pagedStripeJob(t, "r", 300) // a page per RunOnce
+	type refusal struct {
+		orgID, integrationID int64
+		err                  error
+	}
+	var refused []refusal
+	var mu sync.Mutex
+	e, fake, in, job := pagedStripeJobWith(t, "r", 300, backfill.Config{Slice: time.Nanosecond, // a page per RunOnce
+		OnCredentialsFailed: func(_ context.Context, orgID, integrationID int64, err error) {
+			mu.Lock()
+			refused = append(refused, refusal{orgID, integrationID, err})
+			mu.Unlock()
+		}})
 	orgID := in.OrgID
 	if ran, err := e.svc.RunOnce(ctx); !ran || err != nil {
 		t.Fatalf("first slice: %v %v", ran, err)
@@ -317,6 +334,12 @@ func TestRevokedMidJob(t *testing.T) {
 	}
 	if failed, err := backfill.FailedJobs(ctx, e.pool, orgID, 0); err != nil || len(failed) != 1 || failed[0].ID != job.ID {
 		t.Fatalf("failed jobs for errors list: %+v, %v", failed, err)
+	}
+	// The org is told (alerts): once, with the vendor's reason.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(refused) != 1 || refused[0].orgID != orgID || refused[0].integrationID != in.ID || !strings.Contains(refused[0].err.Error(), "Expired API Key provided") {
+		t.Fatalf("credential failures reported: %+v", refused)
 	}
 	// Not retried in a loop: nothing more to run.
 	if ran, err := e.svc.RunOnce(ctx); ran || err != nil {

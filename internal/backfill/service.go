@@ -36,6 +36,9 @@ type Config struct {
 	// MaxTransientFailures fails a job after that many consecutive transient failures; default 10.
 	MaxTransientFailures int
 	HTTP                 HTTPConfig
+	// OnCredentialsFailed, when set, is called when a job fails because the vendor refused its credentials (401,
+	// or a 403 that is not a rate limit), so the org hears of it (alerts) rather than finding it in a list.
+	OnCredentialsFailed func(ctx context.Context, orgID, integrationID int64, err error)
 	// Registerer, when set, gets the workers' metrics.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger

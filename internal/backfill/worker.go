@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -283,6 +284,9 @@ func (s *Service) failed(ctx context.Context, conn *pgx.Conn, j *claimed, cause 
 	s.metrics.finished.WithLabelValues(j.vendor, StateFailed).Inc()
 	if err != nil {
 		return fmt.Errorf("error recording backfill job %d's failure: %w", j.id, err)
+	}
+	if ve != nil && (ve.Status == http.StatusUnauthorized || ve.Status == http.StatusForbidden) && s.cfg.OnCredentialsFailed != nil {
+		s.cfg.OnCredentialsFailed(ctx, j.orgID, j.integrationID, cause)
 	}
 	return nil
 }
