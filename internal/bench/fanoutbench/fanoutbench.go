@@ -39,9 +39,9 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 	"github.com/webhookdb-go/webhookdb/internal/app"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
-	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -122,7 +122,7 @@ type Report struct {
 type bench struct {
 	cfg      Config
 	adminURL string
-	private  bool // the cluster is the run's own
+	private  bool   // the cluster is the run's own
 	dataDir  string // the private cluster's data directory, for CPU accounting ("" otherwise)
 	suffix   string
 	appDB    string

@@ -29,9 +29,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/webhookdb-go/webhookdb/internal/app"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
-	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
 )
