@@ -25,10 +25,11 @@ import (
 // orgSchema is the schema of replicated tables in an org database.
 const orgSchema = "public"
 
-// metaTable keeps the position of the last staging row applied to the org database, per source: the
+// appliedTable keeps the position of the last staging row applied to the org database, per source: the
 // application database's system identifier and name, which together name the LSN space of positions (a
 // slot dropped and created again keeps skipping what was applied; a database restored from a dump does not).
-const metaTable = "fanout_applied"
+// Provisioning creates it (pgroles owns its DDL).
+var appliedTable = pgx.Identifier{pgroles.MetaSchema, pgroles.AppliedTable}.Sanitize()
 
 // transientError means the org cannot take its changes now: they are parked and retried.
 type transientError struct{ err error }
@@ -311,30 +312,87 @@ func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error)
 // position, and moves that position in the same transaction: past the last row, or to through (failed
 // changes, recorded already) when that is later.
 //
-// The org's tables are assumed to exist: creating them is DDL (a plpgsql block, catalog locks) that would cost
-// every first transaction of an org in a process a round trip and most of its time. A table or column that is
-// missing fails the transaction with undefined_table or undefined_column, and a missing meta row reads no row;
-// then the schema is ensured and the transaction runs once more. Indexes, which no statement needs, are
-// checked from the catalog in the first transaction and created afterwards when missing.
+// The org's tables and its meta row are assumed to exist: creating them is DDL (a plpgsql block, catalog
+// locks, the guard's event trigger) that would cost every first transaction of an org in a process most of
+// its time, and a backend's first DDL in a database is dearer still. What is missing fails the transaction:
+// the meta row reads no row (it is inserted: plain DML), the meta table (a database provisioned before
+// provisioning made it) or a data table or column reads undefined_table or undefined_column (that part's
+// DDL runs); then the transaction runs again. Indexes, which no statement needs, are checked from the catalog
+// in the first transaction and created afterwards when missing.
 func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
-	n, err := c.writeOrgTxn(ctx, conn, org, groups, through)
-	if err == nil || !schemaMissing(err) || conn.IsClosed() {
-		return n, err
+	// at most: the meta table made, then the meta row, then the tables
+	for repairs := 0; ; repairs++ {
+		n, err := c.writeOrgTxn(ctx, conn, org, groups, through)
+		if err == nil || conn.IsClosed() || repairs == 3 {
+			return n, err
+		}
+		part := missingPart(err)
+		if part == partNone {
+			return n, err
+		}
+		if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
+			return 0, errors.Join(err, rerr)
+		}
+		c.cfg.Logger.DebugContext(ctx, "org database lacks part of its schema; ensuring it", slog.Int64("org_id", org.id),
+			slog.String("part", part.String()), slog.String("error", err.Error()))
+		if part == partTables {
+			c.forgetSchema(org.id)
+			err = c.ensureSchema(ctx, conn, org, groups)
+		} else {
+			err = c.ensureMeta(ctx, conn, part == partMetaTable)
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
-	if _, rerr := conn.Exec(ctx, "ROLLBACK"); rerr != nil {
-		return 0, errors.Join(err, rerr)
-	}
-	c.cfg.Logger.DebugContext(ctx, "org database lacks a table or column; ensuring the schema", slog.Int64("org_id", org.id), slog.String("error", err.Error()))
-	c.forgetSchema(org.id)
-	if err := c.ensureSchema(ctx, conn, org, groups); err != nil {
-		return 0, err
-	}
-	return c.writeOrgTxn(ctx, conn, org, groups, through)
 }
 
-// schemaMissing reports whether an org transaction failed for lack of a table, a column or its meta row.
-func schemaMissing(err error) bool {
-	return pgerr.Is(err, pgerrcode.UndefinedTable, pgerrcode.UndefinedColumn) || errors.Is(err, pgx.ErrNoRows)
+// schemaPart is what an org transaction found missing.
+type schemaPart int
+
+const (
+	partNone schemaPart = iota
+	partMetaTable
+	partMetaRow
+	partTables
+)
+
+func (p schemaPart) String() string {
+	return [...]string{"none", "meta_table", "meta_row", "tables"}[p]
+}
+
+// missingPart tells from an org transaction's error what of the schema it lacked. The meta row is read in the
+// transaction's first round trip; the upserts, the only statements naming data tables, run in the second and
+// fail as a rowsError.
+func missingPart(err error) schemaPart {
+	var re *rowsError
+	inRows := errors.As(err, &re)
+	switch {
+	case inRows && pgerr.Is(err, pgerrcode.UndefinedTable, pgerrcode.UndefinedColumn):
+		return partTables
+	case !inRows && pgerr.Is(err, pgerrcode.UndefinedTable):
+		return partMetaTable
+	case !inRows && errors.Is(err, pgx.ErrNoRows):
+		return partMetaRow
+	}
+	return partNone
+}
+
+// ensureMeta inserts this source's row into the applied table, creating the table first when asked.
+func (c *Consumer) ensureMeta(ctx context.Context, conn *pgx.Conn, createTable bool) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if createTable {
+			if _, err := tx.Exec(ctx, pgroles.AppliedTableSQL()); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+appliedTable+` (source, commit_lsn, seq) VALUES ($1, '0/0', -1) ON CONFLICT DO NOTHING`, c.source)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("error preparing the org database's applied position: %w", err)
+	}
+	return nil
 }
 
 // unchecked returns the groups whose tables this process has not checked yet in the org's database.
@@ -358,7 +416,7 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 			return 0, err
 		}
 	}
-	meta := pgx.Identifier{pgroles.MetaSchema, metaTable}.Sanitize()
+	meta := appliedTable
 	var (
 		lsnText string
 		seq     int32
@@ -372,8 +430,16 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 	check := c.unchecked(org.id, groups)
 	indexes := make([]int, len(check))
 	for i, g := range check {
-		b.Queue(`SELECT count(*) FROM pg_catalog.pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = ANY($3)`,
-			orgSchema, g.in.table, g.in.svc.IndexNames(g.in.table)).QueryRow(func(row pgx.Row) error {
+		// to_regclass is a syscache lookup: on a backend new to the database, planning a join of pg_indexes'
+		// catalogs costs several times more. Only the owner creates relations in the schema, so a name that
+		// resolves there is the index.
+		names := g.in.svc.IndexNames(g.in.table)
+		qualified := make([]string, len(names))
+		for i, n := range names {
+			qualified[i] = pgx.Identifier{orgSchema, n}.Sanitize()
+		}
+		b.Queue(`SELECT count(*) FROM unnest($1::text[]) AS n WHERE pg_catalog.to_regclass(n) IS NOT NULL`,
+			qualified).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&indexes[i])
 		})
 	}
@@ -475,37 +541,19 @@ func upsert(in *integrationInfo, rows []replicator.Row) (sql string, args []any,
 // schemaKey names what was ensured in an org database.
 type schemaKey struct {
 	orgID int64
-	what  string // "" for the meta table, else table/service
+	what  string // table/service, or "outbox"
 }
 
-// ensureSchema creates the meta table and the integrations' tables (and adds columns new to their services)
-// once per org and table per process; a failed apply forgets this, so the next attempt checks again.
+// ensureSchema creates the integrations' tables (and adds columns new to their services) once per org and
+// table per process; a failed apply forgets this, so the next attempt checks again.
 func (c *Consumer) ensureSchema(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup) error {
-	type stmt struct {
-		sql  string
-		args []any
-	}
-	var stmts []stmt
+	var stmts []string
 	var keys []schemaKey
 	c.schemaMu.Lock()
-	if k := (schemaKey{orgID: org.id}); !c.schema[k] {
-		meta := pgx.Identifier{pgroles.MetaSchema, metaTable}.Sanitize()
-		stmts = append(stmts,
-			stmt{sql: `CREATE TABLE IF NOT EXISTS ` + meta + ` (
-				source     text PRIMARY KEY,
-				commit_lsn pg_lsn NOT NULL,
-				seq        integer NOT NULL,
-				applied_at timestamptz NOT NULL DEFAULT now()
-			)`},
-			stmt{sql: `INSERT INTO ` + meta + ` (source, commit_lsn, seq) VALUES ($1, '0/0', -1) ON CONFLICT DO NOTHING`, args: []any{c.source}})
-		keys = append(keys, k)
-	}
 	for _, g := range groups {
 		k := schemaKey{orgID: org.id, what: g.in.table + "/" + g.in.svc.Name}
 		if !c.schema[k] && !slices.Contains(keys, k) {
-			for _, s := range g.in.svc.EnsureTableSQL(orgSchema, g.in.table) {
-				stmts = append(stmts, stmt{sql: s})
-			}
+			stmts = append(stmts, g.in.svc.EnsureTableSQL(orgSchema, g.in.table)...)
 			keys = append(keys, k)
 		}
 	}
@@ -515,7 +563,7 @@ func (c *Consumer) ensureSchema(ctx context.Context, conn *pgx.Conn, org *orgInf
 	}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for _, s := range stmts {
-			if _, err := tx.Exec(ctx, s.sql, s.args...); err != nil {
+			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("error preparing the org database: %w", err)
 			}
 		}

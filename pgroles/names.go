@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var (
@@ -76,9 +78,23 @@ func DirectLoginName(base string) string {
 	return DirectUsernamePrefix + LoginRoleStem(base) + "-" + randomString(16, lowerAlnum)
 }
 
-// MetaSchema holds webhookdb's own bookkeeping inside an org database (the fanout's applied LSN); users'
-// read-only roles are not granted it.
+// MetaSchema holds webhookdb's own bookkeeping inside an org database (the fanout's applied LSN, the
+// subscriptions' outbox); the org's read-only group may read it (pg_dump locks every table it dumps), never write.
 const MetaSchema = "webhookdb_meta"
+
+// AppliedTable, in MetaSchema, keeps the fanout's applied position per source. Provisioning creates it (so an
+// org's first transaction runs no DDL); the fanout creates it in databases provisioned before it did.
+const AppliedTable = "fanout_applied"
+
+// AppliedTableSQL creates AppliedTable when it is missing.
+func AppliedTableSQL() string {
+	return `CREATE TABLE IF NOT EXISTS ` + pgx.Identifier{MetaSchema, AppliedTable}.Sanitize() + ` (
+	source     text PRIMARY KEY,
+	commit_lsn pg_lsn NOT NULL,
+	seq        integer NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now()
+)`
+}
 
 // GuardSchema holds the event trigger that refuses DDL from read-only logins. It is owned by the admin
 // (superuser), not by the org owner: an event trigger function runs with the privileges of whoever runs DDL,

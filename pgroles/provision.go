@@ -26,7 +26,8 @@ const (
 	// group, and takes CONNECT and TEMP from PUBLIC on every other database of the server.
 	StepServerACL Step = "server_acl"
 	// StepSchemas sets up the schemas inside the org database: public owned by the owner, USAGE and SELECT
-	// (now and by default) for the read-only group, CREATE for nobody else, the meta schema the owner's.
+	// (now and by default) for the read-only group, CREATE for nobody else, the meta schema the owner's with
+	// the fanout's applied-position table (AppliedTable) in it.
 	StepSchemas Step = "schemas"
 	// StepReadGrants lets the read-only group read everything a standard tool reads (pg_dump, psql's \d+, a
 	// driver's catalog queries): SELECT on the sequences of public, now and by default, and USAGE and SELECT
@@ -238,6 +239,9 @@ func stepSchemas(ctx context.Context, conn *pgx.Conn, orgKey string) error {
 			"CREATE SCHEMA IF NOT EXISTS " + meta + " AUTHORIZATION " + owner,
 			"ALTER SCHEMA " + meta + " OWNER TO " + owner,
 			"REVOKE ALL ON SCHEMA " + meta + " FROM PUBLIC",
+			// The fanout's applied position: made here, its first transaction in the org runs no DDL.
+			AppliedTableSQL(),
+			"ALTER TABLE " + pgx.Identifier{MetaSchema, AppliedTable}.Sanitize() + " OWNER TO " + owner,
 			// Large objects need no privilege to create; one owned by a login role would block dropping it.
 			"REVOKE EXECUTE ON FUNCTION pg_catalog.lo_create(oid), pg_catalog.lo_creat(integer), pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC",
 		} {

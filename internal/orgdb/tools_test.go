@@ -31,10 +31,10 @@ func TestStandardToolsWithReadOnlyURL(t *testing.T) {
 			e := newEnv(t, mode, envOptions{policy: pgroles.LoginPolicy{TTL: time.Hour, MaxTTL: 2 * time.Hour}})
 			o := e.newOrg("tools_" + mode[:2])
 			c := e.clusterOf(o)
-			// Tables the owner creates after provisioning, as the fanout does, with a sequence each.
+			// A table the owner creates after provisioning, as the fanout does, with a sequence, and an applied position.
 			asOwner(t, c, o, `CREATE TABLE stripe_charge_v1 (pk bigserial PRIMARY KEY, stripe_id text UNIQUE, amount int);
 				INSERT INTO stripe_charge_v1 (stripe_id, amount) VALUES ('ch_dumped_1', 4200), ('ch_dumped_2', 99);
-				CREATE TABLE `+pgroles.MetaSchema+`.fanout_applied (commit_lsn pg_lsn); INSERT INTO `+pgroles.MetaSchema+`.fanout_applied VALUES ('0/10')`)
+				INSERT INTO `+pgroles.MetaSchema+`.`+pgroles.AppliedTable+` (source, commit_lsn, seq) VALUES ('app', '0/10', 0)`)
 			cred, err := e.svc.Connection(ctx, o.ID)
 			if err != nil {
 				t.Fatal(err)
