@@ -177,6 +177,7 @@ func newFanoutBenchCommand(prof *profiler) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.AdminURL, "admin-url", "", "superuser URL of an existing cluster to use (it creates and drops databases); empty starts a private cluster")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory of the --admin-url cluster, when it runs on this machine, so each phase reports its Postgres CPU")
 	f.IntVar(&cfg.Rows, "rows", 100_000, "staging rows to preload")
 	f.IntVar(&cfg.Orgs, "orgs", 100, "orgs (one database each) the rows are spread over")
 	f.IntVar(&cfg.Workers, "workers", 0, "fanout workers (default: the fanout's default)")

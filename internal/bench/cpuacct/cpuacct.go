@@ -20,6 +20,7 @@ type Sample struct {
 	Walsenders   time.Duration
 	Apply        time.Duration // logical replication apply workers (native replication)
 	Background   time.Duration // checkpointer, background writer, WAL writer, autovacuum, launchers
+	Postmaster   time.Duration // the postmaster itself: mostly forking a process per new connection
 	at           time.Time
 	postmasterOK bool
 }
@@ -41,6 +42,7 @@ func Take(dataDir string) Sample {
 	if f := statFields(pm); f != nil {
 		// cutime + cstime: children that have exited (backends of closed connections)
 		s.Backends += ticks(f[13]) + ticks(f[14])
+		s.Postmaster = ticks(f[11]) + ticks(f[12])
 		s.postmasterOK = true
 	}
 	entries, _ := os.ReadDir("/proc")
@@ -72,6 +74,15 @@ func Take(dataDir string) Sample {
 	return s
 }
 
+// Postgres is the cluster's CPU between two samples (every kind of process), false when it is not known.
+func Postgres(from, to Sample) (time.Duration, bool) {
+	if !from.postmasterOK || !to.postmasterOK {
+		return 0, false
+	}
+	sum := func(s Sample) time.Duration { return s.Backends + s.Walsenders + s.Apply + s.Background + s.Postmaster }
+	return sum(to) - sum(from), true
+}
+
 // Report says what the phase between two samples cost, per kind of process, in CPU seconds and cores.
 func Report(from, to Sample) string {
 	wall := to.at.Sub(from.at).Seconds()
@@ -85,6 +96,9 @@ func Report(from, to Sample) string {
 			parts = append(parts, part("apply workers", d))
 		}
 		parts = append(parts, part("postgres background", to.Background-from.Background))
+		if d := to.Postmaster - from.Postmaster; d > 0 {
+			parts = append(parts, part("postmaster", d))
+		}
 	}
 	return fmt.Sprintf("CPU over %.1fs: %s", wall, strings.Join(parts, ", "))
 }

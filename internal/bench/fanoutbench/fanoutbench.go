@@ -53,6 +53,9 @@ type Config struct {
 	// AdminURL is a superuser URL of an existing cluster with wal_level=logical; empty starts a private
 	// cluster (fsync on) in a temporary directory. The run creates its databases, roles and slots and drops them.
 	AdminURL string
+	// DataDir is the data directory of AdminURL's cluster when it runs on this machine: its processes' CPU is
+	// reported per phase as a private cluster's is.
+	DataDir string
 	Rows     int // staging rows to preload; default 100,000
 	Orgs     int // default 100
 	Workers  int // fanout workers; 0 keeps the fanout's default
@@ -150,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.HotShare < 0 || cfg.HotShare > 1 || cfg.HotOrgs < 0 || cfg.HotOrgs > 1 || (cfg.HotShare > 0 && cfg.HotOrgs == 0) {
 		return nil, fmt.Errorf("hot share (%g) and hot orgs (%g) must be between 0 and 1", cfg.HotShare, cfg.HotOrgs)
 	}
-	b := &bench{cfg: cfg, adminURL: cfg.AdminURL, suffix: fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)}
+	b := &bench{cfg: cfg, adminURL: cfg.AdminURL, dataDir: cfg.DataDir, suffix: fmt.Sprintf("%d", time.Now().UnixNano()%1_000_000)}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
@@ -454,7 +457,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	rep.FanoutDuration = time.Since(start)
-	fanoutCPU := cpuacct.Report(cpuFanout, cpuacct.Take(b.dataDir))
+	fanoutEnd := cpuacct.Take(b.dataDir)
+	fanoutCPU := cpuacct.Report(cpuFanout, fanoutEnd)
 	fanoutRate := float64(cfg.Rows) / rep.FanoutDuration.Seconds()
 	eff := fcfg.WithDefaults()
 	connCap := fmt.Sprintf("%d%% of the server's connections", eff.ServerConnPercent)
@@ -465,7 +469,10 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		cfg.Orgs, eff.Workers, connCap, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
 	rep.Ratio = fanoutRate / nativeRate
 	fmt.Fprintf(out, "  %s\n", fanoutCPU)
-	printMetrics(out, reg)
+	connects := printMetrics(out, reg)
+	if err := b.connectCost(ctx, connects, cpuFanout, fanoutEnd); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(out, "ratio fanout/native: %.2fx (target >= 1.0x)\n", rep.Ratio)
 
 	rep.OrgRowsExpected = cfg.Rows / 2
@@ -800,10 +807,11 @@ func peakRSS() int64 {
 }
 
 // printMetrics prints the fanout's batch and transaction figures.
-func printMetrics(out io.Writer, reg *prometheus.Registry) {
+// printMetrics prints the fanout's org transactions and returns the org connections it opened.
+func printMetrics(out io.Writer, reg *prometheus.Registry) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
-		return
+		return 0
 	}
 	hist := map[string]*dto.Histogram{}
 	for _, mf := range mfs {
@@ -819,10 +827,44 @@ func printMetrics(out io.Writer, reg *prometheus.Registry) {
 	}
 	rows, secs := hist["webhookdb_fanout_batch_rows"], hist["webhookdb_fanout_apply_seconds"]
 	if rows == nil || secs == nil || rows.GetSampleCount() == 0 || secs.GetSampleCount() == 0 {
-		return
+		return connects
 	}
 	fmt.Fprintf(out, "  %d org transactions, %.0f staging rows each on average, %.1fms each on average (extraction included); %.0f org connections opened\n",
 		rows.GetSampleCount(), rows.GetSampleSum()/float64(rows.GetSampleCount()), 1000*secs.GetSampleSum()/float64(secs.GetSampleCount()), connects)
+	return connects
+}
+
+// connectCost measures what a new connection to an org database costs the cluster in CPU (the postmaster's
+// fork, the backend's start, a first query), with the drain over, and says how much of the drain's Postgres
+// CPU the drain's connections account for: a connection serves one database, so with more orgs than
+// connections every org switch pays it.
+func (b *bench) connectCost(ctx context.Context, connects float64, from, to cpuacct.Sample) error {
+	drainCPU, ok := cpuacct.Postgres(from, to)
+	if !ok || len(b.orgs) == 0 {
+		return nil
+	}
+	const n = 50
+	before := cpuacct.Take(b.dataDir)
+	for i := 0; i < n; i++ {
+		u, err := withDatabase(b.adminURL, pgroles.DatabaseName(b.orgs[i%len(b.orgs)].key))
+		if err != nil {
+			return err
+		}
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			return fmt.Errorf("error measuring the cost of a connection: %w", err)
+		}
+		_, err = conn.Exec(ctx, "SELECT 1")
+		conn.Close(ctx)
+		if err != nil {
+			return fmt.Errorf("error measuring the cost of a connection: %w", err)
+		}
+	}
+	cost, _ := cpuacct.Postgres(before, cpuacct.Take(b.dataDir))
+	per := cost / n
+	fmt.Fprintf(b.cfg.Out, "  a new org connection costs %.1fms of Postgres CPU (fork, backend start, a first query; %d measured after the drain): the drain's %.0f connections account for about %.1fs of its %.1fs of Postgres CPU\n",
+		float64(per.Microseconds())/1000, n, connects, (time.Duration(connects) * per).Seconds(), drainCPU.Seconds())
+	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
