@@ -1,6 +1,7 @@
 package subscriptions
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -130,11 +131,17 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		return err
 	}
 	now := s.cfg.Now()
+	subIDs := make([]int64, len(subs))
+	for i, x := range subs {
+		subIDs[i] = x.id
+	}
+	room := s.handoverRoom(subIDs)
+	leaseEnd := now.Add(s.cfg.Lease)
 	var (
-		subIDs                                    []int64
 		msgIDs, keys, types, statuses, lastErrors []string
 		payloads                                  [][]byte
-		next                                      []*time.Time
+		next, leases                              []*time.Time
+		rowSubs                                   []int64
 	)
 	for _, n := range notes {
 		var body []byte
@@ -150,7 +157,7 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 					return fmt.Errorf("error encoding a notification: %w", err)
 				}
 			}
-			status, lastErr, at := "pending", "", &now
+			status, lastErr, at, lease := "pending", "", &now, (*time.Time)(nil)
 			switch {
 			case x.disabled:
 				status, lastErr, at = "failed", "endpoint disabled; recover resends", nil
@@ -158,32 +165,85 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 				status, lastErr, at = "failed", fmt.Sprintf("over the endpoint's %d pending deliveries; recover resends", s.cfg.PendingCap), nil
 			default:
 				x.room--
+				if room[x.id] > 0 {
+					room[x.id]--
+					lease = &leaseEnd
+				}
 			}
-			subIDs, msgIDs, keys = append(subIDs, x.id), append(msgIDs, n.MessageID), append(keys, n.RemoteKey)
+			rowSubs, msgIDs, keys = append(rowSubs, x.id), append(msgIDs, n.MessageID), append(keys, n.RemoteKey)
 			types, payloads, statuses = append(types, "row."+n.Operation), append(payloads, body), append(statuses, status)
-			lastErrors, next = append(lastErrors, lastErr), append(next, at)
+			lastErrors, next, leases = append(lastErrors, lastErr), append(next, at), append(leases, lease)
 		}
 	}
-	if len(subIDs) == 0 {
+	if len(rowSubs) == 0 {
 		return nil
 	}
-	if _, err := s.pool.Exec(ctx, `
-		INSERT INTO subscription_deliveries (subscription_id, message_id, remote_key, event_type, payload, status, last_error, next_attempt_at, created_at)
-		SELECT sid, mid, k, t, p, st, nullif(le, ''), na, $1
-		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[])
-			AS u(sid, mid, k, t, p, st, le, na)
-		ON CONFLICT (subscription_id, message_id) DO NOTHING`,
-		now, subIDs, msgIDs, keys, types, payloads, statuses, lastErrors, next); err != nil {
+	// Deliveries the dispatcher of this process can take are inserted leased to it and handed over below, so
+	// they cost no claim. Each comes back with the pending deliveries of its key that were there before (the
+	// statement's snapshot does not see its own rows): it may go only behind ones this process holds.
+	type insertedRow struct {
+		id, subID int64
+		messageID string
+		leased    bool
+		blockers  []int64
+	}
+	var inserted []insertedRow
+	rows, err = s.pool.Query(ctx, `
+		INSERT INTO subscription_deliveries AS n (subscription_id, message_id, remote_key, event_type, payload, status, last_error, next_attempt_at, locked_until, created_at)
+		SELECT sid, mid, k, t, p, st, nullif(le, ''), na, lu, $1
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+			WITH ORDINALITY AS u(sid, mid, k, t, p, st, le, na, lu, ord)
+		ORDER BY ord
+		ON CONFLICT (subscription_id, message_id) DO NOTHING
+		RETURNING n.id, n.subscription_id, n.message_id, n.locked_until IS NOT NULL,
+			CASE WHEN n.locked_until IS NOT NULL THEN ARRAY(SELECT o.id FROM subscription_deliveries o
+				WHERE o.subscription_id = n.subscription_id AND o.remote_key = n.remote_key AND o.status = 'pending') END`,
+		now, rowSubs, msgIDs, keys, types, payloads, statuses, lastErrors, next, leases)
+	if err != nil {
+		return fmt.Errorf("error recording deliveries: %w", err)
+	}
+	for rows.Next() {
+		var r insertedRow
+		if err := rows.Scan(&r.id, &r.subID, &r.messageID, &r.leased, &r.blockers); err != nil {
+			rows.Close()
+			return fmt.Errorf("error recording deliveries: %w", err)
+		}
+		if r.leased {
+			inserted = append(inserted, r)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("error recording deliveries: %w", err)
 	}
 	added := map[int64]int{}
 	for i, st := range statuses {
 		s.metrics.recorded.WithLabelValues(st).Inc() // a notification relayed twice counts twice
 		if st == "pending" {
-			added[subIDs[i]]++
+			added[rowSubs[i]]++
 		}
 	}
 	s.addPending(added)
+	if len(inserted) == 0 {
+		return nil
+	}
+	type rowKey struct {
+		sub int64
+		msg string
+	}
+	at := make(map[rowKey]int, len(rowSubs))
+	for i := range rowSubs {
+		at[rowKey{rowSubs[i], msgIDs[i]}] = i
+	}
+	slices.SortFunc(inserted, func(a, b insertedRow) int { return cmp.Compare(a.id, b.id) })
+	ds := make([]*claimed, len(inserted))
+	blockers := make([][]int64, len(inserted))
+	for j, r := range inserted {
+		i := at[rowKey{r.subID, r.messageID}]
+		ds[j] = &claimed{id: r.id, subID: r.subID, messageID: r.messageID, remoteKey: keys[i], payload: payloads[i]}
+		blockers[j] = r.blockers
+	}
+	s.unlease(ctx, s.handover(ds, blockers))
 	return nil
 }
 

@@ -64,6 +64,10 @@ type Config struct {
 	// default 256.
 	Concurrency int
 	MaxInFlight int
+	// HandoverCap is how many deliveries per endpoint the dispatcher running in this process may hold from
+	// Record (inserted leased and handed over in memory, no claim); past it new deliveries wait for the
+	// claims. Default 1,024.
+	HandoverCap int
 	// PollInterval is how often due deliveries are looked for; default 50ms.
 	PollInterval time.Duration
 	// Lease is how long a claimed delivery is held by its dispatcher (a crashed one's expires); default 5 min: longer than a claimed batch takes at the client's timeout.
@@ -102,6 +106,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 256
+	}
+	if c.HandoverCap == 0 {
+		c.HandoverCap = 1024
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 50 * time.Millisecond
@@ -168,9 +175,7 @@ type Service struct {
 	pending   map[int64]pendingCount // per endpoint, for the pending cap (record.go)
 
 	busyMu sync.Mutex
-	busy   map[int64]int // deliveries claimed per subscription
-	sems   map[int64]chan struct{}
-	total  int
+	d      dispatch // the running dispatcher's state (dispatch.go)
 }
 
 // New returns a Service.
@@ -179,7 +184,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}, pending: map[int64]pendingCount{}}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, pending: map[int64]pendingCount{}}, nil
 }
 
 // Subscription is a subscription as the API shows it; the secret is never part of it.
@@ -304,13 +309,17 @@ func (s *Service) List(ctx context.Context, orgID int64) ([]*Subscription, error
 
 // Delete removes a subscription and its delivery log.
 func (s *Service) Delete(ctx context.Context, orgID int64, opaqueID string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2`, opaqueID, orgID)
+	var id int64
+	err := s.pool.QueryRow(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2 RETURNING id`, opaqueID, orgID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return fmt.Errorf("error deleting the subscription: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
+	s.keysMu.Lock()
+	delete(s.keys, id)
+	s.keysMu.Unlock()
 	s.forgetOrgs()
 	return nil
 }
@@ -366,34 +375,46 @@ type signingKeys struct {
 	enc, prevEnc  string
 	prevExpires   time.Time
 	current, prev []byte
-	disabled      bool
 	orgID         int64
 	opaqueID      string
+	loadedAt      time.Time
 }
 
-// signing returns the subscription's URL and keys, decrypting only when the stored secrets changed.
+// signingTTL is how long an endpoint's URL and secrets are used as read: a delivery does not cost a query,
+// and a roll or a deletion in another process takes effect within it.
+const signingTTL = time.Second
+
+// signing returns the subscription's URL and keys, read at most every signingTTL, decrypting only when the
+// stored secrets changed.
 func (s *Service) signing(ctx context.Context, subID int64) (*signingKeys, error) {
-	k := &signingKeys{}
+	s.keysMu.Lock()
+	cached := s.keys[subID]
+	s.keysMu.Unlock()
+	if cached != nil && time.Since(cached.loadedAt) < signingTTL {
+		return cached, nil
+	}
+	k := &signingKeys{loadedAt: time.Now()}
 	var prevEnc *string
 	var prevExp *time.Time
-	var disabledAt *time.Time
-	err := s.pool.QueryRow(ctx, `SELECT org_id, opaque_id, url, secret_enc, previous_secret_enc, previous_secret_expires_at, disabled_at
-		FROM subscriptions WHERE id = $1`, subID).Scan(&k.orgID, &k.opaqueID, &k.url, &k.enc, &prevEnc, &prevExp, &disabledAt)
+	err := s.pool.QueryRow(ctx, `SELECT org_id, opaque_id, url, secret_enc, previous_secret_enc, previous_secret_expires_at
+		FROM subscriptions WHERE id = $1`, subID).Scan(&k.orgID, &k.opaqueID, &k.url, &k.enc, &prevEnc, &prevExp)
 	if errors.Is(err, pgx.ErrNoRows) {
+		s.keysMu.Lock()
+		delete(s.keys, subID)
+		s.keysMu.Unlock()
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error reading the subscription: %w", err)
 	}
-	k.disabled = disabledAt != nil
 	if prevEnc != nil && prevExp != nil {
 		k.prevEnc, k.prevExpires = *prevEnc, *prevExp
 	}
-	s.keysMu.Lock()
-	cached := s.keys[subID]
-	s.keysMu.Unlock()
 	if cached != nil && cached.enc == k.enc && cached.prevEnc == k.prevEnc {
 		k.current, k.prev = cached.current, cached.prev
+		s.keysMu.Lock()
+		s.keys[subID] = k
+		s.keysMu.Unlock()
 		return k, nil
 	}
 	cur, err := s.cfg.Box.Decrypt(ctx, secretBinding(k.opaqueID, "secret_enc"), k.enc)

@@ -19,6 +19,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/outgoing"
@@ -71,6 +72,9 @@ type Result struct {
 	// AppliedP50 and AppliedP99 are the part of the lag up to the org transaction that wrote the row.
 	AppliedP50, AppliedP99 time.Duration
 	Verified               bool
+	// SelfCPU and BackendCPU are the CPU time the bench process (fanout, relay, deliveries, receiver, load) and
+	// the cluster's client backends spent over the phase.
+	SelfCPU, BackendCPU time.Duration
 }
 
 // Run starts a private cluster, an app database with orgs, integrations and subscriptions, the fanout with its
@@ -156,6 +160,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.StartProfile()
 	}
 	start := time.Now()
+	cpuFrom := cpuacct.Take(cluster.DataDir)
 	staged, err := stage(ctx, pool, ins, cfg.Rate, cfg.Duration, rcv)
 	if err != nil {
 		return nil, err
@@ -174,13 +179,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.StopProfile != nil {
 		cfg.StopProfile()
 	}
+	cpuTo := cpuacct.Take(cluster.DataDir)
 	res := rcv.result(start, staged)
+	res.SelfCPU, res.BackendCPU = cpuTo.Self-cpuFrom.Self, cpuTo.Backends-cpuFrom.Backends
 	fmt.Fprintf(cfg.Out, "subscriptions: %d changes at %d/s over %s, %d orgs: %d notifications, %.0f/s delivered\n",
 		staged, cfg.Rate, cfg.Duration, cfg.Orgs, res.Notifications, res.PerSecond)
 	fmt.Fprintf(cfg.Out, "change-to-delivery lag (staging commit to receipt): p50 %s, p99 %s, max %s (target p99 < %s at 2000/s)\n",
 		res.LagP50.Round(time.Millisecond), res.LagP99.Round(time.Millisecond), res.Max.Round(time.Millisecond), LagTarget)
 	fmt.Fprintf(cfg.Out, "  of which staging commit to the org transaction writing the row (the fanout): p50 %s, p99 %s\n",
 		res.AppliedP50.Round(time.Millisecond), res.AppliedP99.Round(time.Millisecond))
+	if res.Notifications > 0 {
+		// Per notification, so runs on a machine shared with other work compare: wall-clock lag does not.
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(res.Notifications) }
+		fmt.Fprintf(cfg.Out, "  %s\n  per notification (staging, fanout, relay, delivery, receipt): this process %.0f µs, postgres backends %.0f µs\n",
+			cpuacct.Report(cpuFrom, cpuTo), per(res.SelfCPU), per(res.BackendCPU))
+	}
 	if !res.Verified {
 		return res, errors.New("a notification did not verify with the Standard Webhooks library")
 	}
