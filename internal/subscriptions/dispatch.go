@@ -64,7 +64,7 @@ type dispatch struct {
 	claimedTotal int
 	wg           *sync.WaitGroup
 	ctx          context.Context
-	successes    chan<- success
+	marks        *marks
 }
 
 // Run delivers due deliveries until ctx ends; every process with the maintenance role runs it (claims are
@@ -73,22 +73,22 @@ type dispatch struct {
 // retries, what other processes recorded, what a crash left (its leases expire).
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	successes := make(chan success, 1024)
+	m := &marks{signal: make(chan struct{}, 1)}
 	flushed := make(chan struct{})
-	go func() { defer close(flushed); s.recordSuccesses(ctx, successes) }()
+	go func() { defer close(flushed); s.recordSuccesses(ctx, m) }()
 	s.busyMu.Lock()
 	if s.d.running {
 		s.busyMu.Unlock()
 		return errors.New("subscriptions: Run is running already")
 	}
-	s.d = dispatch{running: true, eps: map[int64]*endpoint{}, ids: map[int64]bool{}, wg: &wg, ctx: ctx, successes: successes}
+	s.d = dispatch{running: true, eps: map[int64]*endpoint{}, ids: map[int64]bool{}, wg: &wg, ctx: ctx, marks: m}
 	s.busyMu.Unlock()
 	defer func() {
 		s.busyMu.Lock()
 		s.d.running = false
 		s.busyMu.Unlock()
 		wg.Wait()
-		close(successes)
+		m.close()
 		<-flushed
 		// What is held but was not sent goes back to the claims at once, rather than when its lease expires.
 		s.busyMu.Lock()
@@ -228,10 +228,10 @@ func (s *Service) pumpLocked(subID int64, ep *endpoint) {
 		ep.ready = ep.ready[1:]
 		ep.sending++
 		s.d.wg.Add(1)
-		ctx, successes := s.d.ctx, s.d.successes
+		ctx, m := s.d.ctx, s.d.marks
 		go func() {
 			defer s.d.wg.Done()
-			s.done(ctx, subID, d, s.deliver(ctx, d, successes))
+			s.done(ctx, subID, d, s.deliver(ctx, d, m))
 		}()
 	}
 	if len(ep.ready) == 0 && ep.held == 0 {
@@ -316,43 +316,80 @@ type success struct {
 	body      string
 }
 
-func (s *Service) recordSuccesses(ctx context.Context, in <-chan success) {
-	var batch []success
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	flush := func() {
-		if len(batch) == 0 {
+// marks gathers successes for recordSuccesses. Adding never waits: a sending slot is not held up by the
+// database, which records the previous batch meanwhile.
+type marks struct {
+	mu     sync.Mutex
+	batch  []success
+	closed bool
+	signal chan struct{}
+}
+
+func (m *marks) add(x success) {
+	m.mu.Lock()
+	m.batch = append(m.batch, x)
+	m.mu.Unlock()
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (m *marks) close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what was gathered, and whether marks is closed.
+func (m *marks) take() ([]success, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.batch
+	m.batch = nil
+	return b, m.closed
+}
+
+func (s *Service) recordSuccesses(ctx context.Context, m *marks) {
+	for {
+		<-m.signal
+		// A success waits a little for company: one statement per batch, not one commit per delivery.
+		t := time.NewTimer(successDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		batch, closed := m.take()
+		for len(batch) > 0 {
+			n := min(len(batch), 1000)
+			s.flushSuccesses(ctx, batch[:n])
+			batch = batch[n:]
+		}
+		if closed {
+			if rest, _ := m.take(); len(rest) > 0 {
+				s.flushSuccesses(ctx, rest)
+			}
 			return
 		}
-		s.metrics.attempts.WithLabelValues("delivered").Add(float64(len(batch)))
-		if err := s.markDelivered(context.WithoutCancel(ctx), batch); err != nil {
-			s.cfg.Logger.WarnContext(ctx, "cannot record deliveries; they are sent again when their lease expires",
-				slog.Int("deliveries", len(batch)), slog.String("error", err.Error()))
-		}
-		s.busyMu.Lock()
-		for _, x := range batch {
-			delete(s.d.ids, x.id)
-		}
-		s.busyMu.Unlock()
-		batch = batch[:0]
 	}
-	for {
-		select {
-		case x, ok := <-in:
-			if !ok {
-				flush()
-				return
-			}
-			batch = append(batch, x)
-			if len(batch) >= 500 {
-				flush()
-			} else if len(batch) == 1 {
-				timer.Reset(successDelay)
-			}
-		case <-timer.C:
-			flush()
-		}
+}
+
+func (s *Service) flushSuccesses(ctx context.Context, batch []success) {
+	s.metrics.attempts.WithLabelValues("delivered").Add(float64(len(batch)))
+	if err := s.markDelivered(context.WithoutCancel(ctx), batch); err != nil {
+		s.cfg.Logger.WarnContext(ctx, "cannot record deliveries; they are sent again when their lease expires",
+			slog.Int("deliveries", len(batch)), slog.String("error", err.Error()))
 	}
+	s.busyMu.Lock()
+	for _, x := range batch {
+		delete(s.d.ids, x.id)
+	}
+	s.busyMu.Unlock()
 }
 
 // successDelay is how long a success waits for company before its batch is recorded.
@@ -482,7 +519,7 @@ func (s *Service) claim(ctx context.Context) ([]*claimed, error) {
 
 // deliver makes one attempt and records its outcome. Shutting down mid-attempt records nothing: the lease
 // expires and the attempt is made again, with the same message id.
-func (s *Service) deliver(ctx context.Context, d *claimed, successes chan<- success) outcome {
+func (s *Service) deliver(ctx context.Context, d *claimed, m *marks) outcome {
 	k, err := s.signing(ctx, d.subID)
 	if errors.Is(err, ErrNotFound) {
 		return outcomeNone // deleted meanwhile, with its deliveries
@@ -500,7 +537,7 @@ func (s *Service) deliver(ctx context.Context, d *claimed, successes chan<- succ
 		return outcomeNone
 	}
 	if err == nil && resp.Status >= 200 && resp.Status < 300 {
-		successes <- success{id: d.id, subID: d.subID, attempts: d.attempts + 1, at: now, status: resp.Status, body: s.clip(resp.Body)}
+		m.add(success{id: d.id, subID: d.subID, attempts: d.attempts + 1, at: now, status: resp.Status, body: s.clip(resp.Body)})
 		return outcomeDelivered
 	}
 	o, err := s.finish(context.WithoutCancel(ctx), d, k, now, resp, err)

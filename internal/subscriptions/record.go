@@ -181,6 +181,8 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 	// Deliveries the dispatcher of this process can take are inserted leased to it and handed over below, so
 	// they cost no claim. Each comes back with the pending deliveries of its key that were there before (the
 	// statement's snapshot does not see its own rows): it may go only behind ones this process holds.
+	// The probe names the key only in a form the key index serves (subscription_id + 0 hides the endpoint's
+	// pending index, which a plan made without statistics would otherwise walk for every row).
 	type insertedRow struct {
 		id, subID int64
 		messageID string
@@ -197,7 +199,7 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		ON CONFLICT (subscription_id, message_id) DO NOTHING
 		RETURNING n.id, n.subscription_id, n.message_id, n.locked_until IS NOT NULL,
 			CASE WHEN n.locked_until IS NOT NULL THEN ARRAY(SELECT o.id FROM subscription_deliveries o
-				WHERE o.subscription_id = n.subscription_id AND o.remote_key = n.remote_key AND o.status = 'pending') END`,
+				WHERE o.remote_key = n.remote_key AND o.subscription_id + 0 = n.subscription_id AND o.status = 'pending') END`,
 		now, rowSubs, msgIDs, keys, types, payloads, statuses, lastErrors, next, leases)
 	if err != nil {
 		return fmt.Errorf("error recording deliveries: %w", err)

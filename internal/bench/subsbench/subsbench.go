@@ -42,6 +42,8 @@ type Config struct {
 	Orgs int
 	// Out receives the report; default io.Discard.
 	Out io.Writer
+	// Statements loads pg_stat_statements and prints the statements that took the most time (--statements).
+	Statements bool
 	// StartProfile and StopProfile bracket the measured phase (--cpuprofile).
 	StartProfile, StopProfile func()
 }
@@ -89,7 +91,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(dir)
 	_ = os.Chmod(dir, 0o755) // the postgres system user must reach it when we run as root
-	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: quiet})
+	pgc := pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: quiet}
+	if cfg.Statements {
+		pgc.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+	}
+	cluster, err := pgcluster.Start(ctx, pgc)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +186,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.StopProfile()
 	}
 	cpuTo := cpuacct.Take(cluster.DataDir)
+	if cfg.Statements {
+		printStatements(ctx, cfg.Out, cluster)
+	}
 	res := rcv.result(start, staged)
 	res.SelfCPU, res.BackendCPU = cpuTo.Self-cpuFrom.Self, cpuTo.Backends-cpuFrom.Backends
 	fmt.Fprintf(cfg.Out, "subscriptions: %d changes at %d/s over %s, %d orgs: %d notifications, %.0f/s delivered\n",
@@ -383,4 +392,46 @@ func (r *receiver) result(start time.Time, staged int) *Result {
 		res.PerSecond = float64(len(r.seen)) / el
 	}
 	return res
+}
+
+// printStatements prints the statements that took the most time (pg_stat_statements) and how the delivery
+// log's indexes were used: where the Postgres backends' time went.
+func printStatements(ctx context.Context, out io.Writer, cluster *pgcluster.Cluster) {
+	app, err := cluster.Connect(ctx, "bench_subs")
+	if err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	defer app.Close(ctx)
+	fmt.Fprintln(out, "  subscription_deliveries indexes (scans, entries read):")
+	if rows, err := app.Query(ctx, `SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes
+		WHERE relname = 'subscription_deliveries' ORDER BY indexrelname`); err == nil {
+		for rows.Next() {
+			var name string
+			var scans, read int64
+			if rows.Scan(&name, &scans, &read) == nil {
+				fmt.Fprintf(out, "    %-55s %8d %10d\n", name, scans, read)
+			}
+		}
+		rows.Close()
+	}
+	if _, err := app.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	fmt.Fprintln(out, "  statements by total time (ms, calls, rows):")
+	rows, err := app.Query(ctx, `SELECT round(total_exec_time)::bigint, calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+	if err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ms, calls, n int64
+		var q string
+		if rows.Scan(&ms, &calls, &n, &q) == nil {
+			fmt.Fprintf(out, "    %7d %6d %7d  %s\n", ms, calls, n, q)
+		}
+	}
 }
