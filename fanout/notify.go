@@ -34,10 +34,17 @@ import (
 // Notifier is what the fanout needs of webhook subscriptions (internal/subscriptions implements it).
 type Notifier interface {
 	// Subscribed reports whether the org has a subscription; only then are its row writes recorded. It may
-	// lag a subscription's creation by its cache's refresh interval.
+	// answer from a list refreshed now and then; creating a subscription waits until a list that holds it
+	// answers here (internal/subscriptions).
 	Subscribed(ctx context.Context, orgID int64) bool
-	// SubscribedOrgs lists the orgs with a subscription, whose outboxes the relay sweeps.
+	// Refresh lets the list Subscribed answers from be refreshed; the relay calls it every second, so a new
+	// subscription is noticed while no org transaction asks.
+	Refresh(ctx context.Context)
+	// SubscribedOrgs lists the orgs whose outboxes the relay sweeps: those with a subscription, and those
+	// whose outbox may still hold rows of deleted ones.
 	SubscribedOrgs(ctx context.Context) ([]int64, error)
+	// Drained tells that the outbox of an org without subscriptions was found empty.
+	Drained(ctx context.Context, orgID int64) error
 	// Record stores notifications durably; storing one twice (same message id) must be a no-op. The relay
 	// deletes them from the outbox only after Record returns nil.
 	Record(ctx context.Context, orgID int64, notes []Notification) error
@@ -178,6 +185,8 @@ func (c *Consumer) RunRelay(ctx context.Context) error {
 	c.notify.mu.Unlock()
 	sweep := time.NewTicker(2 * time.Second)
 	defer sweep.Stop()
+	refresh := time.NewTicker(time.Second)
+	defer refresh.Stop()
 	pending := map[int64]bool{}
 	for {
 		for id := range c.notify.take() {
@@ -188,6 +197,9 @@ func (c *Consumer) RunRelay(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-signal:
+				continue
+			case <-refresh.C:
+				c.cfg.Notify.Refresh(ctx)
 				continue
 			case <-sweep.C:
 				orgs, err := c.cfg.Notify.SubscribedOrgs(ctx)
@@ -272,7 +284,7 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 		FROM `+outboxIdent()+` ORDER BY id LIMIT $1`, relayBatch)
 	if pgerr.Is(err, pgerrcode.UndefinedTable) {
 		healthy = true
-		return false, nil // nothing recorded here yet
+		return false, r.drained(ctx, orgID) // nothing recorded here yet
 	}
 	if err != nil {
 		return false, fmt.Errorf("error reading the outbox: %w", err)
@@ -297,13 +309,13 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 	if err := rows.Err(); err != nil {
 		if pgerr.Is(err, pgerrcode.UndefinedTable) {
 			healthy = true
-			return false, nil // nothing recorded here yet
+			return false, r.drained(ctx, orgID) // nothing recorded here yet
 		}
 		return false, fmt.Errorf("error reading the outbox: %w", err)
 	}
 	healthy = true
 	if len(notes) == 0 {
-		return false, nil
+		return false, r.drained(ctx, orgID)
 	}
 	if err := r.c.cfg.Notify.Record(ctx, orgID, notes); err != nil {
 		return false, err
@@ -314,6 +326,16 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 		return false, fmt.Errorf("error clearing the outbox: %w", err)
 	}
 	return len(notes) == relayBatch, nil
+}
+
+// drained reports an empty outbox of an org without subscriptions, which the relay then stops sweeping.
+// Rows left after its last subscription was deleted were handed over meanwhile: Record matches no
+// subscription, so they are discarded.
+func (r *relay) drained(ctx context.Context, orgID int64) error {
+	if r.c.cfg.Notify.Subscribed(ctx, orgID) {
+		return nil
+	}
+	return r.c.cfg.Notify.Drained(ctx, orgID)
 }
 
 // messageID is the Standard Webhooks message id of an outbox row.

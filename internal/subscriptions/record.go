@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/webhookdb-go/webhookdb/fanout"
 )
 
@@ -17,6 +19,11 @@ var _ fanout.Notifier = (*Service)(nil)
 // CacheTTL. While the list cannot be read every org counts as subscribed: recording too much costs a little,
 // recording too little loses notifications.
 func (s *Service) Subscribed(ctx context.Context, orgID int64) bool {
+	s.asked.Store(true)
+	return s.subscribed(ctx, orgID)
+}
+
+func (s *Service) subscribed(ctx context.Context, orgID int64) bool {
 	s.orgsMu.Lock()
 	defer s.orgsMu.Unlock()
 	if time.Since(s.orgsAt) >= s.cfg.CacheTTL {
@@ -25,10 +32,25 @@ func (s *Service) Subscribed(ctx context.Context, orgID int64) bool {
 	return s.orgsFailed || s.orgs[orgID]
 }
 
-// loadOrgs reads the subscribed orgs; s.orgsMu held.
+// Refresh reloads the list Subscribed answers from when it is older than CacheTTL (fanout.Notifier: the relay
+// calls it every second, so a new subscription is noticed while no org transaction asks).
+func (s *Service) Refresh(ctx context.Context) {
+	s.Subscribed(ctx, 0)
+}
+
+// refreshIfAsked refreshes the list when a fanout of this process asks this Service: only a list a fanout
+// answers from may mark orgs noticed.
+func (s *Service) refreshIfAsked(ctx context.Context) {
+	if s.asked.Load() {
+		s.subscribed(ctx, 0)
+	}
+}
+
+// loadOrgs reads the subscribed orgs and marks the new ones noticed: from now on this process records
+// their changes, and Create, waiting for that mark, can return. s.orgsMu held.
 func (s *Service) loadOrgs(ctx context.Context) {
 	s.orgsAt = time.Now()
-	orgs, err := s.SubscribedOrgs(ctx)
+	orgs, err := s.subscribedOrgs(ctx)
 	if err != nil {
 		s.orgsFailed = true
 		s.cfg.Logger.WarnContext(ctx, "cannot read subscribed orgs; recording every org's changes meanwhile", "error", err.Error())
@@ -39,6 +61,10 @@ func (s *Service) loadOrgs(ctx context.Context) {
 	for _, id := range orgs {
 		s.orgs[id] = true
 	}
+	if _, err := s.pool.Exec(ctx, `UPDATE subscription_orgs SET noticed_at = $2 WHERE org_id = ANY($1) AND noticed_at IS NULL`,
+		orgs, time.Now()); err != nil {
+		s.cfg.Logger.WarnContext(ctx, "cannot mark subscribed orgs noticed", "error", err.Error())
+	}
 }
 
 func (s *Service) forgetOrgs() {
@@ -47,23 +73,43 @@ func (s *Service) forgetOrgs() {
 	s.orgsMu.Unlock()
 }
 
-// SubscribedOrgs lists the orgs with a subscription (fanout.Notifier).
-func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
+func (s *Service) subscribedOrgs(ctx context.Context) ([]int64, error) {
+	return s.orgIDs(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
 		WHERE o.deleted_at IS NULL`)
+}
+
+// SubscribedOrgs lists the orgs whose outboxes the relay sweeps (fanout.Notifier): those with a subscription,
+// and those whose last one was deleted until the relay finds their outbox empty (Drained).
+func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
+	return s.orgIDs(ctx, `SELECT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id WHERE o.deleted_at IS NULL
+		UNION SELECT org_id FROM subscription_orgs WHERE unsubscribed_at IS NOT NULL`)
+}
+
+// drainAfter is how long after an org's last subscription is deleted its outbox may still get rows: a
+// fanout's list of subscribed orgs is up to CacheTTL old, and an org transaction built before a refresh
+// commits after it.
+const drainAfter = time.Minute
+
+// Drained tells that the org's outbox was found empty (fanout.Notifier): an org without subscriptions is no
+// longer swept once its last one was deleted more than drainAfter ago.
+func (s *Service) Drained(ctx context.Context, orgID int64) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM subscription_orgs o WHERE o.org_id = $1 AND o.unsubscribed_at < $2
+		AND NOT EXISTS (SELECT FROM subscriptions s WHERE s.org_id = o.org_id)`, orgID, s.cfg.Now().Add(-drainAfter)); err != nil {
+		return fmt.Errorf("error forgetting a drained outbox: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) orgIDs(ctx context.Context, query string) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
 	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Payload is the body of a row-change message.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,6 +77,9 @@ type Config struct {
 	Retention time.Duration
 	// CacheTTL is how long the list of subscribed orgs is trusted by Subscribed; default 1s.
 	CacheTTL time.Duration
+	// NoticeWait is how long Create waits for a fanout to notice an org's first subscription (from then on
+	// every change that reaches the fanout is notified); 0: it does not wait. The app waits 5s.
+	NoticeWait time.Duration
 	// ResponseBytes is how much of an answer the delivery log keeps; default 1 KiB.
 	ResponseBytes int
 	Alerts        Alerter
@@ -167,6 +171,7 @@ type Service struct {
 	orgs       map[int64]bool
 	orgsAt     time.Time
 	orgsFailed bool // the last load failed: every org counts as subscribed, so nothing goes unrecorded
+	asked      atomic.Bool // a fanout of this process asks Subscribed
 
 	keysMu sync.Mutex
 	keys   map[int64]*signingKeys
@@ -198,6 +203,9 @@ type Subscription struct {
 	DisabledAt              *time.Time `json:"disabled_at,omitempty"`
 	DisabledReason          *string    `json:"disabled_reason,omitempty"`
 	CreatedAt               time.Time  `json:"created_at"`
+	// ActiveSince is when the fanout noticed the org's subscriptions: every change that reaches it later is
+	// notified. Absent until then (no fanout running).
+	ActiveSince *time.Time `json:"active_since,omitempty"`
 	// Pending is how many deliveries wait (list and get only).
 	Pending int64 `json:"pending"`
 
@@ -206,6 +214,7 @@ type Subscription struct {
 
 const subColumns = `s.id, s.org_id, s.opaque_id, s.url, coalesce(i.opaque_id, ''), s.sources, s.previous_secret_expires_at,
 	s.failing_since, s.disabled_at, s.disabled_reason, s.created_at,
+	(SELECT so.noticed_at FROM subscription_orgs so WHERE so.org_id = s.org_id),
 	(SELECT count(*) FROM subscription_deliveries d WHERE d.subscription_id = s.id AND d.status = 'pending')`
 
 const subFrom = ` FROM subscriptions s LEFT JOIN service_integrations i ON i.id = s.integration_id`
@@ -213,7 +222,7 @@ const subFrom = ` FROM subscriptions s LEFT JOIN service_integrations i ON i.id 
 func scanSub(row pgx.Row) (*Subscription, error) {
 	s := &Subscription{}
 	err := row.Scan(&s.id, &s.orgID, &s.ID, &s.URL, &s.Integration, &s.Sources, &s.PreviousSecretExpiresAt,
-		&s.FailingSince, &s.DisabledAt, &s.DisabledReason, &s.CreatedAt, &s.Pending)
+		&s.FailingSince, &s.DisabledAt, &s.DisabledReason, &s.CreatedAt, &s.ActiveSince, &s.Pending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -257,13 +266,54 @@ func (s *Service) Create(ctx context.Context, orgID int64, p CreateParams) (*Sub
 	if err != nil {
 		return nil, "", fmt.Errorf("error encrypting the signing secret: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO subscriptions (opaque_id, org_id, integration_id, url, sources, secret_enc)
-		VALUES ($1, $2, $3, $4, $5, $6)`, opaque, orgID, integrationID, p.URL, sources, enc); err != nil {
+	// The org is marked subscribed with it; a fanout marks it noticed when its list of subscribed orgs holds
+	// it (loadOrgs). An org whose subscriptions were all deleted may have been dropped from those lists, so
+	// it waits to be noticed again.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (opaque_id, org_id, integration_id, url, sources, secret_enc)
+			VALUES ($1, $2, $3, $4, $5, $6)`, opaque, orgID, integrationID, p.URL, sources, enc); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO subscription_orgs AS so (org_id) VALUES ($1)
+			ON CONFLICT (org_id) DO UPDATE SET unsubscribed_at = NULL,
+				noticed_at = CASE WHEN so.unsubscribed_at IS NULL THEN so.noticed_at END`, orgID)
+		return err
+	})
+	if err != nil {
 		return nil, "", fmt.Errorf("error creating the subscription: %w", err)
 	}
 	s.forgetOrgs()
+	if err := s.awaitNoticed(ctx, orgID); err != nil {
+		return nil, "", err
+	}
 	sub, err := s.Get(ctx, orgID, opaque)
 	return sub, secret, err
+}
+
+// awaitNoticed waits up to NoticeWait for a fanout to notice the org's subscriptions. A process that is a
+// fanout's Notifier itself notices at once.
+func (s *Service) awaitNoticed(ctx context.Context, orgID int64) error {
+	if s.cfg.NoticeWait <= 0 {
+		return nil
+	}
+	s.refreshIfAsked(ctx) // a fanout of this process notices it now
+	deadline := time.Now().Add(s.cfg.NoticeWait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var noticed bool
+		if err := s.pool.QueryRow(ctx, `SELECT noticed_at IS NOT NULL FROM subscription_orgs WHERE org_id = $1`, orgID).Scan(&noticed); err != nil {
+			return fmt.Errorf("error reading whether the fanout noticed the subscription: %w", err)
+		}
+		if noticed || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func checkSources(in []string) ([]string, error) {
@@ -309,8 +359,16 @@ func (s *Service) List(ctx context.Context, orgID int64) ([]*Subscription, error
 
 // Delete removes a subscription and its delivery log.
 func (s *Service) Delete(ctx context.Context, orgID int64, opaqueID string) error {
+	// The org's last subscription: its outbox is drained (SubscribedOrgs) until found empty.
 	var id int64
-	err := s.pool.QueryRow(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2 RETURNING id`, opaqueID, orgID).Scan(&id)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2 RETURNING id`, opaqueID, orgID).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE subscription_orgs o SET unsubscribed_at = $2, noticed_at = NULL
+			WHERE o.org_id = $1 AND NOT EXISTS (SELECT FROM subscriptions s WHERE s.org_id = o.org_id)`, orgID, s.cfg.Now())
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotFound
 	}
