@@ -170,7 +170,7 @@ type Service struct {
 	orgsMu     sync.Mutex
 	orgs       map[int64]bool
 	orgsAt     time.Time
-	orgsFailed bool // the last load failed: every org counts as subscribed, so nothing goes unrecorded
+	orgsFailed bool        // the last load failed: every org counts as subscribed, so nothing goes unrecorded
 	asked      atomic.Bool // a fanout of this process asks Subscribed
 
 	keysMu sync.Mutex
