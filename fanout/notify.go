@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -412,36 +413,115 @@ func (r *relay) closeIdle(d time.Duration) {
 
 func (r *relay) closeAll() { r.closeIdle(-1) }
 
-// FailedSummary counts one org's changes recorded as failed after a given id (alerts read it).
+// FailedSummary counts one org's changes recorded as failed since a cursor (alerts read it).
 type FailedSummary struct {
 	OrgID      int64
 	Count      int64
-	MaxID      int64
 	FirstError string
 }
 
-// FailedSince summarizes, per org, the failed changes with an id above afterID; the second result is the
-// highest id seen (afterID when none). Ids are read in order, so a change recorded by a transaction that
-// commits after a higher id was read is not summarized.
-func FailedSince(ctx context.Context, db staging.DB, afterID int64) ([]FailedSummary, int64, error) {
+// FailedCursor is how far fanout.failed_changes has been read: every id up to LastID was counted but Holes.
+// Ids are taken when a row is inserted and become visible when its transaction commits, so a lower id can
+// appear after a higher one was read: the ids skipped are kept as holes and counted when they appear. A hole
+// is given up once every transaction that could still fill it has ended (rolled back, or its id was never
+// used): its Until is the snapshot's xmax when it was found, and it is dropped when the oldest running
+// transaction is past it and a minute has gone by (a transaction takes its id an instant before its xid).
+type FailedCursor struct {
+	LastID int64        `json:"last_id"`
+	Holes  []FailedHole `json:"holes,omitempty"`
+}
+
+// FailedHole is an id below LastID not seen yet.
+type FailedHole struct {
+	ID    int64     `json:"id"`
+	Until uint64    `json:"until"`
+	Found time.Time `json:"found"`
+}
+
+// maxFailedHoles bounds the holes a cursor keeps (the oldest go first): rolled-back transactions and a
+// sequence's cached ids lost in a crash leave them.
+const maxFailedHoles = 10_000
+
+// FailedSince summarizes, per org, the failed changes not counted by cur, each exactly once, and returns the
+// cursor past them. now is the caller's clock (how old a hole is).
+func FailedSince(ctx context.Context, db staging.DB, cur FailedCursor, now time.Time) ([]FailedSummary, FailedCursor, error) {
+	holes := make([]int64, len(cur.Holes))
+	for i, h := range cur.Holes {
+		holes[i] = h.ID
+	}
+	// One statement, so the rows and the snapshot's horizons are of the same moment.
 	rows, err := db.Query(ctx, `
-		SELECT org_id, count(*), max(id), (array_agg(error ORDER BY id))[1]
-		FROM fanout.failed_changes WHERE id > $1 GROUP BY org_id ORDER BY org_id`, afterID)
+		SELECT pg_snapshot_xmin(s.snap)::text, pg_snapshot_xmax(s.snap)::text, f.id, f.org_id, f.error
+		FROM (SELECT pg_current_snapshot() AS snap) s
+		LEFT JOIN fanout.failed_changes f ON f.id > $1 OR f.id = ANY($2)
+		ORDER BY f.id`, cur.LastID, holes)
 	if err != nil {
-		return nil, afterID, fmt.Errorf("error reading failed changes: %w", err)
+		return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
 	}
 	defer rows.Close()
-	var out []FailedSummary
-	last := afterID
+	var (
+		xmin, xmax uint64
+		seen       = map[int64]bool{}
+		byOrg      = map[int64]*FailedSummary{}
+		out        []FailedSummary
+		order      []int64
+	)
+	next := FailedCursor{LastID: cur.LastID}
 	for rows.Next() {
-		var f FailedSummary
-		if err := rows.Scan(&f.OrgID, &f.Count, &f.MaxID, &f.FirstError); err != nil {
-			return nil, afterID, err
+		var id, orgID *int64
+		var msg *string
+		var lo, hi string
+		if err := rows.Scan(&lo, &hi, &id, &orgID, &msg); err != nil {
+			return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
 		}
-		last = max(last, f.MaxID)
-		out = append(out, f)
+		if xmin, err = strconv.ParseUint(lo, 10, 64); err != nil {
+			return nil, cur, fmt.Errorf("error reading the snapshot: %w", err)
+		}
+		if xmax, err = strconv.ParseUint(hi, 10, 64); err != nil {
+			return nil, cur, fmt.Errorf("error reading the snapshot: %w", err)
+		}
+		if id == nil {
+			continue
+		}
+		seen[*id] = true
+		f := byOrg[*orgID]
+		if f == nil {
+			f = &FailedSummary{OrgID: *orgID, FirstError: *msg}
+			byOrg[*orgID] = f
+			order = append(order, *orgID)
+		}
+		f.Count++
+		if *id > cur.LastID {
+			// the ids skipped on the way up are holes
+			for h := next.LastID + 1; h < *id && len(next.Holes) < maxFailedHoles; h++ {
+				next.Holes = append(next.Holes, FailedHole{ID: h, Until: xmax, Found: now})
+			}
+			next.LastID = *id
+		}
 	}
-	return out, last, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
+	}
+	kept := make([]FailedHole, 0, len(cur.Holes))
+	for _, h := range cur.Holes {
+		if !seen[h.ID] && !(xmin >= h.Until && now.Sub(h.Found) > time.Minute) {
+			kept = append(kept, h)
+		}
+	}
+	// holes found now come after the older ones: the oldest are given up first when there are too many
+	for _, h := range next.Holes {
+		if !seen[h.ID] {
+			kept = append(kept, h)
+		}
+	}
+	if len(kept) > maxFailedHoles {
+		kept = kept[len(kept)-maxFailedHoles:]
+	}
+	next.Holes = kept
+	for _, id := range order {
+		out = append(out, *byOrg[id])
+	}
+	return out, next, nil
 }
 
 // LastFailedID is the highest id of fanout.failed_changes (0 when empty).
