@@ -106,7 +106,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
-	var lastPrune, lastRenew time.Time
+	var lastPrune time.Time
+	lastRenew := time.Now()
 	for {
 		batch, err := s.claim(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -300,8 +301,10 @@ func (s *Service) renew(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE subscription_deliveries SET locked_until = $2 WHERE id = ANY($1) AND status = 'pending'`,
-		ids, s.cfg.Now().Add(s.cfg.Lease))
+	// Only leases still held: an attempt that just failed released its own (locked_until NULL, backing off),
+	// which a renewal must not take back.
+	_, err := s.pool.Exec(ctx, `UPDATE subscription_deliveries SET locked_until = $2
+		WHERE id = ANY($1) AND status = 'pending' AND locked_until IS NOT NULL`, ids, s.cfg.Now().Add(s.cfg.Lease))
 	return err
 }
 
