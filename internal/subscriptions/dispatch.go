@@ -223,7 +223,7 @@ func (s *Service) holdLocked(ds []*claimed) []int64 {
 
 // pumpLocked starts the endpoint's ready deliveries while it has free sending slots (Concurrency).
 func (s *Service) pumpLocked(subID int64, ep *endpoint) {
-	for ep.sending < s.cfg.Concurrency && len(ep.ready) > 0 {
+	for s.d.running && ep.sending < s.cfg.Concurrency && len(ep.ready) > 0 {
 		d := ep.ready[0]
 		ep.ready[0] = nil
 		ep.ready = ep.ready[1:]
@@ -254,9 +254,12 @@ func (s *Service) done(ctx context.Context, subID int64, d *claimed, o outcome) 
 	if o != outcomeDelivered {
 		delete(s.d.ids, d.id) // a delivered one stays until its mark commits
 	}
+	var back []int64
+	if o == outcomeNone && ctx.Err() != nil {
+		back = append(back, d.id) // stopped mid-attempt: the next dispatcher need not wait for the lease
+	}
 	rest := ep.keys[d.remoteKey][1:]
 	delete(ep.keys, d.remoteKey)
-	var back []int64
 	switch {
 	case len(rest) == 0:
 	case o == outcomeDelivered || o == outcomeFailed:
@@ -276,6 +279,48 @@ func (s *Service) done(ctx context.Context, subID int64, d *claimed, o outcome) 
 	s.pumpLocked(subID, ep)
 	s.busyMu.Unlock()
 	s.unlease(context.WithoutCancel(ctx), back)
+}
+
+// dropHeld forgets what this process holds of a disabled endpoint and has not started sending: disabling
+// failed those deliveries in the database, and recover resends them.
+func (s *Service) dropHeld(subID int64) {
+	s.busyMu.Lock()
+	defer s.busyMu.Unlock()
+	ep := s.d.eps[subID]
+	if ep == nil {
+		return
+	}
+	sending := map[*claimed]bool{}
+	for _, ds := range ep.keys {
+		sending[ds[0]] = true
+	}
+	for _, d := range ep.ready {
+		delete(sending, d) // ready: the head of its key, not sent yet
+	}
+	for k, ds := range ep.keys {
+		var keep []*claimed
+		for _, d := range ds {
+			if sending[d] {
+				keep = append(keep, d)
+				continue
+			}
+			delete(s.d.ids, d.id)
+			ep.held--
+			if d.fromClaim {
+				ep.claimed--
+				s.d.claimedTotal--
+			}
+		}
+		if len(keep) == 0 {
+			delete(ep.keys, k)
+		} else {
+			ep.keys[k] = keep
+		}
+	}
+	ep.ready = nil
+	if ep.held == 0 {
+		delete(s.d.eps, subID)
+	}
 }
 
 // unlease gives held deliveries back to the claims at once.
@@ -637,6 +682,7 @@ func (s *Service) disable(ctx context.Context, subID int64, k *signingKeys, now 
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
+	s.dropHeld(subID)
 	s.metrics.disabled.Inc()
 	s.cfg.Logger.WarnContext(ctx, "subscription endpoint disabled", slog.String("subscription", k.opaqueID),
 		slog.Int64("org_id", k.orgID), slog.String("reason", reason))
