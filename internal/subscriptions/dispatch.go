@@ -74,8 +74,6 @@ type dispatch struct {
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	m := &marks{signal: make(chan struct{}, 1)}
-	flushed := make(chan struct{})
-	go func() { defer close(flushed); s.recordSuccesses(ctx, m) }()
 	s.busyMu.Lock()
 	if s.d.running {
 		s.busyMu.Unlock()
@@ -83,6 +81,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.d = dispatch{running: true, eps: map[int64]*endpoint{}, ids: map[int64]bool{}, wg: &wg, ctx: ctx, marks: m}
 	s.busyMu.Unlock()
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); s.recordSuccesses(ctx, m) }()
 	defer func() {
 		s.busyMu.Lock()
 		s.d.running = false
