@@ -42,6 +42,9 @@ type Config struct {
 	Orgs int
 	// Out receives the report; default io.Discard.
 	Out io.Writer
+	// Concurrency is each endpoint's sending concurrency (subscriptions.Config.Concurrency); default its
+	// default, 8.
+	Concurrency int
 	// Statements loads pg_stat_statements and prints the statements that took the most time (--statements).
 	Statements bool
 	// StartProfile and StopProfile bracket the measured phase (--cpuprofile).
@@ -136,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer srv.Close()
 		urls = append(urls, srv.URL)
 	}
-	subs, err := subscriptions.New(subscriptions.Config{Pool: pool, Box: box, Logger: quiet,
+	subs, err := subscriptions.New(subscriptions.Config{Pool: pool, Box: box, Logger: quiet, Concurrency: cfg.Concurrency,
 		Client: outgoing.NewClient(outgoing.Config{AllowPrivate: true})})
 	if err != nil {
 		return nil, err
