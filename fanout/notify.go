@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,10 +35,17 @@ import (
 // Notifier is what the fanout needs of webhook subscriptions (internal/subscriptions implements it).
 type Notifier interface {
 	// Subscribed reports whether the org has a subscription; only then are its row writes recorded. It may
-	// lag a subscription's creation by its cache's refresh interval.
+	// answer from a list refreshed now and then; creating a subscription waits until a list that holds it
+	// answers here (internal/subscriptions).
 	Subscribed(ctx context.Context, orgID int64) bool
-	// SubscribedOrgs lists the orgs with a subscription, whose outboxes the relay sweeps.
+	// Refresh lets the list Subscribed answers from be refreshed; the relay calls it every second, so a new
+	// subscription is noticed while no org transaction asks.
+	Refresh(ctx context.Context)
+	// SubscribedOrgs lists the orgs whose outboxes the relay sweeps: those with a subscription, and those
+	// whose outbox may still hold rows of deleted ones.
 	SubscribedOrgs(ctx context.Context) ([]int64, error)
+	// Drained tells that the outbox of an org without subscriptions was found empty.
+	Drained(ctx context.Context, orgID int64) error
 	// Record stores notifications durably; storing one twice (same message id) must be a no-op. The relay
 	// deletes them from the outbox only after Record returns nil.
 	Record(ctx context.Context, orgID int64, notes []Notification) error
@@ -178,6 +186,8 @@ func (c *Consumer) RunRelay(ctx context.Context) error {
 	c.notify.mu.Unlock()
 	sweep := time.NewTicker(2 * time.Second)
 	defer sweep.Stop()
+	refresh := time.NewTicker(time.Second)
+	defer refresh.Stop()
 	pending := map[int64]bool{}
 	for {
 		for id := range c.notify.take() {
@@ -188,6 +198,9 @@ func (c *Consumer) RunRelay(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-signal:
+				continue
+			case <-refresh.C:
+				c.cfg.Notify.Refresh(ctx)
 				continue
 			case <-sweep.C:
 				orgs, err := c.cfg.Notify.SubscribedOrgs(ctx)
@@ -272,7 +285,7 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 		FROM `+outboxIdent()+` ORDER BY id LIMIT $1`, relayBatch)
 	if pgerr.Is(err, pgerrcode.UndefinedTable) {
 		healthy = true
-		return false, nil // nothing recorded here yet
+		return false, r.drained(ctx, orgID) // nothing recorded here yet
 	}
 	if err != nil {
 		return false, fmt.Errorf("error reading the outbox: %w", err)
@@ -297,13 +310,13 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 	if err := rows.Err(); err != nil {
 		if pgerr.Is(err, pgerrcode.UndefinedTable) {
 			healthy = true
-			return false, nil // nothing recorded here yet
+			return false, r.drained(ctx, orgID) // nothing recorded here yet
 		}
 		return false, fmt.Errorf("error reading the outbox: %w", err)
 	}
 	healthy = true
 	if len(notes) == 0 {
-		return false, nil
+		return false, r.drained(ctx, orgID)
 	}
 	if err := r.c.cfg.Notify.Record(ctx, orgID, notes); err != nil {
 		return false, err
@@ -314,6 +327,16 @@ func (r *relay) org(ctx context.Context, orgID int64) (more bool, err error) {
 		return false, fmt.Errorf("error clearing the outbox: %w", err)
 	}
 	return len(notes) == relayBatch, nil
+}
+
+// drained reports an empty outbox of an org without subscriptions, which the relay then stops sweeping.
+// Rows left after its last subscription was deleted were handed over meanwhile: Record matches no
+// subscription, so they are discarded.
+func (r *relay) drained(ctx context.Context, orgID int64) error {
+	if r.c.cfg.Notify.Subscribed(ctx, orgID) {
+		return nil
+	}
+	return r.c.cfg.Notify.Drained(ctx, orgID)
 }
 
 // messageID is the Standard Webhooks message id of an outbox row.
@@ -390,36 +413,115 @@ func (r *relay) closeIdle(d time.Duration) {
 
 func (r *relay) closeAll() { r.closeIdle(-1) }
 
-// FailedSummary counts one org's changes recorded as failed after a given id (alerts read it).
+// FailedSummary counts one org's changes recorded as failed since a cursor (alerts read it).
 type FailedSummary struct {
 	OrgID      int64
 	Count      int64
-	MaxID      int64
 	FirstError string
 }
 
-// FailedSince summarizes, per org, the failed changes with an id above afterID; the second result is the
-// highest id seen (afterID when none). Ids are read in order, so a change recorded by a transaction that
-// commits after a higher id was read is not summarized.
-func FailedSince(ctx context.Context, db staging.DB, afterID int64) ([]FailedSummary, int64, error) {
+// FailedCursor is how far fanout.failed_changes has been read: every id up to LastID was counted but Holes.
+// Ids are taken when a row is inserted and become visible when its transaction commits, so a lower id can
+// appear after a higher one was read: the ids skipped are kept as holes and counted when they appear. A hole
+// is given up once every transaction that could still fill it has ended (rolled back, or its id was never
+// used): its Until is the snapshot's xmax when it was found, and it is dropped when the oldest running
+// transaction is past it and a minute has gone by (a transaction takes its id an instant before its xid).
+type FailedCursor struct {
+	LastID int64        `json:"last_id"`
+	Holes  []FailedHole `json:"holes,omitempty"`
+}
+
+// FailedHole is an id below LastID not seen yet.
+type FailedHole struct {
+	ID    int64     `json:"id"`
+	Until uint64    `json:"until"`
+	Found time.Time `json:"found"`
+}
+
+// maxFailedHoles bounds the holes a cursor keeps (the oldest go first): rolled-back transactions and a
+// sequence's cached ids lost in a crash leave them.
+const maxFailedHoles = 10_000
+
+// FailedSince summarizes, per org, the failed changes not counted by cur, each exactly once, and returns the
+// cursor past them. now is the caller's clock (how old a hole is).
+func FailedSince(ctx context.Context, db staging.DB, cur FailedCursor, now time.Time) ([]FailedSummary, FailedCursor, error) {
+	holes := make([]int64, len(cur.Holes))
+	for i, h := range cur.Holes {
+		holes[i] = h.ID
+	}
+	// One statement, so the rows and the snapshot's horizons are of the same moment.
 	rows, err := db.Query(ctx, `
-		SELECT org_id, count(*), max(id), (array_agg(error ORDER BY id))[1]
-		FROM fanout.failed_changes WHERE id > $1 GROUP BY org_id ORDER BY org_id`, afterID)
+		SELECT pg_snapshot_xmin(s.snap)::text, pg_snapshot_xmax(s.snap)::text, f.id, f.org_id, f.error
+		FROM (SELECT pg_current_snapshot() AS snap) s
+		LEFT JOIN fanout.failed_changes f ON f.id > $1 OR f.id = ANY($2)
+		ORDER BY f.id`, cur.LastID, holes)
 	if err != nil {
-		return nil, afterID, fmt.Errorf("error reading failed changes: %w", err)
+		return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
 	}
 	defer rows.Close()
-	var out []FailedSummary
-	last := afterID
+	var (
+		xmin, xmax uint64
+		seen       = map[int64]bool{}
+		byOrg      = map[int64]*FailedSummary{}
+		out        []FailedSummary
+		order      []int64
+	)
+	next := FailedCursor{LastID: cur.LastID}
 	for rows.Next() {
-		var f FailedSummary
-		if err := rows.Scan(&f.OrgID, &f.Count, &f.MaxID, &f.FirstError); err != nil {
-			return nil, afterID, err
+		var id, orgID *int64
+		var msg *string
+		var lo, hi string
+		if err := rows.Scan(&lo, &hi, &id, &orgID, &msg); err != nil {
+			return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
 		}
-		last = max(last, f.MaxID)
-		out = append(out, f)
+		if xmin, err = strconv.ParseUint(lo, 10, 64); err != nil {
+			return nil, cur, fmt.Errorf("error reading the snapshot: %w", err)
+		}
+		if xmax, err = strconv.ParseUint(hi, 10, 64); err != nil {
+			return nil, cur, fmt.Errorf("error reading the snapshot: %w", err)
+		}
+		if id == nil {
+			continue
+		}
+		seen[*id] = true
+		f := byOrg[*orgID]
+		if f == nil {
+			f = &FailedSummary{OrgID: *orgID, FirstError: *msg}
+			byOrg[*orgID] = f
+			order = append(order, *orgID)
+		}
+		f.Count++
+		if *id > cur.LastID {
+			// the ids skipped on the way up are holes
+			for h := next.LastID + 1; h < *id && len(next.Holes) < maxFailedHoles; h++ {
+				next.Holes = append(next.Holes, FailedHole{ID: h, Until: xmax, Found: now})
+			}
+			next.LastID = *id
+		}
 	}
-	return out, last, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, cur, fmt.Errorf("error reading failed changes: %w", err)
+	}
+	kept := make([]FailedHole, 0, len(cur.Holes))
+	for _, h := range cur.Holes {
+		if !seen[h.ID] && !(xmin >= h.Until && now.Sub(h.Found) > time.Minute) {
+			kept = append(kept, h)
+		}
+	}
+	// holes found now come after the older ones: the oldest are given up first when there are too many
+	for _, h := range next.Holes {
+		if !seen[h.ID] {
+			kept = append(kept, h)
+		}
+	}
+	if len(kept) > maxFailedHoles {
+		kept = kept[len(kept)-maxFailedHoles:]
+	}
+	next.Holes = kept
+	for _, id := range order {
+		out = append(out, *byOrg[id])
+	}
+	return out, next, nil
 }
 
 // LastFailedID is the highest id of fanout.failed_changes (0 when empty).

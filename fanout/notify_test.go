@@ -115,10 +115,14 @@ func (e *env) runSubscriptions(subs *subscriptions.Service, relay bool) (stop fu
 	return func() { cancel(); wg.Wait() }
 }
 
-func (e *env) subscriptions() *subscriptions.Service {
+func (e *env) subscriptions(mods ...func(*subscriptions.Config)) *subscriptions.Service {
 	e.t.Helper()
-	subs, err := subscriptions.New(subscriptions.Config{Pool: e.pool, Box: e.box, Logger: testLogger(),
-		Client: outgoing.NewClient(outgoing.Config{AllowPrivate: true})})
+	cfg := subscriptions.Config{Pool: e.pool, Box: e.box, Logger: testLogger(),
+		Client: outgoing.NewClient(outgoing.Config{AllowPrivate: true})}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	subs, err := subscriptions.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -281,4 +285,87 @@ func TestOutboxSurvivesTheFanout(t *testing.T) {
 		t.Fatalf("delivered %v (%d bad), want the outbox's ids %v", got, bad, want)
 	}
 	eventually(t, 10*time.Second, "an empty outbox", func() (bool, error) { return len(outbox()) == 0, nil })
+}
+
+// A subscription created while the fanout (another process: another Service) holds a list of subscribed
+// orgs without its org gets every change that reaches the fanout after create returns: create waits until
+// the fanout's list holds it.
+func TestNewSubscriptionGetsEveryLaterChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	api := e.subscriptions(func(c *subscriptions.Config) { c.NoticeWait = 20 * time.Second })
+	fan := e.subscriptions()
+	e.startSubscriptions(fan)
+	// the fanout applies a change of the org while it has no subscription: its list is fresh and without it
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_0", "ch_0", 100, 1, "pending"))
+	eventually(t, 20*time.Second, "the first change applied", func() (bool, error) {
+		var n int
+		err := e.orgDB(o).QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{"public", in.TableName}.Sanitize()).Scan(&n)
+		return n == 1, err
+	})
+	rcv := newReceiver(t)
+	sub, secret, err := api.Create(context.Background(), o.id, subscriptions.CreateParams{URL: rcv.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	if sub.ActiveSince == nil {
+		t.Fatalf("create returned before the fanout noticed the subscription: %+v", sub)
+	}
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_1", "ch_1", 100, 2, "pending"))
+	eventually(t, 20*time.Second, "the change made after create returned", func() (bool, error) {
+		m, _ := rcv.got()
+		return len(m) == 1, nil
+	})
+	if m, bad := rcv.got(); bad != 0 || m[0].payload.Data.RemoteKey != "ch_1" {
+		t.Fatalf("got %+v (%d bad)", m, bad)
+	}
+}
+
+// Rows left in an org's outbox when its last subscription is deleted are drained and discarded by the relay,
+// which then stops sweeping the org.
+func TestLeftoverOutboxIsDrainedAfterTheLastSubscription(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o := e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	api := e.subscriptions()
+	// the relay's clock runs ahead: the deletion is past the time a fanout may still record the org's rows
+	fan := e.subscriptions(func(c *subscriptions.Config) { c.Now = func() time.Time { return time.Now().Add(time.Hour) } })
+	rcv := newReceiver(t)
+	sub, secret, err := api.Create(context.Background(), o.id, subscriptions.CreateParams{URL: rcv.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	stop := e.runSubscriptions(fan, false) // no relay: the rows stay in the outbox
+	e.stageSource(in, "webhook", stripeChargeEvent("evt_1", "ch_1", 100, 1, "pending"), stripeChargeEvent("evt_2", "ch_2", 100, 2, "pending"))
+	outbox := func() (int, error) {
+		var n int
+		err := e.orgDB(o).QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{pgroles.MetaSchema, "notify_outbox"}.Sanitize()).Scan(&n)
+		return n, err
+	}
+	eventually(t, 20*time.Second, "two rows in the outbox", func() (bool, error) { n, err := outbox(); return n == 2, err })
+	stop()
+	if err := api.Delete(context.Background(), o.id, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	swept := func() bool {
+		orgs, err := fan.SubscribedOrgs(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Contains(orgs, o.id)
+	}
+	if !swept() {
+		t.Fatal("an org with a leftover outbox is not swept")
+	}
+	e.startSubscriptions(fan)
+	eventually(t, 20*time.Second, "an empty outbox", func() (bool, error) { n, err := outbox(); return n == 0, err })
+	eventually(t, 20*time.Second, "the org no longer swept", func() (bool, error) { return !swept(), nil })
+	if m, _ := rcv.got(); len(m) != 0 {
+		t.Fatalf("a deleted subscription got %d messages", len(m))
+	}
 }

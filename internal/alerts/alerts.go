@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/webhookdb-go/webhookdb/internal/outgoing"
@@ -205,12 +206,21 @@ type Alert struct {
 
 // Raise records an alert for sending, once per dedupe key; past the org's rate it is kept as suppressed.
 func (s *Service) Raise(ctx context.Context, a Alert) error {
+	return s.raise(ctx, s.pool, a)
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func (s *Service) raise(ctx context.Context, db execer, a Alert) error {
 	detail, err := json.Marshal(a.Detail)
 	if err != nil {
 		return fmt.Errorf("error encoding the alert: %w", err)
 	}
 	now := s.cfg.Now()
-	_, err = s.pool.Exec(ctx, `
+	_, err = db.Exec(ctx, `
 		INSERT INTO alerts (org_id, kind, dedupe_key, subject, detail, state, next_attempt_at, created_at)
 		SELECT $1, $2, $3, $4, $5,
 			CASE WHEN (SELECT count(*) FROM alerts WHERE org_id = $1 AND created_at > $6::timestamptz - interval '1 hour'

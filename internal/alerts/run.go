@@ -3,6 +3,7 @@ package alerts
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,36 +43,50 @@ func (s *Service) Pass(ctx context.Context) error {
 }
 
 // watchFailed raises one alert per org an hour at most about changes that failed (fanout.failed_changes),
-// starting from what failed after the first pass of this installation.
+// starting from what failed after the first pass of this installation. The cursor's row is locked for the
+// pass: two maintenance processes never count the same change twice.
 func (s *Service) watchFailed(ctx context.Context) error {
-	var last int64
-	err := s.pool.QueryRow(ctx, `SELECT last_id FROM alert_cursors WHERE name = $1`, failedCursor).Scan(&last)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if last, err = fanout.LastFailedID(ctx, s.pool); err != nil {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var cur fanout.FailedCursor
+		var holes []byte
+		err := tx.QueryRow(ctx, `SELECT last_id, holes FROM alert_cursors WHERE name = $1 FOR UPDATE`, failedCursor).Scan(&cur.LastID, &holes)
+		if errors.Is(err, pgx.ErrNoRows) {
+			last, err := fanout.LastFailedID(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO alert_cursors (name, last_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, failedCursor, last)
 			return err
 		}
-		_, err = s.pool.Exec(ctx, `INSERT INTO alert_cursors (name, last_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, failedCursor, last)
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("error reading the alert cursor: %w", err)
-	}
-	sums, next, err := fanout.FailedSince(ctx, s.pool, last)
-	if err != nil || next == last {
-		return err
-	}
-	hour := s.cfg.Now().UTC().Format("2006-01-02T15")
-	for _, f := range sums {
-		if err := s.Raise(ctx, Alert{OrgID: f.OrgID, Kind: KindFailedChanges,
-			DedupeKey: KindFailedChanges + ":" + hour,
-			Subject:   "Changes could not be applied to your database",
-			Detail: map[string]any{"count": f.Count, "first_error": f.FirstError,
-				"hint": "`webhookdb errors list` shows them; `webhookdb errors retry ID` or `skip ID`"}}); err != nil {
+		if err != nil {
+			return fmt.Errorf("error reading the alert cursor: %w", err)
+		}
+		if err := json.Unmarshal(holes, &cur.Holes); err != nil {
+			return fmt.Errorf("error reading the alert cursor: %w", err)
+		}
+		sums, next, err := fanout.FailedSince(ctx, tx, cur, s.cfg.Now())
+		if err != nil {
 			return err
 		}
-	}
-	_, err = s.pool.Exec(ctx, `UPDATE alert_cursors SET last_id = $2 WHERE name = $1`, failedCursor, next)
-	return err
+		hour := s.cfg.Now().UTC().Format("2006-01-02T15")
+		for _, f := range sums {
+			if err := s.raise(ctx, tx, Alert{OrgID: f.OrgID, Kind: KindFailedChanges,
+				DedupeKey: KindFailedChanges + ":" + hour,
+				Subject:   "Changes could not be applied to your database",
+				Detail: map[string]any{"count": f.Count, "first_error": f.FirstError,
+					"hint": "`webhookdb errors list` shows them; `webhookdb errors retry ID` or `skip ID`"}}); err != nil {
+				return err
+			}
+		}
+		if holes, err = json.Marshal(next.Holes); err != nil {
+			return err
+		}
+		if next.Holes == nil {
+			holes = []byte("[]")
+		}
+		_, err = tx.Exec(ctx, `UPDATE alert_cursors SET last_id = $2, holes = $3 WHERE name = $1`, failedCursor, next.LastID, holes)
+		return err
+	})
 }
 
 type pendingAlert struct {
@@ -130,20 +145,24 @@ func (s *Service) sendDue(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// send gives the alert to every handler of its org; the error joins the handlers that failed.
+// send gives the alert to every handler of its org it has not reached yet; each handler that takes it is
+// recorded at once, so a retry goes only to the ones that failed. The error joins the handlers that failed.
 func (s *Service) send(ctx context.Context, a pendingAlert) error {
-	rows, err := s.pool.Query(ctx, `SELECT opaque_id, kind, target, secret_enc FROM alert_handlers WHERE org_id = $1 ORDER BY id`, a.orgID)
+	rows, err := s.pool.Query(ctx, `SELECT h.id, h.opaque_id, h.kind, h.target, h.secret_enc FROM alert_handlers h
+		WHERE h.org_id = $1 AND NOT EXISTS (SELECT FROM alert_sends x WHERE x.alert_id = $2 AND x.handler_id = h.id)
+		ORDER BY h.id`, a.orgID, a.id)
 	if err != nil {
 		return err
 	}
 	type handler struct {
+		rowID            int64
 		id, kind, target string
 		enc              *string
 	}
 	var hs []handler
 	for rows.Next() {
 		var h handler
-		if err := rows.Scan(&h.id, &h.kind, &h.target, &h.enc); err != nil {
+		if err := rows.Scan(&h.rowID, &h.id, &h.kind, &h.target, &h.enc); err != nil {
 			rows.Close()
 			return err
 		}
@@ -157,11 +176,20 @@ func (s *Service) send(ctx context.Context, a pendingAlert) error {
 		a.kind, a.createdAt.UTC().Format(time.RFC3339Nano), a.id, strconv.Quote(a.subject), a.detail)
 	var errs []error
 	for _, h := range hs {
+		var err error
 		switch h.kind {
 		case "url":
-			errs = append(errs, s.post(ctx, h.id, h.target, *h.enc, a, body))
+			err = s.post(ctx, h.id, h.target, *h.enc, a, body)
 		case "email":
-			errs = append(errs, s.mail(h.target, a))
+			err = s.mail(h.target, a)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := s.pool.Exec(ctx, `INSERT INTO alert_sends (alert_id, handler_id, sent_at) VALUES ($1, $2, $3)
+			ON CONFLICT DO NOTHING`, a.id, h.rowID, s.cfg.Now()); err != nil {
+			errs = append(errs, fmt.Errorf("error recording that %s got the alert: %w", h.target, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -66,6 +66,7 @@ func (a *App) outgoingServices() (*subscriptions.Service, *alerts.Service, error
 	subs, err := subscriptions.New(subscriptions.Config{
 		Pool: a.pool, Box: a.box, Client: client, Now: o.Now, Schedule: o.Schedule,
 		DisableAfter: o.DisableAfter, PendingCap: o.PendingCap, Alerts: al, Logger: a.logger, Registerer: a.registry,
+		NoticeWait: 5 * time.Second, // a change that reaches the fanout after create returns is notified
 	})
 	if err != nil {
 		return nil, nil, err

@@ -227,5 +227,7 @@ func newSubscriptionsBenchCommand(prof *profiler) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Rate, "rate", 2_000, "changes per second staged")
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "duration of the steady phase")
 	cmd.Flags().IntVar(&cfg.Orgs, "orgs", 4, "orgs (one subscription each) the changes are spread over")
+	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 0, "deliveries sent at once per endpoint (default the server's, 8)")
+	cmd.Flags().BoolVar(&cfg.Statements, "statements", false, "load pg_stat_statements and print the statements that took the most time, and the delivery log's index use")
 	return cmd
 }

@@ -73,23 +73,23 @@ func (s *Service) Deliveries(ctx context.Context, orgID int64, opaqueID string, 
 
 // Redeliver sends a delivery again (same message id), at once and with a fresh schedule.
 func (s *Service) Redeliver(ctx context.Context, orgID, deliveryID int64) (*Delivery, error) {
-	var opaque string
+	// The row as this update left it: the dispatcher may send it again before a later read.
+	d := Delivery{}
 	err := s.pool.QueryRow(ctx, `
 		UPDATE subscription_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL
 		FROM subscriptions s
 		WHERE d.id = $1 AND s.id = d.subscription_id AND s.org_id = $2
-		RETURNING s.opaque_id`, deliveryID, orgID, s.cfg.Now()).Scan(&opaque)
+		RETURNING s.opaque_id, d.id, d.message_id, d.event_type, d.remote_key, d.status, d.attempts, d.next_attempt_at,
+			d.last_attempt_at, d.response_status, d.response_body, d.last_error, d.created_at, d.delivered_at`,
+		deliveryID, orgID, s.cfg.Now()).Scan(&d.Subscription, &d.ID, &d.MessageID, &d.EventType, &d.RemoteKey, &d.Status, &d.Attempts,
+		&d.NextAttemptAt, &d.LastAttemptAt, &d.ResponseStatus, &d.ResponseBody, &d.LastError, &d.CreatedAt, &d.DeliveredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error redelivering: %w", err)
 	}
-	list, err := s.Deliveries(ctx, orgID, opaque, ListParams{Before: deliveryID + 1, Limit: 1})
-	if err != nil || len(list) == 0 {
-		return nil, err
-	}
-	return &list[0], nil
+	return &d, nil
 }
 
 // Recover enables the subscription again and resends its failed deliveries created since since (all: every

@@ -1,11 +1,14 @@
 package subscriptions
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 )
@@ -16,6 +19,11 @@ var _ fanout.Notifier = (*Service)(nil)
 // CacheTTL. While the list cannot be read every org counts as subscribed: recording too much costs a little,
 // recording too little loses notifications.
 func (s *Service) Subscribed(ctx context.Context, orgID int64) bool {
+	s.asked.Store(true)
+	return s.subscribed(ctx, orgID)
+}
+
+func (s *Service) subscribed(ctx context.Context, orgID int64) bool {
 	s.orgsMu.Lock()
 	defer s.orgsMu.Unlock()
 	if time.Since(s.orgsAt) >= s.cfg.CacheTTL {
@@ -24,10 +32,25 @@ func (s *Service) Subscribed(ctx context.Context, orgID int64) bool {
 	return s.orgsFailed || s.orgs[orgID]
 }
 
-// loadOrgs reads the subscribed orgs; s.orgsMu held.
+// Refresh reloads the list Subscribed answers from when it is older than CacheTTL (fanout.Notifier: the relay
+// calls it every second, so a new subscription is noticed while no org transaction asks).
+func (s *Service) Refresh(ctx context.Context) {
+	s.Subscribed(ctx, 0)
+}
+
+// refreshIfAsked refreshes the list when a fanout of this process asks this Service: only a list a fanout
+// answers from may mark orgs noticed.
+func (s *Service) refreshIfAsked(ctx context.Context) {
+	if s.asked.Load() {
+		s.subscribed(ctx, 0)
+	}
+}
+
+// loadOrgs reads the subscribed orgs and marks the new ones noticed: from now on this process records
+// their changes, and Create, waiting for that mark, can return. s.orgsMu held.
 func (s *Service) loadOrgs(ctx context.Context) {
 	s.orgsAt = time.Now()
-	orgs, err := s.SubscribedOrgs(ctx)
+	orgs, err := s.subscribedOrgs(ctx)
 	if err != nil {
 		s.orgsFailed = true
 		s.cfg.Logger.WarnContext(ctx, "cannot read subscribed orgs; recording every org's changes meanwhile", "error", err.Error())
@@ -38,6 +61,10 @@ func (s *Service) loadOrgs(ctx context.Context) {
 	for _, id := range orgs {
 		s.orgs[id] = true
 	}
+	if _, err := s.pool.Exec(ctx, `UPDATE subscription_orgs SET noticed_at = $2 WHERE org_id = ANY($1) AND noticed_at IS NULL`,
+		orgs, time.Now()); err != nil {
+		s.cfg.Logger.WarnContext(ctx, "cannot mark subscribed orgs noticed", "error", err.Error())
+	}
 }
 
 func (s *Service) forgetOrgs() {
@@ -46,23 +73,43 @@ func (s *Service) forgetOrgs() {
 	s.orgsMu.Unlock()
 }
 
-// SubscribedOrgs lists the orgs with a subscription (fanout.Notifier).
-func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
+func (s *Service) subscribedOrgs(ctx context.Context) ([]int64, error) {
+	return s.orgIDs(ctx, `SELECT DISTINCT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id
 		WHERE o.deleted_at IS NULL`)
+}
+
+// SubscribedOrgs lists the orgs whose outboxes the relay sweeps (fanout.Notifier): those with a subscription,
+// and those whose last one was deleted until the relay finds their outbox empty (Drained).
+func (s *Service) SubscribedOrgs(ctx context.Context) ([]int64, error) {
+	return s.orgIDs(ctx, `SELECT s.org_id FROM subscriptions s JOIN organizations o ON o.id = s.org_id WHERE o.deleted_at IS NULL
+		UNION SELECT org_id FROM subscription_orgs WHERE unsubscribed_at IS NOT NULL`)
+}
+
+// drainAfter is how long after an org's last subscription is deleted its outbox may still get rows: a
+// fanout's list of subscribed orgs is up to CacheTTL old, and an org transaction built before a refresh
+// commits after it.
+const drainAfter = time.Minute
+
+// Drained tells that the org's outbox was found empty (fanout.Notifier): an org without subscriptions is no
+// longer swept once its last one was deleted more than drainAfter ago.
+func (s *Service) Drained(ctx context.Context, orgID int64) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM subscription_orgs o WHERE o.org_id = $1 AND o.unsubscribed_at < $2
+		AND NOT EXISTS (SELECT FROM subscriptions s WHERE s.org_id = o.org_id)`, orgID, s.cfg.Now().Add(-drainAfter)); err != nil {
+		return fmt.Errorf("error forgetting a drained outbox: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) orgIDs(ctx context.Context, query string) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
 	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("error reading subscribed orgs: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Payload is the body of a row-change message.
@@ -130,11 +177,17 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 		return err
 	}
 	now := s.cfg.Now()
+	subIDs := make([]int64, len(subs))
+	for i, x := range subs {
+		subIDs[i] = x.id
+	}
+	room := s.handoverRoom(subIDs)
+	leaseEnd := now.Add(s.cfg.Lease)
 	var (
-		subIDs                                    []int64
 		msgIDs, keys, types, statuses, lastErrors []string
 		payloads                                  [][]byte
-		next                                      []*time.Time
+		next, leases                              []*time.Time
+		rowSubs                                   []int64
 	)
 	for _, n := range notes {
 		var body []byte
@@ -150,7 +203,7 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 					return fmt.Errorf("error encoding a notification: %w", err)
 				}
 			}
-			status, lastErr, at := "pending", "", &now
+			status, lastErr, at, lease := "pending", "", &now, (*time.Time)(nil)
 			switch {
 			case x.disabled:
 				status, lastErr, at = "failed", "endpoint disabled; recover resends", nil
@@ -158,32 +211,87 @@ func (s *Service) Record(ctx context.Context, orgID int64, notes []fanout.Notifi
 				status, lastErr, at = "failed", fmt.Sprintf("over the endpoint's %d pending deliveries; recover resends", s.cfg.PendingCap), nil
 			default:
 				x.room--
+				if room[x.id] > 0 {
+					room[x.id]--
+					lease = &leaseEnd
+				}
 			}
-			subIDs, msgIDs, keys = append(subIDs, x.id), append(msgIDs, n.MessageID), append(keys, n.RemoteKey)
+			rowSubs, msgIDs, keys = append(rowSubs, x.id), append(msgIDs, n.MessageID), append(keys, n.RemoteKey)
 			types, payloads, statuses = append(types, "row."+n.Operation), append(payloads, body), append(statuses, status)
-			lastErrors, next = append(lastErrors, lastErr), append(next, at)
+			lastErrors, next, leases = append(lastErrors, lastErr), append(next, at), append(leases, lease)
 		}
 	}
-	if len(subIDs) == 0 {
+	if len(rowSubs) == 0 {
 		return nil
 	}
-	if _, err := s.pool.Exec(ctx, `
-		INSERT INTO subscription_deliveries (subscription_id, message_id, remote_key, event_type, payload, status, last_error, next_attempt_at, created_at)
-		SELECT sid, mid, k, t, p, st, nullif(le, ''), na, $1
-		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[])
-			AS u(sid, mid, k, t, p, st, le, na)
-		ON CONFLICT (subscription_id, message_id) DO NOTHING`,
-		now, subIDs, msgIDs, keys, types, payloads, statuses, lastErrors, next); err != nil {
+	// Deliveries the dispatcher of this process can take are inserted leased to it and handed over below, so
+	// they cost no claim. Each comes back with the pending deliveries of its key that were there before (the
+	// statement's snapshot does not see its own rows): it may go only behind ones this process holds.
+	// The probe names the key only in a form the key index serves (subscription_id + 0 hides the endpoint's
+	// pending index, which a plan made without statistics would otherwise walk for every row).
+	type insertedRow struct {
+		id, subID int64
+		messageID string
+		leased    bool
+		blockers  []int64
+	}
+	var inserted []insertedRow
+	rows, err = s.pool.Query(ctx, `
+		INSERT INTO subscription_deliveries AS n (subscription_id, message_id, remote_key, event_type, payload, status, last_error, next_attempt_at, locked_until, created_at)
+		SELECT sid, mid, k, t, p, st, nullif(le, ''), na, lu, $1
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+			WITH ORDINALITY AS u(sid, mid, k, t, p, st, le, na, lu, ord)
+		ORDER BY ord
+		ON CONFLICT (subscription_id, message_id) DO NOTHING
+		RETURNING n.id, n.subscription_id, n.message_id, n.locked_until IS NOT NULL,
+			CASE WHEN n.locked_until IS NOT NULL THEN ARRAY(SELECT o.id FROM subscription_deliveries o
+				WHERE o.remote_key = n.remote_key AND o.subscription_id + 0 = n.subscription_id AND o.status = 'pending') END`,
+		now, rowSubs, msgIDs, keys, types, payloads, statuses, lastErrors, next, leases)
+	if err != nil {
+		return fmt.Errorf("error recording deliveries: %w", err)
+	}
+	for rows.Next() {
+		var r insertedRow
+		if err := rows.Scan(&r.id, &r.subID, &r.messageID, &r.leased, &r.blockers); err != nil {
+			rows.Close()
+			return fmt.Errorf("error recording deliveries: %w", err)
+		}
+		if r.leased {
+			inserted = append(inserted, r)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("error recording deliveries: %w", err)
 	}
 	added := map[int64]int{}
 	for i, st := range statuses {
 		s.metrics.recorded.WithLabelValues(st).Inc() // a notification relayed twice counts twice
 		if st == "pending" {
-			added[subIDs[i]]++
+			added[rowSubs[i]]++
 		}
 	}
 	s.addPending(added)
+	if len(inserted) == 0 {
+		return nil
+	}
+	type rowKey struct {
+		sub int64
+		msg string
+	}
+	at := make(map[rowKey]int, len(rowSubs))
+	for i := range rowSubs {
+		at[rowKey{rowSubs[i], msgIDs[i]}] = i
+	}
+	slices.SortFunc(inserted, func(a, b insertedRow) int { return cmp.Compare(a.id, b.id) })
+	ds := make([]*claimed, len(inserted))
+	blockers := make([][]int64, len(inserted))
+	for j, r := range inserted {
+		i := at[rowKey{r.subID, r.messageID}]
+		ds[j] = &claimed{id: r.id, subID: r.subID, messageID: r.messageID, remoteKey: keys[i], payload: payloads[i]}
+		blockers[j] = r.blockers
+	}
+	s.unlease(ctx, s.handover(ds, blockers))
 	return nil
 }
 

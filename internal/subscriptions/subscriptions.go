@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,10 @@ type Config struct {
 	// default 256.
 	Concurrency int
 	MaxInFlight int
+	// HandoverCap is how many deliveries per endpoint the dispatcher running in this process may hold from
+	// Record (inserted leased and handed over in memory, no claim); past it new deliveries wait for the
+	// claims. Default 1,024.
+	HandoverCap int
 	// PollInterval is how often due deliveries are looked for; default 50ms.
 	PollInterval time.Duration
 	// Lease is how long a claimed delivery is held by its dispatcher (a crashed one's expires); default 5 min: longer than a claimed batch takes at the client's timeout.
@@ -72,6 +77,9 @@ type Config struct {
 	Retention time.Duration
 	// CacheTTL is how long the list of subscribed orgs is trusted by Subscribed; default 1s.
 	CacheTTL time.Duration
+	// NoticeWait is how long Create waits for a fanout to notice an org's first subscription (from then on
+	// every change that reaches the fanout is notified); 0: it does not wait. The app waits 5s.
+	NoticeWait time.Duration
 	// ResponseBytes is how much of an answer the delivery log keeps; default 1 KiB.
 	ResponseBytes int
 	Alerts        Alerter
@@ -102,6 +110,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 256
+	}
+	if c.HandoverCap == 0 {
+		c.HandoverCap = 1024
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 50 * time.Millisecond
@@ -159,7 +170,8 @@ type Service struct {
 	orgsMu     sync.Mutex
 	orgs       map[int64]bool
 	orgsAt     time.Time
-	orgsFailed bool // the last load failed: every org counts as subscribed, so nothing goes unrecorded
+	orgsFailed bool        // the last load failed: every org counts as subscribed, so nothing goes unrecorded
+	asked      atomic.Bool // a fanout of this process asks Subscribed
 
 	keysMu sync.Mutex
 	keys   map[int64]*signingKeys
@@ -168,9 +180,7 @@ type Service struct {
 	pending   map[int64]pendingCount // per endpoint, for the pending cap (record.go)
 
 	busyMu sync.Mutex
-	busy   map[int64]int // deliveries claimed per subscription
-	sems   map[int64]chan struct{}
-	total  int
+	d      dispatch // the running dispatcher's state (dispatch.go)
 }
 
 // New returns a Service.
@@ -179,7 +189,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, busy: map[int64]int{}, sems: map[int64]chan struct{}{}, pending: map[int64]pendingCount{}}, nil
+	return &Service{cfg: cfg, pool: cfg.Pool, metrics: newMetrics(cfg.Registerer), keys: map[int64]*signingKeys{}, pending: map[int64]pendingCount{}}, nil
 }
 
 // Subscription is a subscription as the API shows it; the secret is never part of it.
@@ -193,6 +203,9 @@ type Subscription struct {
 	DisabledAt              *time.Time `json:"disabled_at,omitempty"`
 	DisabledReason          *string    `json:"disabled_reason,omitempty"`
 	CreatedAt               time.Time  `json:"created_at"`
+	// ActiveSince is when the fanout noticed the org's subscriptions: every change that reaches it later is
+	// notified. Absent until then (no fanout running).
+	ActiveSince *time.Time `json:"active_since,omitempty"`
 	// Pending is how many deliveries wait (list and get only).
 	Pending int64 `json:"pending"`
 
@@ -201,6 +214,7 @@ type Subscription struct {
 
 const subColumns = `s.id, s.org_id, s.opaque_id, s.url, coalesce(i.opaque_id, ''), s.sources, s.previous_secret_expires_at,
 	s.failing_since, s.disabled_at, s.disabled_reason, s.created_at,
+	(SELECT so.noticed_at FROM subscription_orgs so WHERE so.org_id = s.org_id),
 	(SELECT count(*) FROM subscription_deliveries d WHERE d.subscription_id = s.id AND d.status = 'pending')`
 
 const subFrom = ` FROM subscriptions s LEFT JOIN service_integrations i ON i.id = s.integration_id`
@@ -208,7 +222,7 @@ const subFrom = ` FROM subscriptions s LEFT JOIN service_integrations i ON i.id 
 func scanSub(row pgx.Row) (*Subscription, error) {
 	s := &Subscription{}
 	err := row.Scan(&s.id, &s.orgID, &s.ID, &s.URL, &s.Integration, &s.Sources, &s.PreviousSecretExpiresAt,
-		&s.FailingSince, &s.DisabledAt, &s.DisabledReason, &s.CreatedAt, &s.Pending)
+		&s.FailingSince, &s.DisabledAt, &s.DisabledReason, &s.CreatedAt, &s.ActiveSince, &s.Pending)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -252,13 +266,54 @@ func (s *Service) Create(ctx context.Context, orgID int64, p CreateParams) (*Sub
 	if err != nil {
 		return nil, "", fmt.Errorf("error encrypting the signing secret: %w", err)
 	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO subscriptions (opaque_id, org_id, integration_id, url, sources, secret_enc)
-		VALUES ($1, $2, $3, $4, $5, $6)`, opaque, orgID, integrationID, p.URL, sources, enc); err != nil {
+	// The org is marked subscribed with it; a fanout marks it noticed when its list of subscribed orgs holds
+	// it (loadOrgs). An org whose subscriptions were all deleted may have been dropped from those lists, so
+	// it waits to be noticed again.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO subscriptions (opaque_id, org_id, integration_id, url, sources, secret_enc)
+			VALUES ($1, $2, $3, $4, $5, $6)`, opaque, orgID, integrationID, p.URL, sources, enc); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO subscription_orgs AS so (org_id) VALUES ($1)
+			ON CONFLICT (org_id) DO UPDATE SET unsubscribed_at = NULL,
+				noticed_at = CASE WHEN so.unsubscribed_at IS NULL THEN so.noticed_at END`, orgID)
+		return err
+	})
+	if err != nil {
 		return nil, "", fmt.Errorf("error creating the subscription: %w", err)
 	}
 	s.forgetOrgs()
+	if err := s.awaitNoticed(ctx, orgID); err != nil {
+		return nil, "", err
+	}
 	sub, err := s.Get(ctx, orgID, opaque)
 	return sub, secret, err
+}
+
+// awaitNoticed waits up to NoticeWait for a fanout to notice the org's subscriptions. A process that is a
+// fanout's Notifier itself notices at once.
+func (s *Service) awaitNoticed(ctx context.Context, orgID int64) error {
+	if s.cfg.NoticeWait <= 0 {
+		return nil
+	}
+	s.refreshIfAsked(ctx) // a fanout of this process notices it now
+	deadline := time.Now().Add(s.cfg.NoticeWait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var noticed bool
+		if err := s.pool.QueryRow(ctx, `SELECT noticed_at IS NOT NULL FROM subscription_orgs WHERE org_id = $1`, orgID).Scan(&noticed); err != nil {
+			return fmt.Errorf("error reading whether the fanout noticed the subscription: %w", err)
+		}
+		if noticed || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func checkSources(in []string) ([]string, error) {
@@ -304,13 +359,25 @@ func (s *Service) List(ctx context.Context, orgID int64) ([]*Subscription, error
 
 // Delete removes a subscription and its delivery log.
 func (s *Service) Delete(ctx context.Context, orgID int64, opaqueID string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2`, opaqueID, orgID)
+	// The org's last subscription: its outbox is drained (SubscribedOrgs) until found empty.
+	var id int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `DELETE FROM subscriptions WHERE opaque_id = $1 AND org_id = $2 RETURNING id`, opaqueID, orgID).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE subscription_orgs o SET unsubscribed_at = $2, noticed_at = NULL
+			WHERE o.org_id = $1 AND NOT EXISTS (SELECT FROM subscriptions s WHERE s.org_id = o.org_id)`, orgID, s.cfg.Now())
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
 	if err != nil {
 		return fmt.Errorf("error deleting the subscription: %w", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
+	s.keysMu.Lock()
+	delete(s.keys, id)
+	s.keysMu.Unlock()
 	s.forgetOrgs()
 	return nil
 }
@@ -366,34 +433,46 @@ type signingKeys struct {
 	enc, prevEnc  string
 	prevExpires   time.Time
 	current, prev []byte
-	disabled      bool
 	orgID         int64
 	opaqueID      string
+	loadedAt      time.Time
 }
 
-// signing returns the subscription's URL and keys, decrypting only when the stored secrets changed.
+// signingTTL is how long an endpoint's URL and secrets are used as read: a delivery does not cost a query,
+// and a roll or a deletion in another process takes effect within it.
+const signingTTL = time.Second
+
+// signing returns the subscription's URL and keys, read at most every signingTTL, decrypting only when the
+// stored secrets changed.
 func (s *Service) signing(ctx context.Context, subID int64) (*signingKeys, error) {
-	k := &signingKeys{}
+	s.keysMu.Lock()
+	cached := s.keys[subID]
+	s.keysMu.Unlock()
+	if cached != nil && time.Since(cached.loadedAt) < signingTTL {
+		return cached, nil
+	}
+	k := &signingKeys{loadedAt: time.Now()}
 	var prevEnc *string
 	var prevExp *time.Time
-	var disabledAt *time.Time
-	err := s.pool.QueryRow(ctx, `SELECT org_id, opaque_id, url, secret_enc, previous_secret_enc, previous_secret_expires_at, disabled_at
-		FROM subscriptions WHERE id = $1`, subID).Scan(&k.orgID, &k.opaqueID, &k.url, &k.enc, &prevEnc, &prevExp, &disabledAt)
+	err := s.pool.QueryRow(ctx, `SELECT org_id, opaque_id, url, secret_enc, previous_secret_enc, previous_secret_expires_at
+		FROM subscriptions WHERE id = $1`, subID).Scan(&k.orgID, &k.opaqueID, &k.url, &k.enc, &prevEnc, &prevExp)
 	if errors.Is(err, pgx.ErrNoRows) {
+		s.keysMu.Lock()
+		delete(s.keys, subID)
+		s.keysMu.Unlock()
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error reading the subscription: %w", err)
 	}
-	k.disabled = disabledAt != nil
 	if prevEnc != nil && prevExp != nil {
 		k.prevEnc, k.prevExpires = *prevEnc, *prevExp
 	}
-	s.keysMu.Lock()
-	cached := s.keys[subID]
-	s.keysMu.Unlock()
 	if cached != nil && cached.enc == k.enc && cached.prevEnc == k.prevEnc {
 		k.current, k.prev = cached.current, cached.prev
+		s.keysMu.Lock()
+		s.keys[subID] = k
+		s.keysMu.Unlock()
 		return k, nil
 	}
 	cur, err := s.cfg.Box.Decrypt(ctx, secretBinding(k.opaqueID, "secret_enc"), k.enc)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
@@ -400,10 +402,10 @@ func TestAnAlwaysFailingEndpointIsDisabledAndAlertedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	run(t, s.Run) // running first: the notifications are handed over in memory, then retried through claims
 	if err := s.Record(context.Background(), e.orgID, []fanout.Notification{note("msg_x", "x"), note("msg_y", "y")}); err != nil {
 		t.Fatal(err)
 	}
-	run(t, s.Run)
 	// 0, 5 s, 5 min, 30 min, 2 h, 5 h: the sixth attempt comes 7h35m after the first, past 6 h
 	for i := 1; i <= 6; i++ {
 		eventually(t, fmt.Sprintf("attempt %d", i), func() bool {
@@ -554,4 +556,64 @@ func TestSecretsSurviveKeyRotation(t *testing.T) {
 	if err != nil || !res.OK {
 		t.Fatalf("test after rotation: %+v %v", res, err)
 	}
+}
+
+// The webhookdb_subscription_* metrics count what really happened. Here the dispatcher runs before the
+// notifications are recorded, so they are handed over in memory: the second delivery of a key waits behind
+// the first, and goes back to the claims when the first is retried, which then send it after the first.
+func TestMetricsCountRealDeliveries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	reg := prometheus.NewRegistry()
+	s := e.service(func(c *subscriptions.Config) { c.Registerer = reg; c.PendingCap = 2 })
+	f := newFlaky(t, 1)
+	sub := e.subscribe(s, f)
+	run(t, s.Run)
+	if err := s.Record(context.Background(), e.orgID, []fanout.Notification{note("msg_a", "k1"), note("msg_b", "k1"), note("msg_c", "k2")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"msg_a", "msg_b"} {
+		eventually(t, id+" failing once", func() bool { return e.delivery(s, sub.ID, id).Attempts == 1 })
+		e.clock.Set(*e.delivery(s, sub.ID, id).NextAttemptAt)
+		eventually(t, id+" delivered", func() bool { return e.delivery(s, sub.ID, id).Status == "delivered" })
+	}
+	var order []string
+	for _, a := range f.got() {
+		order = append(order, fmt.Sprintf("%s:%v", a.msgID, a.ok))
+	}
+	if want := []string{"msg_a:false", "msg_a:true", "msg_b:false", "msg_b:true"}; !slices.Equal(order, want) {
+		t.Fatalf("attempts %v, want %v", order, want)
+	}
+	want := map[string]float64{
+		`webhookdb_subscription_deliveries_recorded_total{status="pending"}`: 2,
+		`webhookdb_subscription_deliveries_recorded_total{status="failed"}`:  1, // over the pending cap
+		`webhookdb_subscription_attempts_total{outcome="retry"}`:             2,
+		`webhookdb_subscription_attempts_total{outcome="delivered"}`:         2,
+		`webhookdb_subscription_endpoints_disabled_total`:                    0,
+	}
+	eventually(t, "the metrics", func() bool { return maps.Equal(metricValues(t, reg), want) })
+}
+
+// metricValues reads a registry's counters as name{labels} -> value.
+func metricValues(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if len(labels) > 0 {
+				name += "{" + strings.Join(labels, ",") + "}"
+			}
+			out[name] = m.GetCounter().GetValue()
+		}
+	}
+	return out
 }

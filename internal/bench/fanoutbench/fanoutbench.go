@@ -56,9 +56,9 @@ type Config struct {
 	// DataDir is the data directory of AdminURL's cluster when it runs on this machine: its processes' CPU is
 	// reported per phase as a private cluster's is.
 	DataDir string
-	Rows     int // staging rows to preload; default 100,000
-	Orgs     int // default 100
-	Workers  int // fanout workers; 0 keeps the fanout's default
+	Rows    int // staging rows to preload; default 100,000
+	Orgs    int // default 100
+	Workers int // fanout workers; 0 keeps the fanout's default
 	// MaxOrgConns caps the fanout's org connections; 0 keeps the fanout's default
 	MaxOrgConns int
 	// Rate is the steady-state phase's webhooks per second (0 skips the phase); SteadyDuration its length.

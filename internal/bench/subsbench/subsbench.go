@@ -19,6 +19,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
+	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
 	"github.com/webhookdb-go/webhookdb/internal/outgoing"
@@ -41,6 +42,11 @@ type Config struct {
 	Orgs int
 	// Out receives the report; default io.Discard.
 	Out io.Writer
+	// Concurrency is each endpoint's sending concurrency (subscriptions.Config.Concurrency); default its
+	// default, 8.
+	Concurrency int
+	// Statements loads pg_stat_statements and prints the statements that took the most time (--statements).
+	Statements bool
 	// StartProfile and StopProfile bracket the measured phase (--cpuprofile).
 	StartProfile, StopProfile func()
 }
@@ -71,6 +77,9 @@ type Result struct {
 	// AppliedP50 and AppliedP99 are the part of the lag up to the org transaction that wrote the row.
 	AppliedP50, AppliedP99 time.Duration
 	Verified               bool
+	// SelfCPU and BackendCPU are the CPU time the bench process (fanout, relay, deliveries, receiver, load) and
+	// the cluster's client backends spent over the phase.
+	SelfCPU, BackendCPU time.Duration
 }
 
 // Run starts a private cluster, an app database with orgs, integrations and subscriptions, the fanout with its
@@ -85,7 +94,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(dir)
 	_ = os.Chmod(dir, 0o755) // the postgres system user must reach it when we run as root
-	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: quiet})
+	pgc := pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: quiet}
+	if cfg.Statements {
+		pgc.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+	}
+	cluster, err := pgcluster.Start(ctx, pgc)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer srv.Close()
 		urls = append(urls, srv.URL)
 	}
-	subs, err := subscriptions.New(subscriptions.Config{Pool: pool, Box: box, Logger: quiet,
+	subs, err := subscriptions.New(subscriptions.Config{Pool: pool, Box: box, Logger: quiet, Concurrency: cfg.Concurrency,
 		Client: outgoing.NewClient(outgoing.Config{AllowPrivate: true})})
 	if err != nil {
 		return nil, err
@@ -156,6 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.StartProfile()
 	}
 	start := time.Now()
+	cpuFrom := cpuacct.Take(cluster.DataDir)
 	staged, err := stage(ctx, pool, ins, cfg.Rate, cfg.Duration, rcv)
 	if err != nil {
 		return nil, err
@@ -174,13 +188,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.StopProfile != nil {
 		cfg.StopProfile()
 	}
+	cpuTo := cpuacct.Take(cluster.DataDir)
+	if cfg.Statements {
+		printStatements(ctx, cfg.Out, cluster)
+	}
 	res := rcv.result(start, staged)
+	res.SelfCPU, res.BackendCPU = cpuTo.Self-cpuFrom.Self, cpuTo.Backends-cpuFrom.Backends
 	fmt.Fprintf(cfg.Out, "subscriptions: %d changes at %d/s over %s, %d orgs: %d notifications, %.0f/s delivered\n",
 		staged, cfg.Rate, cfg.Duration, cfg.Orgs, res.Notifications, res.PerSecond)
 	fmt.Fprintf(cfg.Out, "change-to-delivery lag (staging commit to receipt): p50 %s, p99 %s, max %s (target p99 < %s at 2000/s)\n",
 		res.LagP50.Round(time.Millisecond), res.LagP99.Round(time.Millisecond), res.Max.Round(time.Millisecond), LagTarget)
 	fmt.Fprintf(cfg.Out, "  of which staging commit to the org transaction writing the row (the fanout): p50 %s, p99 %s\n",
 		res.AppliedP50.Round(time.Millisecond), res.AppliedP99.Round(time.Millisecond))
+	if res.Notifications > 0 {
+		// Per notification, so runs on a machine shared with other work compare: wall-clock lag does not.
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(res.Notifications) }
+		fmt.Fprintf(cfg.Out, "  %s\n  per notification (staging, fanout, relay, delivery, receipt): this process %.0f µs, postgres backends %.0f µs\n",
+			cpuacct.Report(cpuFrom, cpuTo), per(res.SelfCPU), per(res.BackendCPU))
+	}
 	if !res.Verified {
 		return res, errors.New("a notification did not verify with the Standard Webhooks library")
 	}
@@ -370,4 +395,46 @@ func (r *receiver) result(start time.Time, staged int) *Result {
 		res.PerSecond = float64(len(r.seen)) / el
 	}
 	return res
+}
+
+// printStatements prints the statements that took the most time (pg_stat_statements) and how the delivery
+// log's indexes were used: where the Postgres backends' time went.
+func printStatements(ctx context.Context, out io.Writer, cluster *pgcluster.Cluster) {
+	app, err := cluster.Connect(ctx, "bench_subs")
+	if err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	defer app.Close(ctx)
+	fmt.Fprintln(out, "  subscription_deliveries indexes (scans, entries read):")
+	if rows, err := app.Query(ctx, `SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes
+		WHERE relname = 'subscription_deliveries' ORDER BY indexrelname`); err == nil {
+		for rows.Next() {
+			var name string
+			var scans, read int64
+			if rows.Scan(&name, &scans, &read) == nil {
+				fmt.Fprintf(out, "    %-55s %8d %10d\n", name, scans, read)
+			}
+		}
+		rows.Close()
+	}
+	if _, err := app.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	fmt.Fprintln(out, "  statements by total time (ms, calls, rows):")
+	rows, err := app.Query(ctx, `SELECT round(total_exec_time)::bigint, calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+	if err != nil {
+		fmt.Fprintf(out, "  cannot read statement statistics: %v\n", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ms, calls, n int64
+		var q string
+		if rows.Scan(&ms, &calls, &n, &q) == nil {
+			fmt.Fprintf(out, "    %7d %6d %7d  %s\n", ms, calls, n, q)
+		}
+	}
 }
