@@ -57,9 +57,9 @@ type App struct {
 
 	// router and listener serve ingest and the API (nil when the process runs neither). The listener is bound
 	// before ingest and the API are built: with port 0 only it knows the port of their public URL.
-	router   *mux.Router
+	router *mux.Router
 	// front, with the ingest role, serves webhook paths before the router (ingest.Service.Front).
-	front func(http.Handler) http.Handler
+	front    func(http.Handler) http.Handler
 	listener net.Listener
 	// metricsListener serves /metrics and /healthz alone (nil unless MetricsListen is set).
 	metricsListener net.Listener
