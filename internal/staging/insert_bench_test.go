@@ -24,6 +24,9 @@ import (
 // fsync and synchronous commit on, as in production (the shared test cluster has them off), and stages
 // ingest's rows: an ~840-byte Stripe event with its stored headers.
 //
+// Sub-benchmarks run one after the other on a growing table, and the first of each size has read as dearer
+// than the next ones: compare with -count and with the variants' order reversed.
+//
 //	go test -run '^$' -bench Insert -benchtime 2000x ./internal/staging/
 func BenchmarkInsert(b *testing.B) {
 	ctx := context.Background()
