@@ -99,7 +99,9 @@ func newEnvBox(t *testing.T, box secrets.Box, pool *pgxpool.Pool, reg *prometheu
 	e := &env{t: t, pool: pool, box: box}
 	e.org = createOrg(t, pool, "acme")
 	r := mux.NewRouter()
-	e.srv = httptest.NewUnstartedServer(r)
+	// Served as the app serves it: webhook routes through Front, the rest through the router.
+	front := &frontHandler{next: r}
+	e.srv = httptest.NewUnstartedServer(front)
 	if srvMutate != nil {
 		srvMutate(e.srv.Config)
 	}
@@ -109,6 +111,7 @@ func newEnvBox(t *testing.T, box secrets.Box, pool *pgxpool.Pool, reg *prometheu
 	}
 	svc := ingest.New(pool, e.box, ingest.NewMetrics(reg), cfg)
 	svc.Register(r)
+	front.h = svc.Front(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -119,6 +122,17 @@ func newEnvBox(t *testing.T, box secrets.Box, pool *pgxpool.Pool, reg *prometheu
 		<-done
 	})
 	return e
+}
+
+// frontHandler serves through h once the service exists (the server's address goes into the service's config).
+type frontHandler struct{ h, next http.Handler }
+
+func (f *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if f.h == nil {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	f.h.ServeHTTP(w, r)
 }
 
 func (e *env) integration(service, secret string) *integrations.Integration {

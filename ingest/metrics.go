@@ -1,6 +1,11 @@
 package ingest
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of the ingest path.
 type Metrics struct {
@@ -14,6 +19,40 @@ type Metrics struct {
 	bodyBytes       prometheus.Gauge
 	overBudget      *prometheus.CounterVec
 	unknownLimited  prometheus.Counter
+
+	// Children by service and outcome, looked up once: WithLabelValues hashes the labels and takes the vector's
+	// lock on every call.
+	childrenMu sync.RWMutex
+	children   map[requestLabels]requestChildren
+}
+
+type requestLabels struct {
+	service string
+	result  outcome
+}
+
+type requestChildren struct {
+	requests prometheus.Counter
+	seconds  prometheus.Observer
+}
+
+// observe counts a request of service answered with result after d.
+func (m *Metrics) observe(service string, result outcome, d time.Duration) {
+	key := requestLabels{service, result}
+	m.childrenMu.RLock()
+	c, ok := m.children[key]
+	m.childrenMu.RUnlock()
+	if !ok {
+		c = requestChildren{m.requests.WithLabelValues(service, string(result)), m.requestSeconds.WithLabelValues(service)}
+		m.childrenMu.Lock()
+		if m.children == nil {
+			m.children = map[requestLabels]requestChildren{}
+		}
+		m.children[key] = c
+		m.childrenMu.Unlock()
+	}
+	c.requests.Inc()
+	c.seconds.Observe(d.Seconds())
 }
 
 // NewMetrics registers the ingest metrics with reg.

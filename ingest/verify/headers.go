@@ -73,6 +73,9 @@ func DeliveryID(scheme string, h http.Header, body []byte) string {
 // jsonTopLevelID returns the string "id" member of a JSON object body. It walks the top-level keys and stops
 // at "id" (the first key of a Stripe event), so the hot ingest path does not decode whole bodies.
 func jsonTopLevelID(body []byte) string {
+	if id, ok := leadingJSONID(body); ok {
+		return id
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return ""
@@ -96,6 +99,45 @@ func jsonTopLevelID(body []byte) string {
 		}
 	}
 	return ""
+}
+
+// leadingJSONID reads the body's "id" when it is the object's first member and a string without escapes, as
+// Stripe sends it: the decoder's walk cost ingest about 2.5 µs and a dozen allocations per request. ok is false
+// for any other shape, which the decoder then reads.
+func leadingJSONID(body []byte) (id string, ok bool) {
+	i := skipJSONSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return "", false
+	}
+	i = skipJSONSpace(body, i+1)
+	if !bytes.HasPrefix(body[i:], []byte(`"id"`)) {
+		return "", false
+	}
+	i = skipJSONSpace(body, i+4)
+	if i >= len(body) || body[i] != ':' {
+		return "", false
+	}
+	i = skipJSONSpace(body, i+1)
+	if i >= len(body) || body[i] != '"' {
+		return "", false
+	}
+	start := i + 1
+	for j := start; j < len(body); j++ {
+		switch c := body[j]; {
+		case c == '"':
+			return string(body[start:j]), true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 func isPrintableASCII(s string) bool {

@@ -57,7 +57,9 @@ type App struct {
 
 	// router and listener serve ingest and the API (nil when the process runs neither). The listener is bound
 	// before ingest and the API are built: with port 0 only it knows the port of their public URL.
-	router   *mux.Router
+	router *mux.Router
+	// front, with the ingest role, serves webhook paths before the router (ingest.Service.Front).
+	front    func(http.Handler) http.Handler
 	listener net.Listener
 	// metricsListener serves /metrics and /healthz alone (nil unless MetricsListen is set).
 	metricsListener net.Listener
@@ -217,6 +219,8 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		})
 		// Webhook routes first: the API's /v1 subrouter authenticates everything it matches.
 		svc.Register(a.router)
+		// Deliveries skip the router's matching (Front); the routes above stay for paths it hands on.
+		a.front = svc.Front
 		a.workers = append(a.workers, svc.Run)
 	}
 	if cfg.Has(RoleAPI) {
@@ -340,7 +344,12 @@ func (a *App) Orgs() *orgdb.Service { return a.orgs }
 func (a *App) Box() secrets.Box { return a.box }
 
 // Handler is the HTTP handler of ingest and the API (for tests that drive it without a socket).
-func (a *App) Handler() http.Handler { return a.router }
+func (a *App) Handler() http.Handler {
+	if a.front != nil {
+		return a.front(a.router)
+	}
+	return a.router
+}
 
 func (a *App) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -418,7 +427,7 @@ func (a *App) Run(ctx context.Context) error {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
 	if a.listener != nil {
-		serve(a.router, a.listener)
+		serve(a.Handler(), a.listener)
 		a.logger.InfoContext(ctx, "webhookdb serving", slog.String("addr", a.Addr()), slog.String("public_url", a.cfg.PublicURL))
 	}
 	if a.metricsListener != nil {

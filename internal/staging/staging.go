@@ -80,16 +80,30 @@ type Ref struct {
 	ID         int64
 }
 
-const insertSQL = `
-INSERT INTO staging.webhooks (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
+const insertColumns = ` (received_at, org_id, integration_id, delivery_id, method, path, query, content_type,
 	headers, body, body_truncated, accepted, rejected_reason, replay_of, original_received_at, source, backfill_job_id)
 SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
 	$8::text[], $9::jsonb[], $10::bytea[], $11::boolean[], $12::boolean[], $13::text[], $14::bigint[], $15::timestamptz[],
 	$16::text[], $17::bigint[])`
 
+var insertSQL = `INSERT INTO staging.webhooks` + insertColumns
+
 // Insert writes rows in one statement. A row whose day has no partition yet (a clock jump, upkeep not run)
 // makes Insert create the partition and try once more rather than fail the batch.
+//
+// Rows of one UTC day (a group commit's, but for one spanning midnight) go straight into that day's
+// partition: through the partitioned table, Postgres sets up tuple routing for every statement (opening the
+// partition and its indexes); 12-row inserts alternated in psql cost 7 to 16 µs a row less CPU straight into
+// the partition (BenchmarkInsert cannot tell the two apart from its order effects on a busy machine). The partition's bound is checked all the same, and the fanout sees the rows as the
+// root's (publish_via_partition_root). Upkeep only ever drops partitions, never detaches them, so a partition
+// that is not there is undefined_table, never a detached table taking rows: then the rows go through the root.
 func Insert(ctx context.Context, pool *pgxpool.Pool, rows []Row) error {
+	if part := dayPartition(rows); part != "" {
+		err := insertInto(ctx, pool, part, rows)
+		if pgerr.Code(err) != pgerrcode.UndefinedTable {
+			return err
+		}
+	}
 	err := insert(ctx, pool, rows)
 	if IsMissingPartition(err) {
 		if perr := ensurePartitionsFor(ctx, pool, rows); perr != nil {
@@ -100,7 +114,27 @@ func Insert(ctx context.Context, pool *pgxpool.Pool, rows []Row) error {
 	return err
 }
 
+// dayPartition names the partition (as ensure_partitions names it) holding every row, or "" when the rows
+// span days.
+func dayPartition(rows []Row) string {
+	if len(rows) == 0 {
+		return ""
+	}
+	y, m, d := rows[0].ReceivedAt.UTC().Date()
+	for i := range rows[1:] {
+		if y2, m2, d2 := rows[i+1].ReceivedAt.UTC().Date(); y2 != y || m2 != m || d2 != d {
+			return ""
+		}
+	}
+	return pgx.Identifier{"staging", fmt.Sprintf("webhooks_%04d%02d%02d", y, m, d)}.Sanitize()
+}
+
 func insert(ctx context.Context, db DB, rows []Row) error {
+	return insertInto(ctx, db, "", rows)
+}
+
+// insertInto inserts into table (sanitized), or into staging.webhooks when table is "".
+func insertInto(ctx context.Context, db DB, table string, rows []Row) error {
 	n := len(rows)
 	if n == 0 {
 		return nil
@@ -149,7 +183,11 @@ func insert(ctx context.Context, db DB, rows []Row) error {
 			jobID[i] = &r.BackfillJobID
 		}
 	}
-	if _, err := db.Exec(ctx, insertSQL, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
+	sql := insertSQL
+	if table != "" {
+		sql = `INSERT INTO ` + table + insertColumns
+	}
+	if _, err := db.Exec(ctx, sql, receivedAt, orgID, integrationID, deliveryID, method, path, query, contentType,
 		headers, body, truncated, accepted, reason, replayOf, original, source, jobID); err != nil {
 		return fmt.Errorf("error inserting %d webhooks into staging: %w", n, err)
 	}

@@ -411,3 +411,25 @@ func TestCopiesRecordTheirSource(t *testing.T) {
 		t.Fatal("an unknown source was stored")
 	}
 }
+
+// Insert writes a day's rows straight into its partition; rows spanning midnight, and days without a
+// partition, still land where the partitioned table routes them.
+func TestInsertAcrossDaysAndIntoDayPartition(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC()
+	if err := staging.Insert(ctx, pool, []staging.Row{row(1, 1, now, "a"), row(1, 1, now, "b")}); err != nil {
+		t.Fatal(err)
+	}
+	late := time.Date(2001, 2, 3, 23, 59, 59, 0, time.UTC)
+	if err := staging.Insert(ctx, pool, []staging.Row{row(1, 1, late, "c"), row(1, 1, late.Add(2*time.Second), "d")}); err != nil {
+		t.Fatal(err)
+	}
+	for table, want := range map[string]int{"webhooks_" + now.Format("20060102"): 2, "webhooks_20010203": 1, "webhooks_20010204": 1, "webhooks": 4} {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{"staging", table}.Sanitize()).Scan(&n); err != nil || n != want {
+			t.Errorf("rows in staging.%s: %d, %v; want %d", table, n, err, want)
+		}
+	}
+}

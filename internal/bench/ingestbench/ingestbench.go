@@ -211,6 +211,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer cfg.StopProfile()
 	}
 	for r := 0; r < cfg.Rounds; r++ {
+		// pgbench's backends exit after pgbench does; the CPU of one that exits during the ingest round lands in
+		// that round's backends (the postmaster's reaped children), so start once the baseline's are gone.
+		if err := waitForBaselineExit(ctx, pool); err != nil {
+			return nil, err
+		}
 		roundStart := time.Now()
 		cpuFrom := cpuacct.Take(dataDir)
 		ing, err := runIngest(cfg.Duration)
@@ -251,6 +256,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		mi.PerSecond(), ms(mi.P50), ms(mi.P99), mc.PerSecond(), ms(mc.P50), ms(mc.P99),
 		mb.PerSecond(), ms(mb.P50), ms(mb.P99), rep.CeilingRatio, rep.Ratio)
 	return rep, nil
+}
+
+// waitForBaselineExit waits, up to 10 s, until no backend of pgbench is left.
+func waitForBaselineExit(ctx context.Context, pool *pgxpool.Pool) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'`).Scan(&n); err != nil {
+			return fmt.Errorf("error counting the baseline's backends: %w", err)
+		}
+		if n == 0 || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ceilingBody is what ingest answers an accepted webhook with.
