@@ -103,6 +103,27 @@ func Report(from, to Sample) string {
 	return fmt.Sprintf("CPU over %.1fs: %s", wall, strings.Join(parts, ", "))
 }
 
+// ProcessCPU is the CPU time a live process has run so far, in nanoseconds from /proc/PID/schedstat (clock
+// ticks are too coarse for one connection's start); 0 when unknown.
+func ProcessCPU(pid int) time.Duration {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "schedstat"))
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(b), " ")
+	ns, _ := strconv.ParseInt(first, 10, 64)
+	return time.Duration(ns)
+}
+
+// PostmasterCPU is the CPU time the postmaster of the cluster in dataDir has run itself (not its children).
+func PostmasterCPU(dataDir string) time.Duration {
+	pm := postmasterPID(dataDir)
+	if pm == 0 {
+		return 0
+	}
+	return ProcessCPU(pm)
+}
+
 func postmasterPID(dataDir string) int {
 	if dataDir == "" {
 		return 0

@@ -843,8 +843,11 @@ func (b *bench) connectCost(ctx context.Context, connects float64, from, to cpua
 	if !ok || len(b.orgs) == 0 {
 		return nil
 	}
+	// Each backend's own CPU, read while it lives (so autovacuum workers finishing meanwhile are not counted),
+	// plus the postmaster's for the forks.
 	const n = 50
-	before := cpuacct.Take(b.dataDir)
+	var cost time.Duration
+	pmBefore := cpuacct.PostmasterCPU(b.dataDir)
 	for i := 0; i < n; i++ {
 		u, err := withDatabase(b.adminURL, pgroles.DatabaseName(b.orgs[i%len(b.orgs)].key))
 		if err != nil {
@@ -854,13 +857,15 @@ func (b *bench) connectCost(ctx context.Context, connects float64, from, to cpua
 		if err != nil {
 			return fmt.Errorf("error measuring the cost of a connection: %w", err)
 		}
-		_, err = conn.Exec(ctx, "SELECT 1")
+		var pid int
+		err = conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid)
+		cost += cpuacct.ProcessCPU(pid)
 		conn.Close(ctx)
 		if err != nil {
 			return fmt.Errorf("error measuring the cost of a connection: %w", err)
 		}
 	}
-	cost, _ := cpuacct.Postgres(before, cpuacct.Take(b.dataDir))
+	cost += cpuacct.PostmasterCPU(b.dataDir) - pmBefore
 	per := cost / n
 	fmt.Fprintf(b.cfg.Out, "  a new org connection costs %.1fms of Postgres CPU (fork, backend start, a first query; %d measured after the drain): the drain's %.0f connections account for about %.1fs of its %.1fs of Postgres CPU\n",
 		float64(per.Microseconds())/1000, n, connects, (time.Duration(connects) * per).Seconds(), drainCPU.Seconds())

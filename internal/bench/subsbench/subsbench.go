@@ -165,6 +165,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer func() { stop(); wg.Wait() }()
 
+	if err := warmUp(ctx, pool, ins, rcv); err != nil {
+		return nil, err
+	}
 	if cfg.StartProfile != nil {
 		cfg.StartProfile()
 	}
@@ -194,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res := rcv.result(start, staged)
 	res.SelfCPU, res.BackendCPU = cpuTo.Self-cpuFrom.Self, cpuTo.Backends-cpuFrom.Backends
-	fmt.Fprintf(cfg.Out, "subscriptions: %d changes at %d/s over %s, %d orgs: %d notifications, %.0f/s delivered\n",
+	fmt.Fprintf(cfg.Out, "subscriptions (after one delivered change per org as warm-up): %d changes at %d/s over %s, %d orgs: %d notifications, %.0f/s delivered\n",
 		staged, cfg.Rate, cfg.Duration, cfg.Orgs, res.Notifications, res.PerSecond)
 	fmt.Fprintf(cfg.Out, "change-to-delivery lag (staging commit to receipt): p50 %s, p99 %s, max %s (target p99 < %s at 2000/s)\n",
 		res.LagP50.Round(time.Millisecond), res.LagP99.Round(time.Millisecond), res.Max.Round(time.Millisecond), LagTarget)
@@ -261,21 +264,12 @@ func stage(ctx context.Context, pool *pgxpool.Pool, ins []*integrations.Integrat
 	for time.Since(start) < d {
 		due := int(float64(rate) * time.Since(start).Seconds())
 		if due > n {
-			k := due - n
-			org, integ := make([]int64, k), make([]int64, k)
-			bodies, keys := make([][]byte, k), make([]string, k)
-			for j := range k {
-				in := ins[(n+j)%len(ins)]
+			keys := make([]string, due-n)
+			for j := range keys {
 				keys[j] = fmt.Sprintf("ch_%d", n+j)
-				org[j], integ[j] = in.OrgID, in.ID
-				bodies[j] = fmt.Appendf(nil, `{"id":"evt_%d","object":"event","type":"charge.succeeded","created":1700000000,"data":{"object":{"id":%q,"object":"charge","amount":%d,"currency":"usd","status":"succeeded","created":1700000000}}}`,
-					n+j, keys[j], n+j)
 			}
-			if _, err := pool.Exec(ctx, `
-				INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, content_type, headers, body, accepted)
-				SELECT clock_timestamp(), o, i, 'POST', '/', 'application/json', '{"Content-Type":"application/json"}', b, true
-				FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(o, i, b)`, org, integ, bodies); err != nil {
-				return n, fmt.Errorf("error staging changes: %w", err)
+			if err := stageKeys(ctx, pool, ins, n, keys); err != nil {
+				return n, err
 			}
 			rcv.committed(keys, time.Now())
 			n = due
@@ -287,6 +281,53 @@ func stage(ctx context.Context, pool *pgxpool.Pool, ins []*integrations.Integrat
 		}
 	}
 	return n, nil
+}
+
+// stageKeys stages a Stripe charge event for each key, the first going to ins[first % len(ins)], the next to
+// the next integration, and so on.
+func stageKeys(ctx context.Context, pool *pgxpool.Pool, ins []*integrations.Integration, first int, keys []string) error {
+	k := len(keys)
+	org, integ, bodies := make([]int64, k), make([]int64, k), make([][]byte, k)
+	for j, key := range keys {
+		in := ins[(first+j)%len(ins)]
+		org[j], integ[j] = in.OrgID, in.ID
+		bodies[j] = fmt.Appendf(nil, `{"id":"evt_%s","object":"event","type":"charge.succeeded","created":1700000000,"data":{"object":{"id":%q,"object":"charge","amount":%d,"currency":"usd","status":"succeeded","created":1700000000}}}`,
+			key, key, first+j)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, content_type, headers, body, accepted)
+		SELECT clock_timestamp(), o, i, 'POST', '/', 'application/json', '{"Content-Type":"application/json"}', b, true
+		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS u(o, i, b)`, org, integ, bodies); err != nil {
+		return fmt.Errorf("error staging changes: %w", err)
+	}
+	return nil
+}
+
+// warmUp stages one change per org and waits for its notification, then forgets them: the measured load
+// starts on a running pipeline (the replication stream read, each org's connection and first transaction,
+// each endpoint's first delivery), not on processes still starting.
+func warmUp(ctx context.Context, pool *pgxpool.Pool, ins []*integrations.Integration, rcv *receiver) error {
+	keys := make([]string, len(ins))
+	for i := range keys {
+		keys[i] = fmt.Sprintf("warm_%d", i)
+	}
+	if err := stageKeys(ctx, pool, ins, 0, keys); err != nil {
+		return err
+	}
+	rcv.committed(keys, time.Now())
+	deadline := time.Now().Add(time.Minute)
+	for rcv.count() < len(keys) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warm-up: %d of %d notifications delivered in a minute", rcv.count(), len(keys))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	rcv.reset()
+	return nil
 }
 
 // receiver verifies each notification with the Standard Webhooks library and times it against its
@@ -365,6 +406,14 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.last = now
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// reset forgets what was received (the warm-up's), keeping the secrets and any failed verification.
+func (r *receiver) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.commitAt, r.seen, r.early, r.writtenAt = map[string]time.Time{}, map[string]bool{}, map[string]time.Time{}, map[string]time.Time{}
+	r.lags, r.applied, r.last = nil, nil, time.Time{}
 }
 
 func (r *receiver) count() int {
