@@ -257,6 +257,11 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 	for attempt := 0; ; attempt++ {
 		conn, reused, err := c.conns.acquire(ctx, org.id, org.server, func(ctx context.Context) (*pgx.Conn, error) { return c.dialOrg(ctx, org) })
 		if err != nil {
+			if pgerr.Is(err, pgerrcode.InvalidPassword) && c.cfg.Writers != nil {
+				if rerr := c.resolver.repairWriter(ctx, org); rerr != nil {
+					c.cfg.Logger.WarnContext(ctx, "error repairing the fanout's login", slog.Int64("org_id", org.id), slog.String("error", rerr.Error()))
+				}
+			}
 			return 0, fmt.Errorf("error connecting to the org database: %w", err)
 		}
 		applied, err := c.writeOrgConn(ctx, conn, org, groups, through)

@@ -57,6 +57,7 @@ type resolver struct {
 	mu           sync.Mutex
 	orgs         map[int64]*orgInfo
 	integrations map[int64]*integrationInfo
+	repaired     map[string]time.Time // server -> last writer repair
 }
 
 func newResolver(pool *pgxpool.Pool, box secrets.Box, ttl time.Duration, writers WriterSource) *resolver {
@@ -65,9 +66,43 @@ func newResolver(pool *pgxpool.Pool, box secrets.Box, ttl time.Duration, writers
 
 // WriterSource supplies the fanout's own login to an org database (a Vault static role, or a password
 // webhookdb rotates itself) instead of the server's admin URL. A rotated password makes new connections fail;
-// the org's rows park, the org is resolved again with the current password, and the parked rows drain.
+// the org's rows park, the org is resolved again with the current password, and the parked rows drain. A
+// WriterSource that also has RepairWriter (writerRepairer) is asked, on SQLSTATE 28P01, to set the stored
+// password on the server again: a rotation cut short between its two steps would otherwise lock the fanout
+// out until the next one.
 type WriterSource interface {
 	WriterConnString(ctx context.Context, orgID int64) (connString, ownerRole string, err error)
+}
+
+// writerRepairer is a WriterSource that can set the stored password on the server again, for a login
+// refused after a rotation that was cut short (orgdb.Service.RepairWriter).
+type writerRepairer interface {
+	RepairWriter(ctx context.Context, orgID int64) error
+}
+
+// writerRepairInterval is how often a server's fanout login is repaired at most: a refusal the repair does
+// not cure (pg_hba, a revoked role) is not worth a superuser connection per attempt.
+const writerRepairInterval = 10 * time.Second
+
+// repairWriter asks the WriterSource to make the server accept the stored password again, at most once per
+// writerRepairInterval per server, and drops the cached org so the next attempt reads the credential again.
+func (r *resolver) repairWriter(ctx context.Context, org *orgInfo) error {
+	r.forgetOrg(org.id)
+	rep, ok := r.writers.(writerRepairer)
+	if !ok {
+		return nil
+	}
+	r.mu.Lock()
+	if r.repaired == nil {
+		r.repaired = map[string]time.Time{}
+	}
+	if last, ok := r.repaired[org.server]; ok && time.Since(last) < writerRepairInterval {
+		r.mu.Unlock()
+		return nil
+	}
+	r.repaired[org.server] = time.Now()
+	r.mu.Unlock()
+	return rep.RepairWriter(ctx, org.id)
 }
 
 // org returns the org's database location. An error is the application database's: the caller cannot decide

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"time"
@@ -54,7 +55,62 @@ func (s *Service) WriterCredential(ctx context.Context, serverID int64) (*Writer
 		cred.RotatesAt = rotatedAt.Add(s.cfg.WriterRotationPeriod)
 		return cred, nil
 	}
-	return s.rotateWriter(ctx, srv)
+	return s.firstWriter(ctx, srv)
+}
+
+// firstWriter sets the server's first fanout password. Many workers resolve orgs of a new server at once:
+// under the lock, the first sets it and the others read it, instead of each rotating again and
+// invalidating the password the one before handed out.
+func (s *Service) firstWriter(ctx context.Context, srv Server) (*WriterCredential, error) {
+	var out *WriterCredential
+	err := s.withLock(ctx, lockClassWriter, srv.ID, func(q db) error {
+		cred, rotatedAt, err := s.storedWriter(ctx, q, srv)
+		if err != nil {
+			return err
+		}
+		if cred != nil {
+			cred.RotatesAt = rotatedAt.Add(s.cfg.WriterRotationPeriod)
+			out = cred
+			return nil
+		}
+		out, err = s.rotateWriterLocked(ctx, q, srv)
+		return err
+	})
+	return out, err
+}
+
+// RepairWriter sets the stored fanout password of the org's server on the server again (postgres mode; in
+// Vault mode Vault owns it and this does nothing). A rotation is two steps on two databases, ALTER ROLE then
+// the store; a process killed between them leaves the server with a password nobody has, which would lock
+// the fanout out until the next rotation. The fanout calls this after SQLSTATE 28P01. Idempotent: it only
+// ever writes what is stored, under the rotation's lock, so processes repairing at once cannot disagree.
+func (s *Service) RepairWriter(ctx context.Context, orgID int64) error {
+	if _, ok := s.cfg.Issuer.(WriterIssuer); ok {
+		return nil
+	}
+	org, err := s.org(ctx, s.pool, orgID)
+	if err != nil {
+		return err
+	}
+	if org.ServerID == nil {
+		return fmt.Errorf("%w: org %s", ErrNotProvisioned, org.Key)
+	}
+	srv, err := s.server(ctx, s.pool, *org.ServerID)
+	if err != nil {
+		return err
+	}
+	return s.withLock(ctx, lockClassWriter, srv.ID, func(q db) error {
+		cred, _, err := s.storedWriter(ctx, q, srv)
+		if err != nil {
+			return err
+		}
+		if cred == nil {
+			_, err = s.rotateWriterLocked(ctx, q, srv)
+			return err
+		}
+		s.cfg.Logger.WarnContext(ctx, "setting the stored fanout password on the server again after a failed login", slog.String("server", srv.Name))
+		return pgroles.EnsureFanoutRole(ctx, srv.AdminURL, cred.Password)
+	})
 }
 
 // WriterConnString returns a connection string to the org's database as the fanout (the server's own
@@ -121,30 +177,36 @@ func (s *Service) storedWriter(ctx context.Context, q db, srv Server) (*WriterCr
 }
 
 // rotateWriter gives webhookdb_fanout a new random password on the server and stores it. The password is
-// set first: a crash before the store leaves the old one stored, and the next pass rotates again.
+// set first: a crash before the store leaves the old one stored, which RepairWriter sets again on the
+// fanout's first failed login.
 func (s *Service) rotateWriter(ctx context.Context, srv Server) (*WriterCredential, error) {
 	var out *WriterCredential
 	err := s.withLock(ctx, lockClassWriter, srv.ID, func(q db) error {
-		password := rand.Text() + rand.Text()
-		enc, err := s.cfg.Box.Encrypt(ctx, WriterBinding(srv.ID), []byte(password))
-		if err != nil {
-			return fmt.Errorf("error encrypting the fanout password: %w", err)
-		}
-		if err := pgroles.EnsureFanoutRole(ctx, srv.AdminURL, password); err != nil {
-			return err
-		}
-		var rotatedAt time.Time
-		err = q.QueryRow(ctx, `
-			INSERT INTO server_writer_credentials (server_id, username, password_enc) VALUES ($1, $2, $3)
-			ON CONFLICT (server_id) DO UPDATE SET username = EXCLUDED.username, password_enc = EXCLUDED.password_enc, rotated_at = now()
-			RETURNING rotated_at`, srv.ID, pgroles.FanoutRole, enc).Scan(&rotatedAt)
-		if err != nil {
-			return fmt.Errorf("error storing the fanout credentials of %s: %w", srv.Name, err)
-		}
-		out = &WriterCredential{Username: pgroles.FanoutRole, Password: password, RotatesAt: rotatedAt.Add(s.cfg.WriterRotationPeriod)}
-		return nil
+		var err error
+		out, err = s.rotateWriterLocked(ctx, q, srv)
+		return err
 	})
 	return out, err
+}
+
+func (s *Service) rotateWriterLocked(ctx context.Context, q db, srv Server) (*WriterCredential, error) {
+	password := rand.Text() + rand.Text()
+	enc, err := s.cfg.Box.Encrypt(ctx, WriterBinding(srv.ID), []byte(password))
+	if err != nil {
+		return nil, fmt.Errorf("error encrypting the fanout password: %w", err)
+	}
+	if err := pgroles.EnsureFanoutRole(ctx, srv.AdminURL, password); err != nil {
+		return nil, err
+	}
+	var rotatedAt time.Time
+	err = q.QueryRow(ctx, `
+		INSERT INTO server_writer_credentials (server_id, username, password_enc) VALUES ($1, $2, $3)
+		ON CONFLICT (server_id) DO UPDATE SET username = EXCLUDED.username, password_enc = EXCLUDED.password_enc, rotated_at = now()
+		RETURNING rotated_at`, srv.ID, pgroles.FanoutRole, enc).Scan(&rotatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("error storing the fanout credentials of %s: %w", srv.Name, err)
+	}
+	return &WriterCredential{Username: pgroles.FanoutRole, Password: password, RotatesAt: rotatedAt.Add(s.cfg.WriterRotationPeriod)}, nil
 }
 
 // RotateWriter replaces the fanout's password on a server now (postgres mode; Vault mode rotates the static

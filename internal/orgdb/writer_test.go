@@ -4,10 +4,12 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/vault"
 )
@@ -127,5 +129,72 @@ func TestConcurrentFirstConnectionIssuesOnce(t *testing.T) {
 				t.Fatalf("%d credentials issued (%v)", n, err)
 			}
 		})
+	}
+}
+
+// A rotation cut short between ALTER ROLE and the store (a process killed there) leaves the server with a
+// password nobody holds; RepairWriter sets the stored one again, and the stored connection string logs in.
+// Concurrent first calls on a new server agree on one password instead of each rotating it again.
+func TestRepairWriterAfterCutRotation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cluster := pgtest.NewCluster(t)
+	e := newEnv(t, orgdb.ModePostgres, envOptions{clusters: []*pgcluster.Cluster{cluster}})
+	o := e.newOrg("repair_wr")
+
+	type result struct {
+		conn string
+		err  error
+	}
+	results := make(chan result, 8)
+	for range 8 {
+		go func() {
+			c, _, err := e.svc.WriterConnString(ctx, o.ID)
+			results <- result{c, err}
+		}()
+	}
+	var connString string
+	for range 8 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if connString == "" {
+			connString = r.conn
+		} else if r.conn != connString {
+			t.Fatal("concurrent first calls handed out different fanout passwords")
+		}
+	}
+	login := func() error {
+		c, err := pgx.Connect(ctx, connString)
+		if err == nil {
+			c.Close(ctx)
+		}
+		return err
+	}
+	if err := login(); err != nil {
+		t.Fatalf("the fanout password handed out does not log in: %v", err)
+	}
+
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `ALTER ROLE webhookdb_fanout PASSWORD 'set-by-a-rotation-that-never-stored-it'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(); pgerr.Code(err) != pgerrcode.InvalidPassword {
+		t.Fatalf("after the cut rotation the login gave %v, want SQLSTATE 28P01", err)
+	}
+	if err := e.svc.RepairWriter(ctx, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(); err != nil {
+		t.Fatalf("the stored password does not log in after the repair: %v", err)
+	}
+	again, _, err := e.svc.WriterConnString(ctx, o.ID)
+	if err != nil || again != connString {
+		t.Fatalf("the repair changed the stored credential (%v)", err)
 	}
 }

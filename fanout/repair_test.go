@@ -1,0 +1,70 @@
+package fanout_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
+)
+
+// A rotation of the fanout's password cut short (ALTER ROLE done, the store not) leaves the server with a
+// password no process holds. The fanout's next login fails with 28P01, it has the stored password set on
+// the server again, and the org's changes arrive without waiting for the next rotation.
+func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	orgServer := pgtest.NewCluster(t)
+	o := e.org(orgServer)
+	in := e.integration(o, "json_v1", `{"remote_key_path":"id"}`)
+	ch := e.startChild()
+	defer ch.stop()
+	e.waitSlotActive()
+
+	db := e.orgDB(o)
+	count := func() (int, error) {
+		var n int
+		err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
+		return n, err
+	}
+	e.stage(staged{in: in, body: []byte(`{"id":"before"}`)})
+	eventually(t, 30*time.Second, "the first row", func() (bool, error) {
+		n, err := count()
+		return n == 1, err
+	})
+	var rotatedAt time.Time
+	if err := e.pool.QueryRow(ctx, `SELECT rotated_at FROM server_writer_credentials`).Scan(&rotatedAt); err != nil {
+		t.Fatal(err)
+	}
+
+	admin, err := pgx.Connect(ctx, orgServer.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `ALTER ROLE webhookdb_fanout PASSWORD 'set-by-a-rotation-that-never-stored-it'`); err != nil {
+		t.Fatal(err)
+	}
+	// Its open connection would keep working across the change: end it, so the next transaction logs in.
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'webhookdb_fanout'`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		e.stage(staged{in: in, body: fmt.Appendf(nil, `{"id":"after%d"}`, i)})
+	}
+	eventually(t, 45*time.Second, "the rows staged after the cut rotation", func() (bool, error) {
+		n, err := count()
+		return n == 6, err
+	})
+	var after time.Time
+	if err := e.pool.QueryRow(ctx, `SELECT rotated_at FROM server_writer_credentials`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if !after.Equal(rotatedAt) {
+		t.Fatalf("the fanout rotated its password (%s -> %s) instead of setting the stored one again", rotatedAt, after)
+	}
+}
