@@ -37,7 +37,7 @@ type BareObject struct {
 func (s *Service) bareService() (*Service, error) {
 	b := s.Bare
 	d := *s
-	d.Bare, d.bare = nil, nil
+	d.Bare, d.bare, d.raw = nil, nil, nil
 	d.Format = FormatJSON
 	d.Events = b.Filter
 	d.Resource = b.Resource
@@ -72,6 +72,7 @@ func (s *Service) bareService() (*Service, error) {
 			return nil, fmt.Errorf("service %s: bare column %s to lowercase or join is not a text column of a one-row object", s.Name, name)
 		}
 	}
+	d.raw = d.buildRawPlans()
 	return &d, nil
 }
 
@@ -89,7 +90,7 @@ func (s *Service) extractBare(w Webhook) ([]Row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("error parsing %s API object: %w: %w", s.Name, ErrMalformed, err)
 		}
-		if s.Bare.Envelope.matches(nil, obj) {
+		if s.Bare.Envelope.matches(nil, treeDoc{obj}) {
 			return s.Extract(w)
 		}
 	}

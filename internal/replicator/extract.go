@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // Webhook is one received request, as the fanout reads it back from staging.
@@ -52,6 +54,14 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 	if s.configurable && s.RemoteKey.Path == "" && s.RemoteKey.From != FromDeliveryID {
 		return nil, fmt.Errorf("error extracting %s: %w", s.Name, ErrNotConfigured)
 	}
+	if s.Format == FormatJSON && rawReadable(w.Body) {
+		return s.extractRaw(w)
+	}
+	return s.extractTree(w)
+}
+
+// extractTree is Extract over the decoded body.
+func (s *Service) extractTree(w Webhook) ([]Row, error) {
 	event, err := s.parseBody(w.Body)
 	if err != nil {
 		return nil, fmt.Errorf("error parsing %s webhook: %w: %w", s.Name, ErrMalformed, err)
@@ -59,7 +69,8 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 	if mayHoldNUL(w.Body, s.Format) {
 		event = stripNUL(event)
 	}
-	if !s.Events.matches(w.Header, event) {
+	ev := treeDoc{event}
+	if !s.Events.matches(w.Header, ev) {
 		return nil, nil
 	}
 	resource := event
@@ -75,19 +86,68 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 	}
 	rows := make([]Row, 0, len(items))
 	for i, item := range items {
-		row, err := s.row(w, event, item)
+		row, err := s.row(w, ev, treeDoc{item})
 		if err != nil {
-			if isList {
-				return nil, fmt.Errorf("error extracting %s element %d: %w", s.Name, i, err)
-			}
-			return nil, fmt.Errorf("error extracting %s: %w", s.Name, err)
+			return nil, s.rowError(isList, i, err)
 		}
 		rows = append(rows, row)
 	}
 	return rows, nil
 }
 
-func (s *Service) row(w Webhook, event, resource any) (Row, error) {
+// extractRaw is Extract over a body read in place (see rawjson.go).
+func (s *Service) extractRaw(w Webhook) ([]Row, error) {
+	plans := s.plans()
+	// One copy: the results are substrings of it, and the caller's body may be reused.
+	event := newRawDoc(gjson.Parse(string(w.Body)), plans.event)
+	if !s.Events.matches(w.Header, event) {
+		return nil, nil
+	}
+	resource := event
+	if s.Resource != "" {
+		r, ok := event.result(s.Resource)
+		if !ok || r.Type == gjson.Null {
+			return nil, fmt.Errorf("error extracting %s: %w: no resource at %q", s.Name, ErrMalformed, s.Resource)
+		}
+		resource = newRawDoc(r, plans.resource)
+	}
+	if !resource.v.IsArray() {
+		row, err := s.row(w, event, resource)
+		if err != nil {
+			return nil, s.rowError(false, 0, err)
+		}
+		return []Row{row}, nil
+	}
+	var (
+		rows []Row
+		err  error
+	)
+	resource.v.ForEach(func(_, item gjson.Result) bool {
+		var row Row
+		if row, err = s.row(w, event, newRawDoc(item, plans.resource)); err != nil {
+			err = s.rowError(true, len(rows), err)
+			return false
+		}
+		rows = append(rows, row)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rows == nil {
+		rows = []Row{}
+	}
+	return rows, nil
+}
+
+func (s *Service) rowError(isList bool, i int, err error) error {
+	if isList {
+		return fmt.Errorf("error extracting %s element %d: %w", s.Name, i, err)
+	}
+	return fmt.Errorf("error extracting %s: %w", s.Name, err)
+}
+
+func (s *Service) row(w Webhook, event, resource doc) (Row, error) {
 	key, ok := keyText(s.RemoteKey, w, event, resource)
 	if !ok {
 		if s.RemoteKey.From == FromDeliveryID {
@@ -98,7 +158,7 @@ func (s *Service) row(w Webhook, event, resource any) (Row, error) {
 	if len(key) > MaxKeyBytes {
 		return Row{}, fmt.Errorf("%w: remote key is %d bytes, longer than %d", ErrMalformed, len(key), MaxKeyBytes)
 	}
-	data, err := marshalJSON(resource)
+	data, err := resource.data()
 	if err != nil {
 		return Row{}, fmt.Errorf("error encoding data: %w", err)
 	}
@@ -110,7 +170,7 @@ func (s *Service) row(w Webhook, event, resource any) (Row, error) {
 }
 
 // keyText is the remote key: the scalar text at the key column's paths, joined when composite. Empty is missing.
-func keyText(c Column, w Webhook, event, resource any) (string, bool) {
+func keyText(c Column, w Webhook, event, resource doc) (string, bool) {
 	switch c.From {
 	case FromHeader:
 		v := w.Header.Get(c.Header)
@@ -137,9 +197,9 @@ func keyText(c Column, w Webhook, event, resource any) (string, bool) {
 	return strings.Join(parts, ":"), true
 }
 
-func firstText(root any, paths []string) (string, bool) {
+func firstText(root doc, paths []string) (string, bool) {
 	for _, p := range paths {
-		if v, ok := lookup(root, p); ok {
+		if v, ok := root.lookup(p); ok {
 			if t, ok := scalarText(v); ok && t != "" {
 				return t, true
 			}
@@ -148,7 +208,7 @@ func firstText(root any, paths []string) (string, bool) {
 	return "", false
 }
 
-func columnValue(c Column, w Webhook, event, resource any) any {
+func columnValue(c Column, w Webhook, event, resource doc) any {
 	switch c.From {
 	case FromHeader:
 		if v := w.Header.Get(c.Header); v != "" {
@@ -175,7 +235,7 @@ func columnValue(c Column, w Webhook, event, resource any) any {
 	}
 	// First path with a value after conversion, as the SQL side's COALESCE.
 	for _, p := range append([]string{c.Path}, c.Fallbacks...) {
-		if v, ok := lookup(root, p); ok {
+		if v, ok := root.lookup(p); ok {
 			if out := convert(v, c.Type, c.Convert); out != nil {
 				return out
 			}
@@ -184,7 +244,7 @@ func columnValue(c Column, w Webhook, event, resource any) any {
 	return nil
 }
 
-func (f EventFilter) matches(h http.Header, event any) bool {
+func (f EventFilter) matches(h http.Header, event doc) bool {
 	if len(f.Equals) == 0 && len(f.Prefix) == 0 {
 		return true
 	}
@@ -193,7 +253,7 @@ func (f EventFilter) matches(h http.Header, event any) bool {
 	case f.Header != "":
 		value = h.Get(f.Header)
 	case f.Path != "":
-		v, _ := lookup(event, f.Path)
+		v, _ := event.lookup(f.Path)
 		value, _ = scalarText(v)
 	}
 	if value == "" {

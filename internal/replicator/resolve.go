@@ -128,5 +128,6 @@ func configure(base *Service, cfg Config) (*Service, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
+	s.raw = s.buildRawPlans()
 	return &s, nil
 }

@@ -174,6 +174,9 @@ type Service struct {
 	configurable bool
 	// bare reads bare objects (built from Bare with the catalog).
 	bare *Service
+	// raw are the root plans for reading JSON bodies in place, built when the service is finished (catalog,
+	// Resolve); nil builds them per call.
+	raw *rawPlans
 }
 
 // Configurable reports whether the service needs an integration configuration (see Resolve).
@@ -302,6 +305,7 @@ func buildCatalog(groups ...[]*Service) ([]*Service, map[string]*Service) {
 			if m[s.Name] != nil {
 				panic("replicator: duplicate service " + s.Name)
 			}
+			s.raw = s.buildRawPlans()
 			m[s.Name] = s
 			all = append(all, s)
 		}
