@@ -67,12 +67,13 @@ func BenchmarkInsert(b *testing.B) {
 	body := []byte(`{"id":"evt_000000000000000000000000","object":"event","api_version":"2024-06-20","created":1719000000,"type":"charge.succeeded","livemode":false,"pending_webhooks":1,"request":{"id":"req_8a7sd6f5g4h3j2","idempotency_key":"3f1c2d7e-9b8a-4c5d-8e7f-6a5b4c3d2e1f"},"data":{"object":{"id":"ch_3PabcdEFGH1234567890","object":"charge","amount":2500,"amount_captured":2500,"amount_refunded":0,"balance_transaction":"txn_3PabcdEFGH1234567890","billing_details":{"address":{"city":"Berlin","country":"DE","line1":"Main St 1","postal_code":"10115"},"email":"jenny@example.com","name":"Jenny Rosen"},"captured":true,"created":1719000000,"currency":"eur","customer":"cus_QabcdEFGH12345","description":"Order 1042","paid":true,"payment_intent":"pi_3PabcdEFGH1234567890","payment_method":"pm_1PabcdEFGH1234567890","refunded":false,"status":"succeeded"}}}`)
 	headers := []byte(`{"Content-Length":"839","Content-Type":"application/json"}`)
 	for _, size := range []int{12, 24, 48, 96} {
-		for _, into := range []string{"root", "partition"} {
-			insert := staging.Insert
-			if into == "partition" {
-				insert = staging.InsertIntoDayPartition
-			}
-			b.Run(fmt.Sprintf("rows=%d/into=%s", size, into), func(b *testing.B) {
+		for _, how := range []string{"insert-root", "insert-partition", "copy-partition"} {
+			insert := map[string]func(context.Context, *pgxpool.Pool, []staging.Row) error{
+				"insert-root":      staging.InsertThroughRoot,
+				"insert-partition": staging.InsertIntoDayPartition,
+				"copy-partition":   staging.Insert,
+			}[how]
+			b.Run(fmt.Sprintf("rows=%d/%s", size, how), func(b *testing.B) {
 				rows := make([]staging.Row, size)
 				seq := 0
 				fill := func() {
