@@ -130,6 +130,37 @@ func dayPartition(rows []Row) pgx.Identifier {
 	return pgx.Identifier{"staging", fmt.Sprintf("webhooks_%04d%02d%02d", y, m, d)}
 }
 
+// optionalColumns are a row's values that are NULL when unset, and its source with the default applied.
+type optionalColumns struct {
+	deliveryID, reason *string
+	replayOf, jobID    *int64
+	original           *time.Time
+	source             string
+}
+
+func (r *Row) optional() optionalColumns {
+	o := optionalColumns{source: string(r.Source)}
+	if r.DeliveryID != "" {
+		o.deliveryID = &r.DeliveryID
+	}
+	if !r.Accepted {
+		o.reason = &r.RejectedReason
+	}
+	if r.ReplayOf != 0 {
+		o.replayOf = &r.ReplayOf
+	}
+	if !r.OriginalReceivedAt.IsZero() {
+		o.original = &r.OriginalReceivedAt
+	}
+	if r.BackfillJobID != 0 {
+		o.jobID = &r.BackfillJobID
+	}
+	if o.source == "" {
+		o.source = string(SourceWebhook)
+	}
+	return o
+}
+
 // copyColumns are insertColumns' columns, for COPY.
 var copyColumns = []string{"received_at", "org_id", "integration_id", "delivery_id", "method", "path", "query", "content_type",
 	"headers", "body", "body_truncated", "accepted", "rejected_reason", "replay_of", "original_received_at", "source", "backfill_job_id"}
@@ -142,30 +173,9 @@ func copyInto(ctx context.Context, db interface {
 }, table pgx.Identifier, rows []Row) error {
 	_, err := db.CopyFrom(ctx, table, copyColumns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
 		r := &rows[i]
-		var deliveryID, reason *string
-		var replayOf, jobID *int64
-		var original *time.Time
-		if r.DeliveryID != "" {
-			deliveryID = &r.DeliveryID
-		}
-		if !r.Accepted {
-			reason = &r.RejectedReason
-		}
-		if r.ReplayOf != 0 {
-			replayOf = &r.ReplayOf
-		}
-		if !r.OriginalReceivedAt.IsZero() {
-			original = &r.OriginalReceivedAt
-		}
-		if r.BackfillJobID != 0 {
-			jobID = &r.BackfillJobID
-		}
-		source := string(r.Source)
-		if source == "" {
-			source = string(SourceWebhook)
-		}
-		return []any{r.ReceivedAt, r.OrgID, r.IntegrationID, deliveryID, r.Method, r.Path, r.Query, r.ContentType,
-			string(r.Headers), r.Body, r.BodyTruncated, r.Accepted, reason, replayOf, original, source, jobID}, nil
+		o := r.optional()
+		return []any{r.ReceivedAt, r.OrgID, r.IntegrationID, o.deliveryID, r.Method, r.Path, r.Query, r.ContentType,
+			string(r.Headers), r.Body, r.BodyTruncated, r.Accepted, o.reason, o.replayOf, o.original, o.source, o.jobID}, nil
 	}))
 	if err != nil {
 		return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), err)
@@ -205,27 +215,10 @@ func insertInto(ctx context.Context, db DB, table string, rows []Row) error {
 	for i := range rows {
 		r := &rows[i]
 		receivedAt[i], orgID[i], integrationID[i] = r.ReceivedAt, r.OrgID, r.IntegrationID
-		if r.DeliveryID != "" {
-			deliveryID[i] = &r.DeliveryID
-		}
 		method[i], path[i], query[i], contentType[i] = r.Method, r.Path, r.Query, r.ContentType
 		headers[i], body[i], truncated[i], accepted[i] = string(r.Headers), r.Body, r.BodyTruncated, r.Accepted
-		if !r.Accepted {
-			reason[i] = &r.RejectedReason
-		}
-		if r.ReplayOf != 0 {
-			replayOf[i] = &r.ReplayOf
-		}
-		if !r.OriginalReceivedAt.IsZero() {
-			original[i] = &r.OriginalReceivedAt
-		}
-		source[i] = string(r.Source)
-		if source[i] == "" {
-			source[i] = string(SourceWebhook)
-		}
-		if r.BackfillJobID != 0 {
-			jobID[i] = &r.BackfillJobID
-		}
+		o := r.optional()
+		deliveryID[i], reason[i], replayOf[i], original[i], source[i], jobID[i] = o.deliveryID, o.reason, o.replayOf, o.original, o.source, o.jobID
 	}
 	sql := insertSQL
 	if table != "" {
