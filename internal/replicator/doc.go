@@ -6,7 +6,10 @@
 // incoming copy replaces the stored one. From that one description the package derives everything the rest
 // of webhookdb needs:
 //
-//   - [Service.Extract] turns a received webhook into zero or more [Row] values;
+//   - [Service.Extract] turns a received webhook into zero or more [Row] values. A JSON body is read in place
+//     (rawjson.go: values found by scanning its bytes, the data column the resource's own bytes); a body that
+//     decoding would change (escaped NULs, surrogate escapes, invalid UTF-8) and forms are decoded instead. The
+//     data column's key order and spacing therefore follow the sender: jsonb does not keep them;
 //   - [Service.EnsureTableSQL] creates the table, and adds and fills columns added to the service later;
 //   - [Service.Upsert] builds one INSERT ... SELECT FROM unnest(...) ON CONFLICT statement for a batch;
 //   - [Service.Dedupe] collapses a batch to one row per remote key, as the policy would.
