@@ -31,15 +31,24 @@ func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
 		err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
 		return n, err
 	}
-	e.stage(staged{in: in, body: []byte(`{"id":"before"}`)})
-	eventually(t, 30*time.Second, "the first row", func() (bool, error) {
-		n, err := count()
-		return n == 1, err
-	})
-	var rotatedAt time.Time
-	if err := e.pool.QueryRow(ctx, `SELECT rotated_at FROM server_writer_credentials`).Scan(&rotatedAt); err != nil {
-		t.Fatal(err)
+	waitRows := func(timeout time.Duration, what string, want int) {
+		t.Helper()
+		eventually(t, timeout, what, func() (bool, error) {
+			n, err := count()
+			return n == want, err
+		})
 	}
+	rotatedAt := func() time.Time {
+		t.Helper()
+		var at time.Time
+		if err := e.pool.QueryRow(ctx, `SELECT rotated_at FROM server_writer_credentials`).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	e.stage(staged{in: in, body: []byte(`{"id":"before"}`)})
+	waitRows(30*time.Second, "the first row", 1)
+	before := rotatedAt()
 
 	admin, err := pgx.Connect(ctx, orgServer.URL("postgres"))
 	if err != nil {
@@ -56,15 +65,8 @@ func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
 	for i := range 5 {
 		e.stage(staged{in: in, body: fmt.Appendf(nil, `{"id":"after%d"}`, i)})
 	}
-	eventually(t, 45*time.Second, "the rows staged after the cut rotation", func() (bool, error) {
-		n, err := count()
-		return n == 6, err
-	})
-	var after time.Time
-	if err := e.pool.QueryRow(ctx, `SELECT rotated_at FROM server_writer_credentials`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	if !after.Equal(rotatedAt) {
-		t.Fatalf("the fanout rotated its password (%s -> %s) instead of setting the stored one again", rotatedAt, after)
+	waitRows(45*time.Second, "the rows staged after the cut rotation", 6)
+	if after := rotatedAt(); !after.Equal(before) {
+		t.Fatalf("the fanout rotated its password (%s -> %s) instead of setting the stored one again", before, after)
 	}
 }
