@@ -429,10 +429,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	// Native logical replication.
 	cpuNative := cpuacct.Take(b.dataDir)
-	if rep.NativeDuration, err = b.runNative(ctx); err != nil {
+	nativeEnd := cpuNative
+	if rep.NativeDuration, nativeEnd, err = b.runNative(ctx); err != nil {
 		return nil, err
 	}
-	nativeCPU := cpuacct.Report(cpuNative, cpuacct.Take(b.dataDir))
+	nativeCPU := cpuacct.Report(cpuNative, nativeEnd)
 	nativeRate := float64(cfg.Rows) / rep.NativeDuration.Seconds()
 	fmt.Fprintf(out, "native logical replication (CREATE SUBSCRIPTION, rows as they are into 1 database): %d rows in %s = %.0f rows/s\n",
 		cfg.Rows, rep.NativeDuration.Round(time.Millisecond), nativeRate)
@@ -543,36 +544,82 @@ func quote(s string) string {
 	return string(append(out, '\''))
 }
 
-// runNative enables the subscription and waits until the target holds every row.
-func (b *bench) runNative(ctx context.Context) (time.Duration, error) {
+// runNative enables the subscription and waits until the target holds the preload's last row: the apply
+// worker commits in the source's commit order, so every row is then in. It samples the cluster's CPU at that
+// moment, while the subscription's apply worker and walsender still live and are counted as what they are,
+// then stops both and waits for them to exit: a process that exits during the next phase would add its whole
+// CPU time to that phase's backends.
+func (b *bench) runNative(ctx context.Context) (time.Duration, cpuacct.Sample, error) {
 	target := "whdb_native_" + b.suffix
 	targetURL, err := withDatabase(b.adminURL, target)
 	if err != nil {
-		return 0, err
+		return 0, cpuacct.Sample{}, err
+	}
+	var lastAt time.Time
+	var lastID int64
+	if err := b.pool.QueryRow(ctx, `SELECT received_at, id FROM staging.webhooks ORDER BY received_at DESC, id DESC LIMIT 1`).Scan(&lastAt, &lastID); err != nil {
+		return 0, cpuacct.Sample{}, fmt.Errorf("error reading the preload's last row: %w", err)
 	}
 	conn, err := pgx.Connect(ctx, targetURL)
 	if err != nil {
-		return 0, err
+		return 0, cpuacct.Sample{}, err
 	}
 	defer conn.Close(ctx)
 	start := time.Now()
 	if _, err := conn.Exec(ctx, `ALTER SUBSCRIPTION bench_native ENABLE`); err != nil {
-		return 0, fmt.Errorf("error enabling the subscription: %w", err)
+		return 0, cpuacct.Sample{}, fmt.Errorf("error enabling the subscription: %w", err)
 	}
+	// A primary-key probe: counting the target's rows on each poll would cost native a scan of everything
+	// it has copied so far.
+	err = waitFor(ctx, 30*time.Minute, 5*time.Millisecond, func() (bool, error) {
+		var done bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM staging.webhooks WHERE received_at = $1 AND id = $2)`, lastAt, lastID).Scan(&done)
+		return done, err
+	})
+	d, end := time.Since(start), cpuacct.Take(b.dataDir)
+	if err != nil {
+		return 0, end, fmt.Errorf("error waiting for native replication: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `ALTER SUBSCRIPTION bench_native DISABLE`); err != nil {
+		return 0, end, err
+	}
+	err = waitFor(ctx, time.Minute, 10*time.Millisecond, func() (bool, error) {
+		var live int
+		err := b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_replication_slots WHERE slot_name = 'bench_native' AND active`).Scan(&live)
+		if err == nil && live == 0 {
+			err = conn.QueryRow(ctx, `SELECT count(pid) FROM pg_catalog.pg_stat_subscription WHERE subname = 'bench_native'`).Scan(&live)
+		}
+		return live == 0, err
+	})
+	if err != nil {
+		return 0, end, fmt.Errorf("error waiting for the native subscription to stop: %w", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks`).Scan(&n); err != nil {
+		return 0, end, err
+	}
+	if n != b.cfg.Rows {
+		return 0, end, fmt.Errorf("native replication copied %d rows, want %d", n, b.cfg.Rows)
+	}
+	return d, end, nil
+}
+
+// waitFor polls done every interval until it reports true, fails, or timeout passes.
+func waitFor(ctx context.Context, timeout, interval time.Duration, done func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
 	for {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks`).Scan(&n); err != nil {
-			return 0, err
+		ok, err := done()
+		if err != nil || ok {
+			return err
 		}
-		if n >= b.cfg.Rows {
-			d := time.Since(start)
-			_, err := conn.Exec(ctx, `ALTER SUBSCRIPTION bench_native DISABLE`)
-			return d, err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %s", timeout)
 		}
-		if time.Since(start) > 30*time.Minute {
-			return 0, fmt.Errorf("native replication copied %d of %d rows in 30 minutes", n, b.cfg.Rows)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
