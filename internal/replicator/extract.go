@@ -41,7 +41,8 @@ type Row struct {
 	Key string
 	// Values has one entry per Service.Columns entry: the Go type of the column's Type, or nil for NULL.
 	Values []any
-	// Data is the resource as JSON, without NUL characters (jsonb rejects \u0000).
+	// Data is the resource as JSON, without NUL characters (jsonb rejects \u0000). It is read-only: it may
+	// share memory with an immutable string.
 	Data []byte
 }
 

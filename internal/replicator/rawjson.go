@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -139,7 +140,11 @@ func (d rawDoc) lookup(path string) (any, bool) {
 	return rawValue(r), true
 }
 
-func (d rawDoc) data() ([]byte, error) { return []byte(d.v.Raw), nil }
+// data is the resource's own bytes, shared with the string the body was parsed from rather than copied: a
+// string is never written, and neither is a Row's Data.
+func (d rawDoc) data() ([]byte, error) {
+	return unsafe.Slice(unsafe.StringData(d.v.Raw), len(d.v.Raw)), nil
+}
 
 // child is an object's member (the last of duplicates) or an array's element.
 func child(r gjson.Result, seg string) (gjson.Result, bool) {
