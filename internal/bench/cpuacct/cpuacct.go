@@ -124,6 +124,31 @@ func PostmasterCPU(dataDir string) time.Duration {
 	return ProcessCPU(pm)
 }
 
+// Children counts the processes of the cluster at dataDir (the postmaster's children, exited but not yet
+// reaped ones included), -1 when it is not known. A phase that ends with connections closing waits for the
+// count to fall back before the next phase starts, so their CPU is not counted in it.
+func Children(dataDir string) int {
+	pm := postmasterPID(dataDir)
+	if pm == 0 {
+		return -1
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := statFields(pid); f != nil && f[1] == strconv.Itoa(pm) {
+			n++
+		}
+	}
+	return n
+}
+
 func postmasterPID(dataDir string) int {
 	if dataDir == "" {
 		return 0

@@ -210,10 +210,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.StopProfile != nil {
 		defer cfg.StopProfile()
 	}
+	children := cpuacct.Children(dataDir)
 	for r := 0; r < cfg.Rounds; r++ {
 		// pgbench's backends exit after pgbench does; the CPU of one that exits during the ingest round lands in
 		// that round's backends (the postmaster's reaped children), so start once the baseline's are gone.
-		if err := waitForBaselineExit(ctx, pool); err != nil {
+		if err := waitForBaselineExit(ctx, pool, dataDir, children); err != nil {
 			return nil, err
 		}
 		roundStart := time.Now()
@@ -233,6 +234,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("round %d, HTTP ceiling: %w", r+1, err)
 		}
 		ceilingCPU := cpuacct.Report(cpuFrom, cpuacct.Take(dataDir))
+		children = cpuacct.Children(dataDir)
 		base, err := runBaseline(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, baseline: %w", r+1, err)
@@ -258,15 +260,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// waitForBaselineExit waits, up to 10 s, until no backend of pgbench is left.
-func waitForBaselineExit(ctx context.Context, pool *pgxpool.Pool) error {
+// waitForBaselineExit waits, up to 10 s, until no backend of pgbench is left and the cluster has no more
+// processes than children, its count before the baseline ran.
+func waitForBaselineExit(ctx context.Context, pool *pgxpool.Pool, dataDir string, children int) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'`).Scan(&n); err != nil {
 			return fmt.Errorf("error counting the baseline's backends: %w", err)
 		}
-		if n == 0 || time.Now().After(deadline) {
+		// A backend leaves pg_stat_activity before its process has exited and been reaped: wait for the
+		// cluster's process count to fall back too.
+		if (n == 0 && cpuacct.Children(dataDir) <= children) || time.Now().After(deadline) {
 			return nil
 		}
 		select {
