@@ -187,6 +187,7 @@ func newFanoutBenchCommand(prof *profiler) *cobra.Command {
 	f.IntVar(&cfg.SteadyClients, "steady-clients", 64, "concurrent keep-alive HTTP clients sending the steady phase's signed deliveries to ingest")
 	f.Float64Var(&cfg.HotShare, "hot-share", 0, "share of the traffic (drain and steady phase) sent to the hot orgs, e.g. 0.9 (0: round-robin over all orgs)")
 	f.Float64Var(&cfg.HotOrgs, "hot-orgs", 0.1, "share of the orgs that are hot, with --hot-share")
+	f.StringToStringVar(&cfg.PGSettings, "pg-setting", nil, "postgresql.conf setting of the private cluster, name=value, repeatable (e.g. autovacuum=off)")
 	return cmd
 }
 

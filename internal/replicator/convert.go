@@ -34,17 +34,34 @@ const (
 )
 
 var (
-	bigintRE     = regexp.MustCompile(bigintPattern)
-	integerRE    = regexp.MustCompile(integerPattern)
+	// The digit-only patterns are matched without a regexp: they run for most numbers of most rows.
+	bigintRE     = signedDigits{1, 19} // bigintPattern
+	integerRE    = signedDigits{1, 10} // integerPattern
 	numericRE    = regexp.MustCompile(numericPattern)
-	unixSecRE    = regexp.MustCompile(unixSecPattern)
-	unixMilliRE  = regexp.MustCompile(unixMilliPattern)
-	autoMilliRE  = regexp.MustCompile(autoMilliPattern)
+	unixSecRE    = signedDigits{1, 11}  // unixSecPattern
+	unixMilliRE  = signedDigits{1, 14}  // unixMilliPattern
+	autoMilliRE  = signedDigits{12, 14} // autoMilliPattern
 	isoZonedRE   = regexp.MustCompile(isoZonedPattern)
 	isoLocalRE   = regexp.MustCompile(isoLocalPattern)
 	rfc1123RE    = regexp.MustCompile(rfc1123Pattern)
 	isoZoneForms = []string{"2006-01-02T15:04:05Z07:00", "2006-01-02T15:04:05Z0700", "2006-01-02T15:04:05Z07"}
 )
+
+// signedDigits matches ^-?[0-9]{min,max}$ (TestSignedDigitsMatchPatterns holds it to the SQL side's patterns).
+type signedDigits struct{ min, max int }
+
+func (d signedDigits) MatchString(t string) bool {
+	t = strings.TrimPrefix(t, "-")
+	if len(t) < d.min || len(t) > d.max {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] < '0' || t[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // scalarText is the text of a JSON scalar, as Postgres' #>> gives it; objects, arrays and null have none.
 func scalarText(v any) (string, bool) {
@@ -184,7 +201,7 @@ func parseTime(t string, conv Converter) (time.Time, bool) {
 	return parseISO(t)
 }
 
-func parseUnix(t string, re *regexp.Regexp, unit time.Duration) (time.Time, bool) {
+func parseUnix(t string, re signedDigits, unit time.Duration) (time.Time, bool) {
 	if !re.MatchString(t) {
 		return time.Time{}, false
 	}

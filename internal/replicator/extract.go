@@ -101,16 +101,24 @@ func (s *Service) extractRaw(w Webhook) ([]Row, error) {
 	plans := s.plans()
 	// One copy: the results are substrings of it, and the caller's body may be reused.
 	event := newRawDoc(gjson.Parse(string(w.Body)), plans.event)
-	if !s.Events.matches(w.Header, event) {
-		return nil, nil
-	}
-	resource := event
+	resource, found := event, true
 	if s.Resource != "" {
 		r, ok := event.result(s.Resource)
-		if !ok || r.Type == gjson.Null {
-			return nil, fmt.Errorf("error extracting %s: %w: no resource at %q", s.Name, ErrMalformed, s.Resource)
+		if found = ok && r.Type != gjson.Null; found {
+			resource = newRawDoc(r, plans.resource)
 		}
-		resource = newRawDoc(r, plans.resource)
+	}
+	// The filter's path usually lies in the resource (Stripe's data.object.object): read it there rather than
+	// scanning the resource's parents and members again.
+	var filterDoc doc = event
+	if found && s.Resource != "" {
+		filterDoc = scopedDoc{rawDoc: event, prefix: s.Resource + ".", inner: resource}
+	}
+	if !s.Events.matches(w.Header, filterDoc) {
+		return nil, nil
+	}
+	if !found {
+		return nil, fmt.Errorf("error extracting %s: %w: no resource at %q", s.Name, ErrMalformed, s.Resource)
 	}
 	if !resource.v.IsArray() {
 		row, err := s.row(w, event, resource)
@@ -235,7 +243,11 @@ func columnValue(c Column, w Webhook, event, resource doc) any {
 		return nil // a configurable column left unset
 	}
 	// First path with a value after conversion, as the SQL side's COALESCE.
-	for _, p := range append([]string{c.Path}, c.Fallbacks...) {
+	for i := -1; i < len(c.Fallbacks); i++ {
+		p := c.Path
+		if i >= 0 {
+			p = c.Fallbacks[i]
+		}
 		if v, ok := root.lookup(p); ok {
 			if out := convert(v, c.Type, c.Convert); out != nil {
 				return out

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -511,4 +512,42 @@ func normJSON(t testing.TB, data []byte) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The Go matchers of the digit-only patterns accept exactly what the patterns (the SQL side's) accept.
+func TestSignedDigitsMatchPatterns(t *testing.T) {
+	pairs := []struct {
+		pattern string
+		m       signedDigits
+	}{{bigintPattern, bigintRE}, {integerPattern, integerRE}, {unixSecPattern, unixSecRE}, {unixMilliPattern, unixMilliRE}, {autoMilliPattern, autoMilliRE}}
+	inputs := []string{"", "-", "--1", "0", "-0", "1", "+1", " 1", "1 ", "1.0", "1e3", "12a", "٣", "１",
+		"1234567890", "-1234567890", "12345678901", "123456789012", "1234567890123", "12345678901234", "123456789012345",
+		"1234567890123456789", "-1234567890123456789", "12345678901234567890", "1719000000", "1719000000123"}
+	for _, p := range pairs {
+		re := regexp.MustCompile(p.pattern)
+		for _, in := range inputs {
+			if got, want := p.m.MatchString(in), re.MatchString(in); got != want {
+				t.Errorf("%s: %q matched %v, the pattern says %v", p.pattern, in, got, want)
+			}
+		}
+	}
+}
+
+func FuzzSignedDigits(f *testing.F) {
+	for _, s := range []string{"", "-", "-12", "1719000000123", "12345678901234567890", "1.5"} {
+		f.Add(s)
+	}
+	pairs := []struct {
+		re *regexp.Regexp
+		m  signedDigits
+	}{{regexp.MustCompile(bigintPattern), bigintRE}, {regexp.MustCompile(integerPattern), integerRE},
+		{regexp.MustCompile(unixSecPattern), unixSecRE}, {regexp.MustCompile(unixMilliPattern), unixMilliRE},
+		{regexp.MustCompile(autoMilliPattern), autoMilliRE}}
+	f.Fuzz(func(t *testing.T, in string) {
+		for _, p := range pairs {
+			if got, want := p.m.MatchString(in), p.re.MatchString(in); got != want {
+				t.Errorf("%s: %q matched %v, the pattern says %v", p.re, in, got, want)
+			}
+		}
+	})
 }

@@ -64,6 +64,9 @@ func (s *Service) buildRawPlans() *rawPlans {
 		resource = event
 	}
 	event.add(s.Resource, s.Events.Path)
+	if rest, under := strings.CutPrefix(s.Events.Path, s.Resource+"."); under && s.Resource != "" {
+		resource.add(rest) // the filter reads it from the resource (scopedDoc)
+	}
 	add := func(c Column) {
 		paths := append(append([]string{c.Path}, c.Fallbacks...), c.Concat...)
 		switch c.From {
@@ -146,6 +149,20 @@ func (d rawDoc) data() ([]byte, error) {
 	return unsafe.Slice(unsafe.StringData(d.v.Raw), len(d.v.Raw)), nil
 }
 
+// scopedDoc is an event whose paths under prefix are read from inner, the document found at prefix.
+type scopedDoc struct {
+	rawDoc
+	prefix string
+	inner  rawDoc
+}
+
+func (d scopedDoc) lookup(path string) (any, bool) {
+	if rest, ok := strings.CutPrefix(path, d.prefix); ok {
+		return d.inner.lookup(rest)
+	}
+	return d.rawDoc.lookup(path)
+}
+
 // child is an object's member (the last of duplicates) or an array's element.
 func child(r gjson.Result, seg string) (gjson.Result, bool) {
 	var (
@@ -204,13 +221,15 @@ func rawValue(r gjson.Result) any {
 // no escape the decoder would change (\u0000, which is stripped, and surrogate escapes, which may be lone and
 // become U+FFFD; a false alarm only costs the slower path).
 func rawReadable(body []byte) bool {
-	if !utf8.Valid(body) || bytes.Contains(body, []byte(`\u0000`)) || hasSurrogateEscape(body) {
+	if !utf8.Valid(body) || hasChangingEscape(body) {
 		return false
 	}
 	return gjson.ValidBytes(body)
 }
 
-func hasSurrogateEscape(body []byte) bool {
+// hasChangingEscape finds \u0000 or a surrogate escape \uD800-\uDFFF (a false alarm, such as an escaped
+// backslash followed by "u0000", only costs the slower path).
+func hasChangingEscape(body []byte) bool {
 	for i := 0; ; {
 		j := bytes.Index(body[i:], []byte(`\u`))
 		if j < 0 {
@@ -218,6 +237,9 @@ func hasSurrogateEscape(body []byte) bool {
 		}
 		i += j + 2
 		if i+1 < len(body) && (body[i] == 'd' || body[i] == 'D') && strings.IndexByte("89abcdefABCDEF", body[i+1]) >= 0 {
+			return true
+		}
+		if i+3 < len(body) && string(body[i:i+4]) == "0000" {
 			return true
 		}
 	}

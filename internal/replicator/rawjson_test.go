@@ -101,6 +101,11 @@ func FuzzRawAndTree(f *testing.F) {
 	}
 	f.Add(`{"id":"x","id":"y","data":{"object":{"id":"ch_1","amount":"12"}}}`)
 	f.Add(`{"id":1e3,"created":-0,"data":{"object":[{"id":"a"},{"id":"b"}]}}`)
+	// the filter's path read through the resource: duplicates, a missing or null resource, an array
+	f.Add(`{"data":{"object":{"object":"charge","id":"a"},"object":{"object":"refund","id":"b","object":"charge"}}}`)
+	f.Add(`{"data":{"object":null}}`)
+	f.Add(`{"data":{},"created":1}`)
+	f.Add(`{"data":{"object":[{"object":"charge","id":"a"}]}}`)
 	services := []*Service{}
 	for _, name := range []string{"stripe_charge_v1", "github_issue_v1", "shopify_order_v1", "stripe_subscription_item_v1"} {
 		if s, ok := Lookup(name); ok {

@@ -107,6 +107,39 @@ func BenchmarkUpsert(b *testing.B) {
 			return write(table, rows)
 		}
 	}
+	copyCols := []string{svc.RemoteKey.Name}
+	for _, c := range svc.Columns {
+		copyCols = append(copyCols, c.Name)
+	}
+	copyCols = append(copyCols, "data")
+	copySource := func(rows []Row) pgx.CopyFromSource {
+		src := make([][]any, len(rows))
+		for i, r := range rows {
+			vals := append([]any{r.Key}, r.Values...)
+			src[i] = append(vals, string(r.Data))
+		}
+		return pgx.CopyFromRows(src)
+	}
+	staged := map[string]bool{}
+	copyTemp := func(table string, rows []Row) error {
+		stage := "stage_" + table
+		if !staged[table] {
+			if _, err := conn.Exec(ctx, "CREATE TEMP TABLE "+stage+" ON COMMIT DELETE ROWS AS SELECT "+strings.Join(copyCols, ", ")+" FROM "+table+" WITH NO DATA"); err != nil {
+				return err
+			}
+			staged[table] = true
+		}
+		sql, _ := svc.Upsert("", table, rows)
+		from, conflict := strings.Index(sql, "FROM unnest("), strings.Index(sql, "\nON CONFLICT")
+		sql = sql[:from] + "FROM " + stage + " AS v" + sql[conflict:]
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{stage}, copyCols, copySource(svc.Dedupe(rows))); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, sql)
+			return err
+		})
+	}
 	variants := []struct {
 		name    string
 		indexes bool
@@ -122,19 +155,13 @@ func BenchmarkUpsert(b *testing.B) {
 		{"unnest-new-connection", true, false, "", onNewConn(upsert)},
 		{"select-1-new-connection", true, false, "", onNewConn(func(string, []Row) error { _, err := conn.Exec(ctx, "SELECT 1"); return err })},
 		{"copy-direct", true, false, "", func(table string, rows []Row) error {
-			cols := []string{svc.RemoteKey.Name}
-			for _, c := range svc.Columns {
-				cols = append(cols, c.Name)
-			}
-			cols = append(cols, "data")
-			src := make([][]any, len(rows))
-			for i, r := range rows {
-				vals := append([]any{r.Key}, r.Values...)
-				src[i] = append(vals, string(r.Data))
-			}
-			_, err := conn.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(src))
+			_, err := conn.CopyFrom(ctx, pgx.Identifier{table}, copyCols, copySource(rows))
 			return err
 		}},
+		// the alternative to array parameters: a binary COPY into a temporary table, then one
+		// INSERT ... SELECT with the same conflict handling
+		{"copy-temp-upsert", true, false, "", copyTemp},
+		{"copy-temp-upsert-updates", true, true, "", copyTemp},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {

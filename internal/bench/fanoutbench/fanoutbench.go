@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -72,8 +73,11 @@ type Config struct {
 	HotOrgs  float64
 	// SteadyClients are the steady phase's concurrent keep-alive HTTP clients; default 64.
 	SteadyClients int
-	Out           io.Writer
-	Logger        *slog.Logger
+	// PGSettings are extra postgresql.conf settings of the private cluster (ignored with AdminURL), for A/B
+	// runs such as autovacuum off or huge pages.
+	PGSettings map[string]string
+	Out        io.Writer
+	Logger     *slog.Logger
 	// StartProfile and StopProfile, when set, are called around the measured phases (the drains and the
 	// steady phase), leaving provisioning, the preload and cleanup out of a CPU profile.
 	StartProfile, StopProfile func()
@@ -170,8 +174,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		}
 		_ = os.Chmod(dir, 0o755)
 		b.cleanup = append(b.cleanup, func(context.Context) { _ = os.RemoveAll(dir) })
-		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: cfg.Logger,
-			Settings: map[string]string{"max_wal_size": "'4GB'"}})
+		settings := map[string]string{"max_wal_size": "'4GB'"}
+		maps.Copy(settings, cfg.PGSettings)
+		cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: cfg.Logger, Settings: settings})
 		if err != nil {
 			return nil, err
 		}
