@@ -55,8 +55,17 @@ func (s *Service) Extract(w Webhook) ([]Row, error) {
 	if s.configurable && s.RemoteKey.Path == "" && s.RemoteKey.From != FromDeliveryID {
 		return nil, fmt.Errorf("error extracting %s: %w", s.Name, ErrNotConfigured)
 	}
-	if s.Format == FormatJSON && rawReadable(w.Body) {
-		return s.extractRaw(w)
+	if s.Format == FormatJSON && rawClean(w.Body) {
+		plans := s.plans()
+		if plans.scan != nil {
+			// One copy: the results are substrings of it, and the caller's body may be reused.
+			if event, resource, found, ok := plans.scan.scan(string(w.Body), plans); ok {
+				return s.extractDocs(w, event, resource, found)
+			}
+		}
+		if gjson.ValidBytes(w.Body) {
+			return s.extractRaw(w)
+		}
 	}
 	return s.extractTree(w)
 }
@@ -108,6 +117,12 @@ func (s *Service) extractRaw(w Webhook) ([]Row, error) {
 			resource = newRawDoc(r, plans.resource)
 		}
 	}
+	return s.extractDocs(w, event, resource, found)
+}
+
+// extractDocs is Extract over an event and its resource read in place.
+func (s *Service) extractDocs(w Webhook, event, resource rawDoc, found bool) ([]Row, error) {
+	plans := s.plans()
 	// The filter's path usually lies in the resource (Stripe's data.object.object): read it there rather than
 	// scanning the resource's parents and members again.
 	var filterDoc doc = event

@@ -56,6 +56,7 @@ func (p *rawPlan) add(paths ...string) {
 // resource is the event).
 type rawPlans struct {
 	event, resource *rawPlan
+	scan            *scanPlan // nil: the gjson path
 }
 
 func (s *Service) buildRawPlans() *rawPlans {
@@ -80,7 +81,9 @@ func (s *Service) buildRawPlans() *rawPlans {
 	for _, c := range s.Columns {
 		add(c)
 	}
-	return &rawPlans{event: event, resource: resource}
+	plans := &rawPlans{event: event, resource: resource}
+	plans.scan = buildScanPlan(s, plans)
+	return plans
 }
 
 // plans returns the plans built when the service was finished, or builds them (a service made in place).
@@ -221,10 +224,12 @@ func rawValue(r gjson.Result) any {
 // no escape the decoder would change (\u0000, which is stripped, and surrogate escapes, which may be lone and
 // become U+FFFD; a false alarm only costs the slower path).
 func rawReadable(body []byte) bool {
-	if !utf8.Valid(body) || hasChangingEscape(body) {
-		return false
-	}
-	return gjson.ValidBytes(body)
+	return rawClean(body) && gjson.ValidBytes(body)
+}
+
+// rawClean is rawReadable but for the JSON's validity, which the single pass (rawscan.go) checks itself.
+func rawClean(body []byte) bool {
+	return utf8.Valid(body) && !hasChangingEscape(body)
 }
 
 // hasChangingEscape finds \u0000 or a surrogate escape \uD800-\uDFFF (a false alarm, such as an escaped

@@ -1,38 +1,57 @@
 package replicator
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
 )
 
-// agree fails t unless reading body in place and decoding it give the same rows, or the same kind of error.
+// agree fails t unless reading body in place (the single pass and the gjson path) and decoding it give the
+// same rows, or the same kind of error.
 func agree(t *testing.T, s *Service, w Webhook) {
 	t.Helper()
+	if rawClean(w.Body) && s.plans().scan != nil {
+		plans := s.plans()
+		if event, resource, found, ok := plans.scan.scan(string(w.Body), plans); ok {
+			if !json.Valid(w.Body) {
+				t.Fatalf("%s: the single pass accepted invalid JSON %q", s.Name, w.Body)
+			}
+			rows, err := s.extractDocs(w, event, resource, found)
+			agreeWithTree(t, s, w, "single pass", rows, err)
+		} else if json.Valid(w.Body) && !bytes.ContainsRune(w.Body, '\\') && len(w.Body) < maxScanDepth {
+			t.Fatalf("%s: the single pass declined valid JSON %q", s.Name, w.Body)
+		}
+	}
 	if !rawReadable(w.Body) {
 		return
 	}
 	raw, rawErr := s.extractRaw(w)
+	agreeWithTree(t, s, w, "in place", raw, rawErr)
+}
+
+func agreeWithTree(t *testing.T, s *Service, w Webhook, path string, raw []Row, rawErr error) {
+	t.Helper()
 	tree, treeErr := s.extractTree(w)
 	if (rawErr == nil) != (treeErr == nil) || errors.Is(rawErr, ErrMalformed) != errors.Is(treeErr, ErrMalformed) {
-		t.Fatalf("%s: in place: %v; decoded: %v\nbody %q", s.Name, rawErr, treeErr, w.Body)
+		t.Fatalf("%s: %s: %v; decoded: %v\nbody %q", s.Name, path, rawErr, treeErr, w.Body)
 	}
 	if rawErr != nil {
 		if rawErr.Error() != treeErr.Error() {
-			t.Fatalf("%s: errors differ:\n in place %v\n decoded  %v", s.Name, rawErr, treeErr)
+			t.Fatalf("%s: errors differ:\n %s %v\n decoded  %v", s.Name, path, rawErr, treeErr)
 		}
 		return
 	}
 	if len(raw) != len(tree) {
-		t.Fatalf("%s: %d rows in place, %d decoded\nbody %q", s.Name, len(raw), len(tree), w.Body)
+		t.Fatalf("%s: %d rows %s, %d decoded\nbody %q", s.Name, len(raw), path, len(tree), w.Body)
 	}
 	for i := range raw {
 		if raw[i].Key != tree[i].Key || !reflect.DeepEqual(raw[i].Values, tree[i].Values) {
-			t.Fatalf("%s row %d:\n in place %q %#v\n decoded  %q %#v\nbody %q", s.Name, i, raw[i].Key, raw[i].Values, tree[i].Key, tree[i].Values, w.Body)
+			t.Fatalf("%s row %d:\n %s %q %#v\n decoded  %q %#v\nbody %q", s.Name, i, path, raw[i].Key, raw[i].Values, tree[i].Key, tree[i].Values, w.Body)
 		}
 		if normJSON(t, raw[i].Data) != normJSON(t, tree[i].Data) {
-			t.Fatalf("%s row %d data:\n in place %s\n decoded  %s", s.Name, i, raw[i].Data, tree[i].Data)
+			t.Fatalf("%s row %d data:\n %s %s\n decoded  %s", s.Name, i, path, raw[i].Data, tree[i].Data)
 		}
 	}
 }
@@ -48,6 +67,11 @@ func TestRawAndTreeExtractAgree(t *testing.T) {
 		if !rawReadable(w.Body) {
 			t.Errorf("%s: the fixture is not read in place", s.Name)
 			continue
+		}
+		if plans := s.plans(); plans.scan != nil {
+			if _, _, _, ok := plans.scan.scan(string(w.Body), plans); !ok {
+				t.Errorf("%s: the single pass declined the fixture", s.Name)
+			}
 		}
 		agree(t, s, w)
 	}
