@@ -94,9 +94,16 @@ func BenchmarkUpsert(b *testing.B) {
 	}
 	// onNewConn runs write over a connection of its own, as a fanout worker does for an org whose
 	// connection it does not hold: the fork, authentication and the cold caches of a new backend included.
-	onNewConn := func(write func(table string, rows []Row) error) func(table string, rows []Row) error {
+	onNewConn := func(write func(table string, rows []Row) error, params ...string) func(table string, rows []Row) error {
 		return func(table string, rows []Row) error {
-			own, err := cluster.Connect(ctx, "postgres")
+			cfg, err := pgx.ParseConfig(cluster.URL("postgres"))
+			if err != nil {
+				return err
+			}
+			for i := 0; i+1 < len(params); i += 2 {
+				cfg.RuntimeParams[params[i]] = params[i+1]
+			}
+			own, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -140,6 +147,16 @@ func BenchmarkUpsert(b *testing.B) {
 			return err
 		})
 	}
+	inFive := func(write func(table string, rows []Row) error) func(table string, rows []Row) error {
+		return func(table string, rows []Row) error {
+			for i := 0; i < 5; i++ {
+				if err := write(table, rows[i*len(rows)/5:(i+1)*len(rows)/5]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	variants := []struct {
 		name    string
 		indexes bool
@@ -153,6 +170,12 @@ func BenchmarkUpsert(b *testing.B) {
 		{"unnest-no-secondary-indexes", false, false, "", upsert},
 		{"unnest-updates", true, true, "", upsert},
 		{"unnest-new-connection", true, false, "", onNewConn(upsert)},
+		// a new backend's first executions of a statement get custom plans, which fold the array parameters
+		// into the plan as constants (copied, fresh memory); a generic plan does not
+		{"unnest-new-connection-generic-plan", true, false, "", onNewConn(upsert, "plan_cache_mode", "force_generic_plan")},
+		// five 30-row transactions on a new connection: what an org visited briefly costs
+		{"unnest-5-txns-new-connection", true, false, "", onNewConn(inFive(upsert))},
+		{"unnest-5-txns-new-connection-generic-plan", true, false, "", onNewConn(inFive(upsert), "plan_cache_mode", "force_generic_plan")},
 		{"select-1-new-connection", true, false, "", onNewConn(func(string, []Row) error { _, err := conn.Exec(ctx, "SELECT 1"); return err })},
 		{"copy-direct", true, false, "", func(table string, rows []Row) error {
 			_, err := conn.CopyFrom(ctx, pgx.Identifier{table}, copyCols, copySource(rows))
