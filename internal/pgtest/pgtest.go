@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -77,6 +78,30 @@ func NewCluster(t testing.TB) *pgcluster.Cluster {
 	if err != nil {
 		t.Fatalf("pgtest: cannot start PostgreSQL: %v", err)
 	}
+	return c
+}
+
+// NewDurableCluster starts a cluster of its own with fsync and synchronous commit on, as in production, for
+// benchmarks of what Postgres spends (the shared cluster trades durability for speed). It is stopped and its
+// files removed when tb ends.
+func NewDurableCluster(tb testing.TB) *pgcluster.Cluster {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "whdb-bench-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_ = os.Chmod(dir, 0o755) // the postgres system user must reach it
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		tb.Fatalf("pgtest: cannot start PostgreSQL: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = c.Stop(context.Background())
+		_ = os.RemoveAll(dir)
+	})
 	return c
 }
 

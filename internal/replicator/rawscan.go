@@ -230,19 +230,8 @@ func (sc *scanner) object(node *scanNode, depth int) bool {
 		if interesting && edge.slot >= 0 {
 			sc.spans[edge.slot] = span{int32(from), int32(sc.i)}
 		}
-		sc.ws()
-		if sc.i >= len(sc.s) {
-			return false
-		}
-		switch sc.s[sc.i] {
-		case ',':
-			sc.i++
-			sc.ws()
-		case '}':
-			sc.i++
-			return true
-		default:
-			return false
+		if more, ok := sc.more('}'); !ok || !more {
+			return ok
 		}
 	}
 }
@@ -258,21 +247,29 @@ func (sc *scanner) array(depth int) bool {
 		if !sc.value(nil, depth+1) {
 			return false
 		}
-		sc.ws()
-		if sc.i >= len(sc.s) {
-			return false
-		}
-		switch sc.s[sc.i] {
-		case ',':
-			sc.i++
-			sc.ws()
-		case ']':
-			sc.i++
-			return true
-		default:
-			return false
+		if more, ok := sc.more(']'); !ok || !more {
+			return ok
 		}
 	}
+}
+
+// more reads what follows a member or an element: true after a comma, false after closer; ok is false on
+// anything else.
+func (sc *scanner) more(closer byte) (more, ok bool) {
+	sc.ws()
+	if sc.i >= len(sc.s) {
+		return false, false
+	}
+	switch sc.s[sc.i] {
+	case ',':
+		sc.i++
+		sc.ws()
+		return true, true
+	case closer:
+		sc.i++
+		return false, true
+	}
+	return false, false
 }
 
 // str scans a string and returns it with its quotes.

@@ -3,10 +3,6 @@ package replicator
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
-	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
 // BenchmarkUpsert measures what the fanout's write of a batch costs an org database's backend per row, and
@@ -26,17 +22,7 @@ import (
 //	go test -run '^$' -bench Upsert -benchtime 200x ./internal/replicator/
 func BenchmarkUpsert(b *testing.B) {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "whdb-bench-upsert-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	_ = os.Chmod(dir, 0o755) // the postgres system user must reach it
-	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = cluster.Stop(context.WithoutCancel(ctx)) }()
+	cluster := pgtest.NewDurableCluster(b)
 	conn, err := cluster.Connect(ctx, "postgres")
 	if err != nil {
 		b.Fatal(err)

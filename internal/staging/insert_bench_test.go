@@ -3,10 +3,6 @@ package staging_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +10,7 @@ import (
 
 	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
-	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
 
@@ -30,17 +26,7 @@ import (
 //	go test -run '^$' -bench Insert -benchtime 2000x ./internal/staging/
 func BenchmarkInsert(b *testing.B) {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "whdb-bench-insert-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	_ = os.Chmod(dir, 0o755) // the postgres system user must reach it
-	cluster, err := pgcluster.Start(ctx, pgcluster.Config{Dir: filepath.Join(dir, "pg"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = cluster.Stop(context.WithoutCancel(ctx)) }()
+	cluster := pgtest.NewDurableCluster(b)
 	conn, err := cluster.Connect(ctx, "postgres")
 	if err != nil {
 		b.Fatal(err)
