@@ -11,7 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// A JSON body is read in place when it can be (rawReadable): values are found by scanning its bytes (gjson),
+// A JSON body is read in place when it can be (rawClean, then valid JSON): values are found by scanning its bytes (gjson),
 // the resource's data is its own bytes, and nothing else is decoded. Decoding the whole body into maps and
 // encoding the resource again was most of the fanout's CPU per row. The decoded tree (treeDoc) remains for
 // what reading in place would get wrong: bodies with escaped NULs, lone surrogates or invalid UTF-8, which
@@ -220,14 +220,10 @@ func rawValue(r gjson.Result) any {
 	return nil
 }
 
-// rawReadable reports whether a JSON body reads the same in place as decoded: valid JSON, valid UTF-8, and
-// no escape the decoder would change (\u0000, which is stripped, and surrogate escapes, which may be lone and
-// become U+FFFD; a false alarm only costs the slower path).
-func rawReadable(body []byte) bool {
-	return rawClean(body) && gjson.ValidBytes(body)
-}
-
-// rawClean is rawReadable but for the JSON's validity, which the single pass (rawscan.go) checks itself.
+// rawClean reports whether a body reads the same in place as decoded, JSON validity aside (the single pass,
+// rawscan.go, checks that itself; the gjson path asks gjson.ValidBytes): valid UTF-8, and no escape the decoder
+// would change (\u0000, which is stripped, and surrogate escapes, which may be lone and become U+FFFD; a false
+// alarm only costs the slower path).
 func rawClean(body []byte) bool {
 	return utf8.Valid(body) && !hasChangingEscape(body)
 }

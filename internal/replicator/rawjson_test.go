@@ -6,6 +6,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // agree fails t unless reading body in place (the single pass and the gjson path) and decoding it give the
@@ -146,4 +148,9 @@ func FuzzRawAndTree(f *testing.F) {
 			agree(t, s, jsonHook(body))
 		}
 	})
+}
+
+// rawReadable is what the gjson path requires of a body.
+func rawReadable(body []byte) bool {
+	return rawClean(body) && gjson.ValidBytes(body)
 }
