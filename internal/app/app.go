@@ -334,6 +334,9 @@ func (a *App) URL() string {
 // PublicURL is the URL senders use.
 func (a *App) PublicURL() string { return a.cfg.PublicURL }
 
+// Gatherer is the process's metrics registry, for benchmarks that read them in-process.
+func (a *App) Gatherer() prometheus.Gatherer { return a.registry }
+
 // Pool is the application database pool.
 func (a *App) Pool() *pgxpool.Pool { return a.pool }
 

@@ -16,3 +16,6 @@ func InsertIntoDayPartition(ctx context.Context, pool *pgxpool.Pool, rows []Row)
 func InsertThroughRoot(ctx context.Context, pool *pgxpool.Pool, rows []Row) error {
 	return insert(ctx, pool, rows)
 }
+
+// CopyColumns and CopyTypes are what the binary COPY into a day partition sends, for TestCopyTypesMatchTable.
+var CopyColumns, CopyTypes = copyColumns, copyTypes

@@ -161,28 +161,6 @@ func (r *Row) optional() optionalColumns {
 	return o
 }
 
-// copyColumns are insertColumns' columns, for COPY.
-var copyColumns = []string{"received_at", "org_id", "integration_id", "delivery_id", "method", "path", "query", "content_type",
-	"headers", "body", "body_truncated", "accepted", "rejected_reason", "replay_of", "original_received_at", "source", "backfill_job_id"}
-
-// copyInto writes rows into a partition with one binary COPY, its own transaction. COPY fills pages with
-// several rows at a time and plans nothing; the INSERT from unnest materialises its function scan first:
-// see BenchmarkInsert for what each costs Postgres per row.
-func copyInto(ctx context.Context, db interface {
-	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
-}, table pgx.Identifier, rows []Row) error {
-	_, err := db.CopyFrom(ctx, table, copyColumns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-		r := &rows[i]
-		o := r.optional()
-		return []any{r.ReceivedAt, r.OrgID, r.IntegrationID, o.deliveryID, r.Method, r.Path, r.Query, r.ContentType,
-			string(r.Headers), r.Body, r.BodyTruncated, r.Accepted, o.reason, o.replayOf, o.original, o.source, o.jobID}, nil
-	}))
-	if err != nil {
-		return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), err)
-	}
-	return nil
-}
-
 func insert(ctx context.Context, db DB, rows []Row) error {
 	return insertInto(ctx, db, "", rows)
 }

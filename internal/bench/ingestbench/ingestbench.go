@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhookdb-go/webhookdb/internal/app"
 	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
@@ -219,11 +220,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		roundStart := time.Now()
 		cpuFrom := cpuacct.Take(dataDir)
+		commitsFrom := readCommits(srv.Gatherer())
 		ing, err := runIngest(cfg.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d, ingest: %w", r+1, err)
 		}
 		ingestCPU := cpuacct.Report(cpuFrom, cpuacct.Take(dataDir))
+		commits := readCommits(srv.Gatherer()).since(commitsFrom)
 		var rows, txns int
 		if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT xmin::text) FROM staging.webhooks WHERE received_at >= $1 AND path <> '/baseline'`, roundStart).Scan(&rows, &txns); err == nil && txns > 0 {
 			ing.RowsPerTxn = float64(rows) / float64(txns)
@@ -246,7 +249,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			r+1, ing.PerSecond(), ms(ing.P50), ms(ing.P99), ing.Errors, ing.RowsPerTxn, ceil.PerSecond(), ms(ceil.P50), ms(ceil.P99),
 			base.PerSecond(), ms(base.P50), ms(base.P99), ing.PerSecond()/ceil.PerSecond(), ing.PerSecond()/base.PerSecond())
 		// The load generator (wrk) is a process of its own, not counted in this one.
-		fmt.Fprintf(cfg.Out, "    ingest %s\n    ceiling %s\n", ingestCPU, ceilingCPU)
+		fmt.Fprintf(cfg.Out, "    ingest %s\n    ingest commits: %s\n    ceiling %s\n", ingestCPU, commits, ceilingCPU)
 	}
 	mi, mc, mb := median(rep.Ingest), median(rep.Ceiling), median(rep.Baseline)
 	rep.Ratio = mi.PerSecond() / mb.PerSecond()
@@ -280,6 +283,41 @@ func waitForBaselineExit(ctx context.Context, pool *pgxpool.Pool, dataDir string
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// commitStats are the group committer's cumulative histograms, read from the server's metrics.
+type commitStats struct{ commits, seconds, rows float64 }
+
+func readCommits(g prometheus.Gatherer) commitStats {
+	var c commitStats
+	mfs, err := g.Gather()
+	if err != nil {
+		return c
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch h := m.GetHistogram(); mf.GetName() {
+			case "webhookdb_ingest_commit_seconds":
+				c.commits, c.seconds = float64(h.GetSampleCount()), h.GetSampleSum()
+			case "webhookdb_ingest_batch_rows":
+				c.rows = h.GetSampleSum()
+			}
+		}
+	}
+	return c
+}
+
+func (c commitStats) since(from commitStats) commitStats {
+	return commitStats{c.commits - from.commits, c.seconds - from.seconds, c.rows - from.rows}
+}
+
+// String gives what a commit takes on average: with one committer and closed-loop clients, a request waits about
+// one and a half commits, so this bounds the rate (clients / latency).
+func (c commitStats) String() string {
+	if c.commits == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f transactions, mean %.2fms and %.1f rows each", c.commits, 1000*c.seconds/c.commits, c.rows/c.commits)
 }
 
 // ceilingBody is what ingest answers an accepted webhook with.
