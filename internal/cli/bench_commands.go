@@ -159,6 +159,7 @@ func newIngestBenchCommand(prof *profiler) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 64, "concurrent keep-alive clients (and baseline connections)")
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 5*time.Second, "duration of each round")
 	cmd.Flags().IntVar(&cfg.Rounds, "rounds", 3, "alternating rounds; medians are compared")
+	cmd.Flags().StringToStringVar(&cfg.PGSettings, "pg-setting", nil, "postgresql.conf setting of the private cluster, name=value, repeatable (e.g. shared_buffers=1GB)")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -38,10 +39,7 @@ func copyInto(ctx context.Context, pool *pgxpool.Pool, table pgx.Identifier, row
 		return fmt.Errorf("error acquiring a connection to copy webhooks: %w", err)
 	}
 	defer conn.Release()
-	data, err := encodeCopy(conn.Conn().TypeMap(), rows)
-	if err != nil {
-		return err
-	}
+	data := encodeCopy(rows)
 	sql := "COPY " + table.Sanitize() + " " + copyColumnList + " FROM STDIN BINARY"
 	if _, err := conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), sql); err != nil {
 		return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), err)
@@ -52,45 +50,77 @@ func copyInto(ctx context.Context, pool *pgxpool.Pool, table pgx.Identifier, row
 // copySignature starts PostgreSQL's binary COPY format; flags and header extension length follow, both 0.
 const copySignature = "PGCOPY\n\xff\r\n\x00"
 
-// encodeCopy encodes rows in the binary COPY format: each tuple its field count, then each field's length
-// (-1 for NULL) and bytes as the type's binary send function writes them; -1 as the trailer.
-func encodeCopy(m *pgtype.Map, rows []Row) ([]byte, error) {
+// pgEpochMicros is 2000-01-01 UTC, where PostgreSQL's binary timestamps count from, in Unix microseconds.
+const pgEpochMicros = 946_684_800_000_000
+
+// encodeCopy encodes rows in the binary COPY format, in copyColumns' order and as copyTypes' binary receive
+// functions read them: each tuple its field count, then each field's length (-1 for NULL) and bytes; -1 as the
+// trailer. Written by hand rather than through pgtype.Map.Encode, which cost about 1.9 µs a row of ingest's
+// CPU, against a fraction of that here: the types are few and fixed.
+func encodeCopy(rows []Row) []byte {
 	size := len(copySignature) + 8 + 2
 	for i := range rows {
-		size += 2 + 4*len(copyColumns) + 128 + len(rows[i].Headers) + len(rows[i].Body) + len(rows[i].Path) +
-			len(rows[i].Query) + len(rows[i].DeliveryID) + len(rows[i].RejectedReason)
+		r := &rows[i]
+		size += 2 + 4*len(copyColumns) + 8*6 + 4 + 1 + len(r.DeliveryID) + len(r.Method) + len(r.Path) + len(r.Query) +
+			len(r.ContentType) + len(r.Headers) + len(r.Body) + len(r.RejectedReason) + len(r.Source) + len(SourceWebhook)
 	}
 	buf := make([]byte, 0, size)
 	buf = append(buf, copySignature...)
-	buf = binary.BigEndian.AppendUint64(buf, 0)
-	var err error
+	buf = binary.BigEndian.AppendUint64(buf, 0) // flags, header extension length
 	for i := range rows {
 		r := &rows[i]
 		o := r.optional()
-		values := [...]any{r.ReceivedAt, r.OrgID, r.IntegrationID, o.deliveryID, r.Method, r.Path, r.Query,
-			r.ContentType, string(r.Headers), r.Body, r.BodyTruncated, r.Accepted, o.reason, o.replayOf, o.original,
-			o.source, o.jobID}
-		buf = binary.BigEndian.AppendUint16(buf, uint16(len(values)))
-		for j, v := range values {
-			if buf, err = appendCopyField(m, buf, copyTypes[j], v); err != nil {
-				return nil, fmt.Errorf("error encoding %s of a webhook for staging: %w", copyColumns[j], err)
-			}
-		}
+		buf = binary.BigEndian.AppendUint16(buf, uint16(len(copyColumns)))
+		buf = appendTime(buf, r.ReceivedAt)
+		buf = appendInt8(buf, r.OrgID)
+		buf = appendInt8(buf, r.IntegrationID)
+		buf = appendOptional(buf, o.deliveryID, appendText)
+		buf = appendText(buf, r.Method)
+		buf = appendText(buf, r.Path)
+		buf = appendText(buf, r.Query)
+		buf = appendText(buf, r.ContentType)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(r.Headers)))
+		buf = append(buf, 1) // jsonb's binary format version
+		buf = append(buf, r.Headers...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.Body)))
+		buf = append(buf, r.Body...)
+		buf = appendBool(buf, r.BodyTruncated)
+		buf = appendBool(buf, r.Accepted)
+		buf = appendOptional(buf, o.reason, appendText)
+		buf = appendOptional(buf, o.replayOf, appendInt8)
+		buf = appendOptional(buf, o.original, appendTime)
+		buf = appendText(buf, o.source)
+		buf = appendOptional(buf, o.jobID, appendInt8)
 	}
-	return binary.BigEndian.AppendUint16(buf, 0xffff), nil
+	return binary.BigEndian.AppendUint16(buf, 0xffff)
 }
 
-// appendCopyField appends one field: its length, then its bytes; a nil value is NULL (length -1).
-func appendCopyField(m *pgtype.Map, buf []byte, oid uint32, v any) ([]byte, error) {
-	at := len(buf)
-	buf = binary.BigEndian.AppendUint32(buf, 0xffffffff)
-	out, err := m.Encode(oid, pgtype.BinaryFormatCode, v, buf)
-	if err != nil {
-		return nil, err
+func appendText(buf []byte, s string) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(s)))
+	return append(buf, s...)
+}
+
+func appendInt8(buf []byte, n int64) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, 8)
+	return binary.BigEndian.AppendUint64(buf, uint64(n))
+}
+
+func appendTime(buf []byte, t time.Time) []byte {
+	return appendInt8(buf, t.UnixMicro()-pgEpochMicros)
+}
+
+func appendBool(buf []byte, b bool) []byte {
+	buf = binary.BigEndian.AppendUint32(buf, 1)
+	if b {
+		return append(buf, 1)
 	}
-	if out == nil { // NULL
-		return buf, nil
+	return append(buf, 0)
+}
+
+// appendOptional appends NULL for a nil v.
+func appendOptional[T any](buf []byte, v *T, appendValue func([]byte, T) []byte) []byte {
+	if v == nil {
+		return binary.BigEndian.AppendUint32(buf, 0xffffffff)
 	}
-	binary.BigEndian.PutUint32(out[at:], uint32(len(out)-at-4))
-	return out, nil
+	return appendValue(buf, *v)
 }

@@ -39,7 +39,7 @@ func TestCopyStoresEveryField(t *testing.T) {
 	full := staging.Row{ReceivedAt: now, OrgID: 7, IntegrationID: 8, DeliveryID: "evt_1", Method: "POST", Path: "/v1/x",
 		Query: "a=1", ContentType: "application/json", Headers: []byte(`{"X-A": "1"}`), Body: []byte{0, 1, 2, 0xff},
 		BodyTruncated: true, Accepted: false, RejectedReason: "bad signature", ReplayOf: 3,
-		OriginalReceivedAt: now.Add(-time.Hour), Source: staging.SourceBackfill, BackfillJobID: 9}
+		OriginalReceivedAt: time.Date(1999, 12, 31, 23, 59, 59, 123456000, time.UTC), Source: staging.SourceBackfill, BackfillJobID: 9}
 	bare := staging.Row{ReceivedAt: now, OrgID: 7, IntegrationID: 8, Method: "POST", Path: "/", Headers: []byte(`{}`),
 		Body: []byte(`{}`), Accepted: true}
 	if err := staging.Insert(ctx, pool, []staging.Row{full, bare}); err != nil {
