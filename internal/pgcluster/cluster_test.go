@@ -116,3 +116,32 @@ func TestTwoClustersSideBySide(t *testing.T) {
 		t.Fatalf("data after restart: x=%d err=%v", x, err)
 	}
 }
+
+// WarmWAL leaves segments ahead of the insert position for commits to write into, instead of creating them.
+func TestWarmWALRecyclesSegmentsAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := pgtest.NewDurableCluster(t) // its own: the checkpoint and the switches are cluster-wide
+	ahead := func() int {
+		t.Helper()
+		conn, err := c.Connect(ctx, "postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_ls_waldir()
+			WHERE name ~ '^[0-9A-F]{24}$' AND name > pg_walfile_name(pg_current_wal_lsn())`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := ahead()
+	// min_wal_size is 80 MB by default: five segments may be kept.
+	if err := c.WarmWAL(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	if after := ahead(); after < 3 || after <= before {
+		t.Fatalf("%d WAL segments ahead of the insert position after WarmWAL(4), %d before; want at least 3", after, before)
+	}
+}
