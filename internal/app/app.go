@@ -1,15 +1,12 @@
 package app
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -83,16 +80,6 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	logger := cfg.Logger
 	for _, note := range cfg.deprecated {
 		logger.WarnContext(ctx, note)
-	}
-	if cfg.Has(RoleIngest) && os.Getenv("GOGC") == "" {
-		// The live heap is small and allocation-heavy per request; collecting at 4x instead of 2x the live heap
-		// costs a few MB and saves a measurable share of ingest CPU. GOGC still overrides.
-		debug.SetGCPercent(400)
-		if os.Getenv("GOMEMLIMIT") == "" {
-			// Request bodies in flight are bounded (IngestMemory); a soft memory limit to match keeps GOGC=400 from
-			// letting the heap grow to five times that before a collection. GOMEMLIMIT still overrides.
-			debug.SetMemoryLimit(2*cmp.Or(cfg.IngestMemory, ingest.DefaultMemory) + 128<<20)
-		}
 	}
 	if _, err := migrate.Up(ctx, cfg.DatabaseURL, logger); err != nil {
 		return nil, err

@@ -37,6 +37,7 @@ func newServeCommand(g *globalOptions) *cobra.Command {
 			if noFanout {
 				cfg.Roles = []app.Role{app.RoleIngest, app.RoleAPI, app.RoleMaintenance}
 			}
+			app.TuneGC(cfg.Roles, cfg.IngestMemory)
 			a, err := app.New(cmd.Context(), cfg)
 			if err != nil {
 				return err

@@ -254,6 +254,7 @@ func assemble(ctx context.Context, as assembly) (*app.App, error) {
 	if _, err := os.Stat(as.LegacyKeyringFile); err == nil {
 		cfg.KeyringFile = as.LegacyKeyringFile
 	}
+	app.TuneGC(cfg.Roles, cfg.IngestMemory) // the whole system in one process, as serve runs it
 	a, err := app.New(ctx, cfg)
 	if err != nil {
 		return nil, err

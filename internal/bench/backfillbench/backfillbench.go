@@ -146,6 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	acfg.Fanout.OnApplied = quiet.record
 	acfg.Backfill.ObjectsPerSecond, acfg.Backfill.Workers = cfg.BackfillRate, cfg.Workers
+	defer app.TuneGC(acfg.Roles, 0)()
 	srv, err := app.New(ctx, acfg)
 	if err != nil {
 		return nil, fmt.Errorf("error assembling the server: %w", err)

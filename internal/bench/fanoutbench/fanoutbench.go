@@ -398,6 +398,8 @@ func (b *bench) insert(ctx context.Context, from, to int) error {
 }
 
 func (b *bench) run(ctx context.Context) (*Report, error) {
+	// This process runs the fanout and, in the steady phase, ingest: the GC as serve has it for both.
+	defer app.TuneGC([]app.Role{app.RoleIngest, app.RoleFanout}, 0)()
 	out, cfg := b.cfg.Out, b.cfg
 	rep := &Report{Rows: cfg.Rows}
 

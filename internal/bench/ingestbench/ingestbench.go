@@ -135,6 +135,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	keyEntry := secrets.NewKeyEntry(1)
 	box, _ := secrets.ParseKeyring(keyEntry)
+	// The GC as a server running ingest without the fanout has it.
+	defer app.TuneGC([]app.Role{app.RoleIngest, app.RoleAPI, app.RoleMaintenance}, 0)()
 	srv, err := app.New(ctx, app.Config{
 		DatabaseURL: dbURL, Listen: "127.0.0.1:0", Keyring: keyEntry,
 		Credentials: app.CredentialsPostgres, Encryption: app.EncryptionKeyring,
