@@ -39,6 +39,8 @@ type env struct {
 	box     secrets.Box
 	slot    string
 	servers map[*pgcluster.Cluster]int64
+	// batchDelay, when set, is the consumer's BatchDelay (config's default otherwise).
+	batchDelay time.Duration
 }
 
 func newEnv(t *testing.T) *env {
@@ -133,6 +135,7 @@ func (e *env) integration(o *org, service string, config string) *integrations.I
 // testConfig is quick to react, for tests.
 func (e *env) config() fanout.Config {
 	return fanout.Config{
+		BatchDelay:        e.batchDelay,
 		Slot:              e.slot,
 		Workers:           4,
 		StatusInterval:    500 * time.Millisecond,

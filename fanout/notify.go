@@ -145,15 +145,20 @@ func (c *Consumer) ensureOutbox(ctx context.Context, conn *pgx.Conn, orgID int64
 	return nil
 }
 
-// outboxUpsert wraps a group's upsert so that every row it writes is also recorded in the outbox, in the
-// same statement: rows are g's rows past applied (what the upsert writes), in g's order.
-func outboxUpsert(g *tableGroup, applied position, rows []replicator.Row, sql string, args []any) (string, []any) {
-	srcs := make([]staging.Source, 0, len(rows))
+// outboxSources are the sources of g's rows past applied (what its upserts write), in g's order.
+func outboxSources(g *tableGroup, applied position) []staging.Source {
+	srcs := make([]staging.Source, 0, len(g.rows))
 	for i := range g.rows {
 		if g.pos[i].after(applied) {
 			srcs = append(srcs, g.srcs[i])
 		}
 	}
+	return srcs
+}
+
+// outboxUpsert wraps an upsert of rows so that every row it writes is also recorded in the outbox, in the same
+// statement; srcs are the rows' sources.
+func outboxUpsert(g *tableGroup, rows []replicator.Row, srcs []staging.Source, sql string, args []any) (string, []any) {
 	kept := g.in.svc.KeptIndexes(rows)
 	keys, keySrcs := make([]string, len(kept)), make([]string, len(kept))
 	for j, i := range kept {

@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -367,5 +368,94 @@ func TestLeftoverOutboxIsDrainedAfterTheLastSubscription(t *testing.T) {
 	eventually(t, 20*time.Second, "the org no longer swept", func() (bool, error) { return !swept(), nil })
 	if m, _ := rcv.got(); len(m) != 0 {
 		t.Fatalf("a deleted subscription got %d messages", len(m))
+	}
+}
+
+// A group larger than one upsert statement is cut into several: a key delivered twice across the cut is written
+// and notified once, with the newer version, and each notification keeps its own row's source.
+func TestLargeGroupNotifiesEachKeyOnceWithItsSource(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	// Long enough that the stream hands over the whole staging transaction as one batch: a batch cut inside it
+	// would apply ch_1's two versions in two org transactions, two writes with a notification each.
+	e.batchDelay = 2 * time.Second
+	o := e.org(nil)
+	in := e.integration(o, "stripe_charge_v1", "")
+	subs := e.subscriptions()
+	rcv := newReceiver(t)
+	_, secret, err := subs.Create(ctx, o.id, subscriptions.CreateParams{URL: rcv.srv.URL + "/hook"}) // webhook rows only
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcv.secret(secret)
+	e.startSubscriptions(subs)
+
+	const n = 140 // more than two statements' worth
+	var bodies [][]byte
+	var sources []string
+	wantKeys := map[string]bool{}
+	for i := range n {
+		key := fmt.Sprintf("ch_%d", i)
+		src := "webhook"
+		if i%3 == 0 {
+			src = "backfill"
+		} else {
+			wantKeys[key] = true
+		}
+		bodies = append(bodies, stripeChargeEvent("evt_"+key, key, 100, i, "pending"))
+		sources = append(sources, src)
+	}
+	// ch_1 again, newer, at the end of the same transaction: the kept version moves every later row up one
+	bodies = append(bodies, stripeChargeEvent("evt_ch_1_again", "ch_1", 200, 1000, "succeeded"))
+	sources = append(sources, "webhook")
+	if _, err := e.pool.Exec(ctx, `
+		INSERT INTO staging.webhooks (received_at, org_id, integration_id, method, path, content_type, headers, body, accepted, source)
+		SELECT clock_timestamp(), $1, $2, 'POST', '/', 'application/json', '{"Content-Type":"application/json"}', b, true, s
+		FROM unnest($3::bytea[], $4::text[]) WITH ORDINALITY AS u(b, s, i) ORDER BY i`, in.OrgID, in.ID, bodies, sources); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a notification per webhook key", func() (bool, error) {
+		m, _ := rcv.got()
+		return len(m) >= len(wantKeys), nil
+	})
+	var rows int
+	var amount int64
+	if err := e.orgDB(o).QueryRow(ctx, `SELECT count(*), max(amount) FILTER (WHERE stripe_id = 'ch_1') FROM stripe_charge_v1`).Scan(&rows, &amount); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n || amount != 1000 {
+		t.Fatalf("%d rows, ch_1 amount %d; want %d rows and the newer ch_1 (1000)", rows, amount, n)
+	}
+	// Let anything extra arrive before counting.
+	eventually(t, 10*time.Second, "an empty outbox", func() (bool, error) {
+		var left int
+		err := e.orgDB(o).QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{pgroles.MetaSchema, "notify_outbox"}.Sanitize()).Scan(&left)
+		return left == 0, err
+	})
+	msgs, bad := rcv.got()
+	if bad != 0 {
+		t.Fatalf("%d messages did not verify", bad)
+	}
+	seen := map[string]int{}
+	for _, m := range msgs {
+		seen[m.payload.Data.RemoteKey]++
+		if m.payload.Data.Source != "webhook" || !wantKeys[m.payload.Data.RemoteKey] {
+			t.Errorf("notified %s from %s", m.payload.Data.RemoteKey, m.payload.Data.Source)
+		}
+		if m.payload.Data.RemoteKey == "ch_1" {
+			var row map[string]any
+			if err := json.Unmarshal(m.payload.Data.Row, &row); err != nil || row["amount"] != float64(1000) {
+				t.Errorf("ch_1 notified as %s (%v)", m.payload.Data.Row, err)
+			}
+		}
+	}
+	for k := range wantKeys {
+		if seen[k] != 1 {
+			t.Errorf("%s notified %d times, want once", k, seen[k])
+		}
+	}
+	if len(msgs) != len(wantKeys) {
+		t.Errorf("%d notifications, want %d", len(msgs), len(wantKeys))
 	}
 }
