@@ -24,6 +24,7 @@ type bodyHMACVerifier struct {
 	// timestampHeader, when set, means the signed payload is timestamp + "." + body.
 	timestampHeader string
 	tolerance       time.Duration
+	macs            keyedMACs
 }
 
 func (v *bodyHMACVerifier) Verify(req *Request, secrets []string, now time.Time) error {
@@ -58,13 +59,16 @@ func (v *bodyHMACVerifier) Verify(req *Request, secrets []string, now time.Time)
 	}
 
 	for _, secret := range secrets {
-		mac := hmac.New(hashFunc(v.algorithm), []byte(secret))
+		keyed, mac, _ := v.macs.acquire(secret, hashFunc(v.algorithm), rawKey)
 		if v.timestampHeader != "" {
 			mac.Write([]byte(timestamp))
 			mac.Write([]byte("."))
 		}
 		mac.Write(req.Body)
-		if hmac.Equal(mac.Sum(nil), got) {
+		var sum [sha512.Size]byte
+		ok := hmac.Equal(mac.Sum(sum[:0]), got)
+		keyed.release(mac)
+		if ok {
 			return nil
 		}
 	}

@@ -14,6 +14,7 @@ import (
 // which Svix sends with svix- instead of webhook- header prefixes.
 type standardVerifier struct {
 	tolerance time.Duration
+	macs      keyedMACs
 }
 
 func (v *standardVerifier) Verify(req *Request, secrets []string, now time.Time) error {
@@ -55,20 +56,21 @@ func (v *standardVerifier) Verify(req *Request, secrets []string, now time.Time)
 
 	usable := 0
 	for _, secret := range secrets {
-		key, ok := standardKey(secret)
+		keyed, mac, ok := v.macs.acquire(secret, sha256.New, standardKey)
 		if !ok {
 			// ValidateSecret stops these at save time; skip any that got through
 			// so a valid previous or next secret still works.
 			continue
 		}
 		usable++
-		mac := hmac.New(sha256.New, key)
 		mac.Write([]byte(id))
 		mac.Write([]byte("."))
 		mac.Write([]byte(timestamp))
 		mac.Write([]byte("."))
 		mac.Write(req.Body)
-		want := mac.Sum(nil)
+		var sum [sha256.Size]byte
+		want := mac.Sum(sum[:0])
+		keyed.release(mac)
 		for _, got := range sigs {
 			if hmac.Equal(want, got) {
 				return nil

@@ -13,6 +13,7 @@ const stripeSignatureHeader = "Stripe-Signature"
 
 type stripeVerifier struct {
 	tolerance time.Duration
+	macs      keyedMACs
 }
 
 func (v *stripeVerifier) Verify(req *Request, secrets []string, now time.Time) error {
@@ -33,11 +34,13 @@ func (v *stripeVerifier) Verify(req *Request, secrets []string, now time.Time) e
 	}
 	for _, secret := range secrets {
 		// Stripe uses the whole whsec_ string as the key, undecoded.
-		mac := hmac.New(sha256.New, []byte(secret))
+		keyed, mac, _ := v.macs.acquire(secret, sha256.New, rawKey)
 		mac.Write([]byte(sig.timestamp))
 		mac.Write([]byte("."))
 		mac.Write(req.Body)
-		want := mac.Sum(nil)
+		var sum [sha256.Size]byte
+		want := mac.Sum(sum[:0])
+		keyed.release(mac)
 		for _, got := range sig.v1 {
 			if hmac.Equal(want, got) {
 				return nil
