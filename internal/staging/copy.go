@@ -1,14 +1,16 @@
 package staging
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -29,22 +31,96 @@ var (
 // several rows at a time and plans nothing; the INSERT from unnest materialises its function scan first:
 // see BenchmarkInsert for what each costs Postgres per row.
 //
-// The COPY data is encoded here, on the caller's goroutine, rather than by pgx.Conn.CopyFrom: that encodes on
-// a goroutine of its own, which the scheduler puts behind every runnable goroutine once pgconn starts its own
-// two. Under bench ingest's load that goroutine waited about 1.9 ms for its turn in a commit of about 3.5 ms,
-// with every request of the batch waiting on it (go tool trace of the committer).
+// The COPY goes out as one write: the Query, the data and CopyDone, encoded here on the caller's goroutine.
+// pgx.Conn.CopyFrom encodes on a goroutine of its own, which the scheduler put behind every runnable goroutine
+// (about 1.9 ms of a 3.5 ms commit under bench ingest, go tool trace); pgconn.CopyFrom writes the query, then
+// each 64 KiB of data, then CopyDone, from a second goroutine while a third reads. Sending the data before
+// the server's CopyInResponse is what pgconn does too; when the COPY fails before or during the data, the
+// server answers ErrorResponse and ReadyForQuery and ignores the CopyData and CopyDone that follow (the
+// protocol's rule for a failed COPY), so the connection stays usable.
 func copyInto(ctx context.Context, pool *pgxpool.Pool, table pgx.Identifier, rows []Row) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("error acquiring a connection to copy webhooks: %w", err)
 	}
 	defer conn.Release()
-	data := encodeCopy(rows)
-	sql := "COPY " + table.Sanitize() + " " + copyColumnList + " FROM STDIN BINARY"
-	if _, err := conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data), sql); err != nil {
+	pc := conn.Conn().PgConn()
+	wire := copyMessages("COPY "+table.Sanitize()+" "+copyColumnList+" FROM STDIN BINARY", rows)
+	if err := send(ctx, pc, wire); err != nil {
 		return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), err)
 	}
+	var pgErr error
+	for {
+		msg, err := pc.ReceiveMessage(ctx)
+		if err != nil {
+			closeBroken(ctx, pc)
+			return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			pgErr = pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.ReadyForQuery:
+			if pgErr != nil {
+				return fmt.Errorf("error copying %d webhooks into staging: %w", len(rows), pgErr)
+			}
+			return nil
+		}
+	}
+}
+
+// send writes wire to the server within ctx's deadline; a connection left with part of a message written is
+// closed, so the pool drops it.
+func send(ctx context.Context, pc *pgconn.PgConn, wire []byte) error {
+	if pc.IsBusy() || pc.IsClosed() {
+		return errors.New("connection is not idle")
+	}
+	nc := pc.Conn()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = nc.SetWriteDeadline(deadline)
+		defer func() { _ = nc.SetWriteDeadline(time.Time{}) }()
+	}
+	if _, err := nc.Write(wire); err != nil {
+		closeBroken(ctx, pc)
+		return err
+	}
 	return nil
+}
+
+func closeBroken(ctx context.Context, pc *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = pc.Close(ctx)
+}
+
+// copyMessageLimit is where a CopyData message is closed and the next begun (rows may span messages): the
+// server reads each message whole into memory, up to a limit of 1 GB.
+const copyMessageLimit = 1 << 20
+
+// copyMessages encodes the COPY's messages: the Query, the rows in the binary COPY format in CopyData messages
+// of about copyMessageLimit bytes, and CopyDone.
+func copyMessages(sql string, rows []Row) []byte {
+	size := 5 + len(sql) + 1 + copySize(rows) + 5
+	buf := make([]byte, 0, size+(size/copyMessageLimit+1)*5)
+	buf = append(buf, 'Q')
+	buf = binary.BigEndian.AppendUint32(buf, uint32(4+len(sql)+1))
+	buf = append(buf, sql...)
+	buf = append(buf, 0)
+	start := len(buf)
+	buf = append(buf, 'd', 0, 0, 0, 0)
+	buf = append(buf, copySignature...)
+	buf = binary.BigEndian.AppendUint64(buf, 0) // flags, header extension length
+	for i := range rows {
+		if len(buf)-start > copyMessageLimit {
+			binary.BigEndian.PutUint32(buf[start+1:], uint32(len(buf)-start-1))
+			start = len(buf)
+			buf = append(buf, 'd', 0, 0, 0, 0)
+		}
+		buf = appendCopyRow(buf, &rows[i])
+	}
+	buf = binary.BigEndian.AppendUint16(buf, 0xffff) // the trailer
+	binary.BigEndian.PutUint32(buf[start+1:], uint32(len(buf)-start-1))
+	buf = append(buf, 'c')
+	return binary.BigEndian.AppendUint32(buf, 4)
 }
 
 // copySignature starts PostgreSQL's binary COPY format; flags and header extension length follow, both 0.
@@ -53,46 +129,44 @@ const copySignature = "PGCOPY\n\xff\r\n\x00"
 // pgEpochMicros is 2000-01-01 UTC, where PostgreSQL's binary timestamps count from, in Unix microseconds.
 const pgEpochMicros = 946_684_800_000_000
 
-// encodeCopy encodes rows in the binary COPY format, in copyColumns' order and as copyTypes' binary receive
-// functions read them: each tuple its field count, then each field's length (-1 for NULL) and bytes; -1 as the
-// trailer. Written by hand rather than through pgtype.Map.Encode, which cost about 1.9 µs a row of ingest's
-// CPU, against a fraction of that here: the types are few and fixed.
-func encodeCopy(rows []Row) []byte {
+// appendCopyRow appends r as a tuple of the binary COPY format, in copyColumns' order and as copyTypes' binary
+// receive functions read them: its field count, then each field's length (-1 for NULL) and bytes. Written by
+// hand rather than through pgtype.Map.Encode, which cost about 1.9 µs a row of ingest's CPU, against a
+// fraction of that here: the types are few and fixed.
+func appendCopyRow(buf []byte, r *Row) []byte {
+	o := r.optional()
+	buf = binary.BigEndian.AppendUint16(buf, uint16(len(copyColumns)))
+	buf = appendTime(buf, r.ReceivedAt)
+	buf = appendInt8(buf, r.OrgID)
+	buf = appendInt8(buf, r.IntegrationID)
+	buf = appendOptional(buf, o.deliveryID, appendText)
+	buf = appendText(buf, r.Method)
+	buf = appendText(buf, r.Path)
+	buf = appendText(buf, r.Query)
+	buf = appendText(buf, r.ContentType)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(r.Headers)))
+	buf = append(buf, 1) // jsonb's binary format version
+	buf = append(buf, r.Headers...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.Body)))
+	buf = append(buf, r.Body...)
+	buf = appendBool(buf, r.BodyTruncated)
+	buf = appendBool(buf, r.Accepted)
+	buf = appendOptional(buf, o.reason, appendText)
+	buf = appendOptional(buf, o.replayOf, appendInt8)
+	buf = appendOptional(buf, o.original, appendTime)
+	buf = appendText(buf, o.source)
+	return appendOptional(buf, o.jobID, appendInt8)
+}
+
+// copySize is an upper bound of the binary COPY data of rows (appendCopyRow's, with the header and trailer).
+func copySize(rows []Row) int {
 	size := len(copySignature) + 8 + 2
 	for i := range rows {
 		r := &rows[i]
 		size += 2 + 4*len(copyColumns) + 8*6 + 4 + 1 + len(r.DeliveryID) + len(r.Method) + len(r.Path) + len(r.Query) +
 			len(r.ContentType) + len(r.Headers) + len(r.Body) + len(r.RejectedReason) + len(r.Source) + len(SourceWebhook)
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, copySignature...)
-	buf = binary.BigEndian.AppendUint64(buf, 0) // flags, header extension length
-	for i := range rows {
-		r := &rows[i]
-		o := r.optional()
-		buf = binary.BigEndian.AppendUint16(buf, uint16(len(copyColumns)))
-		buf = appendTime(buf, r.ReceivedAt)
-		buf = appendInt8(buf, r.OrgID)
-		buf = appendInt8(buf, r.IntegrationID)
-		buf = appendOptional(buf, o.deliveryID, appendText)
-		buf = appendText(buf, r.Method)
-		buf = appendText(buf, r.Path)
-		buf = appendText(buf, r.Query)
-		buf = appendText(buf, r.ContentType)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(r.Headers)))
-		buf = append(buf, 1) // jsonb's binary format version
-		buf = append(buf, r.Headers...)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(r.Body)))
-		buf = append(buf, r.Body...)
-		buf = appendBool(buf, r.BodyTruncated)
-		buf = appendBool(buf, r.Accepted)
-		buf = appendOptional(buf, o.reason, appendText)
-		buf = appendOptional(buf, o.replayOf, appendInt8)
-		buf = appendOptional(buf, o.original, appendTime)
-		buf = appendText(buf, o.source)
-		buf = appendOptional(buf, o.jobID, appendInt8)
-	}
-	return binary.BigEndian.AppendUint16(buf, 0xffff)
+	return size
 }
 
 func appendText(buf []byte, s string) []byte {

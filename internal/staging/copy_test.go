@@ -6,6 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/webhookdb-go/webhookdb/internal/pgerr"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/internal/staging"
 )
@@ -80,4 +84,68 @@ func TestCopyStoresEveryField(t *testing.T) {
 	}
 	check("full", got[0], full, "evt_1", "bad signature", "backfill", 3, 9, full.OriginalReceivedAt)
 	check("bare", got[1], bare, "<null>", "<null>", "webhook", -1, -1, time.Unix(0, 0))
+}
+
+// A batch larger than one CopyData message is sent as several, rows spanning them, and stored whole.
+func TestCopyOfManyMegabytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	rows := make([]staging.Row, 40)
+	for i := range rows {
+		body := bytes.Repeat([]byte{byte(i)}, 100_000+i*997) // about 4 MB in all, none a multiple of the limit
+		rows[i] = staging.Row{ReceivedAt: now, OrgID: 7, IntegrationID: 8, Method: "POST", Path: "/", Headers: []byte(`{}`),
+			Body: body, Accepted: true}
+	}
+	if err := staging.Insert(ctx, pool, rows); err != nil {
+		t.Fatal(err)
+	}
+	var n, total int64
+	var sum int64
+	if err := pool.QueryRow(ctx, `SELECT count(*), sum(length(body)), sum(get_byte(body, length(body) - 1)) FROM staging.webhooks`).
+		Scan(&n, &total, &sum); err != nil {
+		t.Fatal(err)
+	}
+	var wantTotal, wantSum int64
+	for i, r := range rows {
+		wantTotal += int64(len(r.Body))
+		wantSum += int64(i)
+	}
+	if n != int64(len(rows)) || total != wantTotal || sum != wantSum {
+		t.Fatalf("stored %d rows, %d body bytes, last-byte sum %d; want %d, %d, %d", n, total, sum, len(rows), wantTotal, wantSum)
+	}
+}
+
+// A COPY the server refuses in the middle of its data (a NUL in a text column) fails with its SQLSTATE, and the
+// connection, which was sent the rest of the data, serves the next COPY.
+func TestCopyRefusedLeavesConnectionUsable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewDB(t)
+	pool.Config().MaxConns = 1
+	one, err := pgxpool.NewWithConfig(ctx, pool.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	row := func(path string) staging.Row {
+		return staging.Row{ReceivedAt: now, OrgID: 7, IntegrationID: 8, Method: "POST", Path: path, Headers: []byte(`{}`),
+			Body: bytes.Repeat([]byte("x"), 300_000), Accepted: true}
+	}
+	bad := []staging.Row{row("/a"), row("/b\x00"), row("/c"), row("/d")}
+	for range 3 {
+		err := staging.Insert(ctx, one, bad)
+		if code := pgerr.Code(err); code != pgerrcode.CharacterNotInRepertoire && code != pgerrcode.UntranslatableCharacter {
+			t.Fatalf("Insert with a NUL: %v (SQLSTATE %q), want a data exception", err, code)
+		}
+		if err := staging.Insert(ctx, one, []staging.Row{row("/ok")}); err != nil {
+			t.Fatalf("Insert after a refused COPY: %v", err)
+		}
+	}
+	var n int
+	if err := one.QueryRow(ctx, `SELECT count(*) FROM staging.webhooks`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d rows stored (%v), want the 3 good ones", n, err)
+	}
 }
