@@ -296,8 +296,12 @@ func isConnectionError(err error) bool {
 
 func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, org.connCfg)
-	if err != nil || !c.conns.needsCap(org.server) {
-		return conn, err
+	if err != nil {
+		return nil, err
+	}
+	replicator.RegisterEncodedArrays(conn.TypeMap())
+	if !c.conns.needsCap(org.server) {
+		return conn, nil
 	}
 	// The first connection to a server in this process learns its cap.
 	var available int

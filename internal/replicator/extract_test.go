@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -461,8 +462,8 @@ func TestUpsertShape(t *testing.T) {
 	if len(args1) != len(s.Columns)+2 || len(args2) != len(args1) {
 		t.Fatalf("got %d args for %d columns", len(args1), len(s.Columns))
 	}
-	if keys := args2[0].([]string); len(keys) != 2 {
-		t.Errorf("duplicates not collapsed: keys %v", keys)
+	if keys := args2[0].(EncodedArray); keys.Elem != pgtype.TextOID || binary.BigEndian.Uint32(keys.Bytes[12:]) != 2 {
+		t.Errorf("duplicates not collapsed: keys %+v", keys)
 	}
 	if !strings.Contains(sql1, `INSERT INTO "org"."items" AS cur`) || !strings.Contains(sql1, "unnest($1::text[]") {
 		t.Errorf("unexpected SQL:\n%s", sql1)

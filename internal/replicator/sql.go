@@ -1,7 +1,6 @@
 package replicator
 
 import (
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -161,66 +160,29 @@ func (s *Service) upsertSQL(tbl string) string {
 }
 
 func (s *Service) upsertArgs(rows []Row) []any {
-	keys := make([]string, len(rows))
-	data := make([][]byte, len(rows))
-	for i, r := range rows {
+	keySize, dataSize := 0, 0
+	for _, r := range rows {
 		if len(r.Values) != len(s.Columns) {
 			panic(fmt.Sprintf("replicator: %s row has %d values for %d columns", s.Name, len(r.Values), len(s.Columns)))
 		}
-		keys[i], data[i] = r.Key, r.Data
+		keySize += len(r.Key)
+		dataSize += 1 + len(r.Data)
 	}
-	args := []any{keys}
+	keys := newArrayWriter(pgtype.TextOID, len(rows), keySize)
+	data := newArrayWriter(pgtype.JSONBOID, len(rows), dataSize)
+	for _, r := range rows {
+		keys.string(r.Key)
+		if r.Data == nil {
+			data.null()
+		} else {
+			data.jsonb(r.Data)
+		}
+	}
+	args := []any{keys.done(pgtype.TextOID)}
 	for ci, c := range s.Columns {
-		args = append(args, columnArray(s.Name, c, ci, rows))
+		args = append(args, encodeColumn(s.Name, c, ci, rows))
 	}
-	return append(args, data)
-}
-
-// columnArray collects column ci of rows into a slice pgx encodes as the column's array type, nil as NULL.
-func columnArray(service string, c Column, ci int, rows []Row) any {
-	switch c.Type {
-	case TypeText:
-		return collect(service, c, ci, rows, func(s string) pgtype.Text { return pgtype.Text{String: s, Valid: true} })
-	case TypeBigint:
-		return collect(service, c, ci, rows, func(n int64) pgtype.Int8 { return pgtype.Int8{Int64: n, Valid: true} })
-	case TypeInteger:
-		return collect(service, c, ci, rows, func(n int32) pgtype.Int4 { return pgtype.Int4{Int32: n, Valid: true} })
-	case TypeNumeric:
-		return collect(service, c, ci, rows, func(n pgtype.Numeric) pgtype.Numeric { return n })
-	case TypeBoolean:
-		return collect(service, c, ci, rows, func(b bool) pgtype.Bool { return pgtype.Bool{Bool: b, Valid: true} })
-	case TypeTimestamptz:
-		return collect(service, c, ci, rows, func(t time.Time) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: true} })
-	case TypeJSONB:
-		return collect(service, c, ci, rows, func(j json.RawMessage) []byte { return j })
-	case TypeTextArray:
-		return collect(service, c, ci, rows, func(list []string) []byte {
-			b, err := json.Marshal(list)
-			if err != nil {
-				panic(fmt.Sprintf("replicator: encoding text[]: %v", err)) // []string always encodes
-			}
-			return b
-		})
-	}
-	panic("replicator: no array encoding for type " + c.Type)
-}
-
-// collect turns column ci of rows, whose values Extract made of Go type V, into array elements of type P; the
-// zero P is NULL. A value of another type is a bug in Extract, not bad input.
-func collect[V, P any](service string, c Column, ci int, rows []Row, wrap func(V) P) []P {
-	out := make([]P, len(rows))
-	for i, r := range rows {
-		v := r.Values[ci]
-		if v == nil {
-			continue
-		}
-		typed, ok := v.(V)
-		if !ok {
-			panic(fmt.Sprintf("replicator: %s column %s (%s) holds a %T", service, c.Name, c.Type, v))
-		}
-		out[i] = wrap(typed)
-	}
-	return out
+	return append(args, data.done(pgtype.JSONBOID))
 }
 
 // Dedupe returns rows with one row per remote key, the one the conflict policy would keep: NewerWins the

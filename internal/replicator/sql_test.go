@@ -34,7 +34,13 @@ func ensure(t testing.TB, db *pgxpool.Pool, s *Service, table string) {
 func upsert(t testing.TB, db *pgxpool.Pool, s *Service, table string, rows []Row) int64 {
 	t.Helper()
 	sql, args := s.Upsert("public", table, rows)
-	tag, err := db.Exec(context.Background(), sql, args...)
+	conn, err := db.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	RegisterEncodedArrays(conn.Conn().TypeMap())
+	tag, err := conn.Exec(context.Background(), sql, args...)
 	if err != nil {
 		t.Fatalf("%s upsert: %v\n%s", s.Name, err, sql)
 	}
@@ -476,7 +482,13 @@ func TestQuotedIdentifiers(t *testing.T) {
 		}
 	}
 	sql, args := s.Upsert(`Org "A"`, table, rows)
-	if _, err := db.Exec(context.Background(), sql, args...); err != nil {
+	conn, err := db.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	RegisterEncodedArrays(conn.Conn().TypeMap())
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatal(err)
 	}
 	var from string

@@ -28,6 +28,7 @@ func BenchmarkUpsert(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	RegisterEncodedArrays(conn.TypeMap())
 	svc, _ := Lookup("stripe_charge_v1")
 	const size = 150
 	seq := 0
@@ -94,6 +95,7 @@ func BenchmarkUpsert(b *testing.B) {
 				return err
 			}
 			defer own.Close(ctx)
+			RegisterEncodedArrays(own.TypeMap())
 			warm := conn
 			conn = own
 			defer func() { conn = warm }()
