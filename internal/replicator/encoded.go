@@ -129,9 +129,6 @@ var numericPlan = pgtype.NewMap().PlanEncode(pgtype.NumericOID, pgtype.BinaryFor
 // encodeColumn encodes column ci of rows as an array of the column's type, nil as NULL. A value of another Go
 // type than the column's is a bug in Extract, not bad input: it panics.
 func encodeColumn(service string, c Column, ci int, rows []Row) EncodedArray {
-	wrongType := func(v any) {
-		panic(fmt.Sprintf("replicator: %s column %s (%s) holds a %T", service, c.Name, c.Type, v))
-	}
 	switch c.Type {
 	case TypeText:
 		size := 0
@@ -140,103 +137,46 @@ func encodeColumn(service string, c Column, ci int, rows []Row) EncodedArray {
 				size += len(s)
 			}
 		}
-		w := newArrayWriter(pgtype.TextOID, len(rows), size)
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case string:
-				w.string(v)
-			default:
-				wrongType(v)
-			}
-		}
-		return w.done(pgtype.TextOID)
+		return encodeValues(service, c, ci, rows, pgtype.TextOID, size, (*arrayWriter).string)
 	case TypeBigint:
-		w := newArrayWriter(pgtype.Int8OID, len(rows), 8*len(rows))
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case int64:
-				w.buf = binary.BigEndian.AppendUint32(w.buf, 8)
-				w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(v))
-			default:
-				wrongType(v)
-			}
-		}
-		return w.done(pgtype.Int8OID)
+		return encodeValues(service, c, ci, rows, pgtype.Int8OID, 8*len(rows), func(w *arrayWriter, v int64) {
+			w.buf = binary.BigEndian.AppendUint32(w.buf, 8)
+			w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(v))
+		})
 	case TypeInteger:
-		w := newArrayWriter(pgtype.Int4OID, len(rows), 4*len(rows))
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case int32:
-				w.buf = binary.BigEndian.AppendUint32(w.buf, 4)
-				w.buf = binary.BigEndian.AppendUint32(w.buf, uint32(v))
-			default:
-				wrongType(v)
-			}
-		}
-		return w.done(pgtype.Int4OID)
+		return encodeValues(service, c, ci, rows, pgtype.Int4OID, 4*len(rows), func(w *arrayWriter, v int32) {
+			w.buf = binary.BigEndian.AppendUint32(w.buf, 4)
+			w.buf = binary.BigEndian.AppendUint32(w.buf, uint32(v))
+		})
 	case TypeBoolean:
-		w := newArrayWriter(pgtype.BoolOID, len(rows), len(rows))
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case bool:
-				b := byte(0)
-				if v {
-					b = 1
-				}
-				w.buf = binary.BigEndian.AppendUint32(w.buf, 1)
-				w.buf = append(w.buf, b)
-			default:
-				wrongType(v)
+		return encodeValues(service, c, ci, rows, pgtype.BoolOID, len(rows), func(w *arrayWriter, v bool) {
+			w.buf = binary.BigEndian.AppendUint32(w.buf, 1)
+			if v {
+				w.buf = append(w.buf, 1)
+			} else {
+				w.buf = append(w.buf, 0)
 			}
-		}
-		return w.done(pgtype.BoolOID)
+		})
 	case TypeTimestamptz:
-		w := newArrayWriter(pgtype.TimestamptzOID, len(rows), 8*len(rows))
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case time.Time:
-				w.buf = binary.BigEndian.AppendUint32(w.buf, 8)
-				w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(v.Unix()*1_000_000+int64(v.Nanosecond()/1000)-pgEpochMicros))
-			default:
-				wrongType(v)
-			}
-		}
-		return w.done(pgtype.TimestamptzOID)
+		return encodeValues(service, c, ci, rows, pgtype.TimestamptzOID, 8*len(rows), func(w *arrayWriter, v time.Time) {
+			w.buf = binary.BigEndian.AppendUint32(w.buf, 8)
+			w.buf = binary.BigEndian.AppendUint64(w.buf, uint64(v.Unix()*1_000_000+int64(v.Nanosecond()/1000)-pgEpochMicros))
+		})
 	case TypeNumeric:
-		w := newArrayWriter(pgtype.NumericOID, len(rows), 16*len(rows))
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case pgtype.Numeric:
-				at := len(w.buf)
-				w.buf = append(w.buf, 0, 0, 0, 0)
-				out, err := numericPlan.Encode(v, w.buf)
-				if err != nil {
-					panic(fmt.Sprintf("replicator: %s column %s: encoding %v: %v", service, c.Name, v, err))
-				}
-				if out == nil { // an invalid Numeric is NULL
-					w.buf = w.buf[:at]
-					w.null()
-					continue
-				}
-				w.buf = out
-				binary.BigEndian.PutUint32(w.buf[at:], uint32(len(w.buf)-at-4))
-			default:
-				wrongType(v)
+		return encodeValues(service, c, ci, rows, pgtype.NumericOID, 16*len(rows), func(w *arrayWriter, v pgtype.Numeric) {
+			at := len(w.buf)
+			out, err := numericPlan.Encode(v, append(w.buf, 0, 0, 0, 0))
+			if err != nil {
+				panic(fmt.Sprintf("replicator: %s column %s: encoding %v: %v", service, c.Name, v, err))
 			}
-		}
-		return w.done(pgtype.NumericOID)
+			if out == nil { // an invalid Numeric is NULL
+				w.buf = w.buf[:at]
+				w.null()
+				return
+			}
+			w.buf = out
+			binary.BigEndian.PutUint32(w.buf[at:], uint32(len(w.buf)-at-4))
+		})
 	case TypeJSONB:
 		size := 0
 		for _, r := range rows {
@@ -244,35 +184,31 @@ func encodeColumn(service string, c Column, ci int, rows []Row) EncodedArray {
 				size += 1 + len(j)
 			}
 		}
-		w := newArrayWriter(pgtype.JSONBOID, len(rows), size)
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case json.RawMessage:
-				w.jsonb(v)
-			default:
-				wrongType(v)
-			}
-		}
-		return w.done(pgtype.JSONBOID)
+		return encodeValues(service, c, ci, rows, pgtype.JSONBOID, size, func(w *arrayWriter, v json.RawMessage) { w.jsonb(v) })
 	case TypeTextArray:
-		w := newArrayWriter(pgtype.JSONBOID, len(rows), 0)
-		for _, r := range rows {
-			switch v := r.Values[ci].(type) {
-			case nil:
-				w.null()
-			case []string:
-				b, err := json.Marshal(v)
-				if err != nil {
-					panic(fmt.Sprintf("replicator: encoding text[]: %v", err)) // []string always encodes
-				}
-				w.jsonb(b)
-			default:
-				wrongType(v)
+		return encodeValues(service, c, ci, rows, pgtype.JSONBOID, 0, func(w *arrayWriter, v []string) {
+			b, err := json.Marshal(v)
+			if err != nil {
+				panic(fmt.Sprintf("replicator: encoding text[]: %v", err)) // []string always encodes
 			}
-		}
-		return w.done(pgtype.JSONBOID)
+			w.jsonb(b)
+		})
 	}
 	panic("replicator: no array encoding for type " + c.Type)
+}
+
+// encodeValues writes column ci of rows as an array of elem: each value of Go type V by put, nil as NULL.
+func encodeValues[V any](service string, c Column, ci int, rows []Row, elem uint32, size int, put func(*arrayWriter, V)) EncodedArray {
+	w := newArrayWriter(elem, len(rows), size)
+	for _, r := range rows {
+		switch v := r.Values[ci].(type) {
+		case nil:
+			w.null()
+		case V:
+			put(w, v)
+		default:
+			panic(fmt.Sprintf("replicator: %s column %s (%s) holds a %T", service, c.Name, c.Type, v))
+		}
+	}
+	return w.done(elem)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
@@ -17,13 +18,7 @@ import (
 func TestEncodedArraysStoreWhatPgxWould(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewEmptyDB(t)
-	conn, err := db.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	RegisterEncodedArrays(conn.Conn().TypeMap())
+	conn := encodingConn(t)
 	num := func(s string) pgtype.Numeric {
 		var n pgtype.Numeric
 		if err := n.Scan(s); err != nil {
@@ -80,6 +75,18 @@ func TestEncodedArraysStoreWhatPgxWould(t *testing.T) {
 	}
 }
 
+// encodingConn is a connection to a new empty database that sends EncodedArrays.
+func encodingConn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	conn, err := pgtest.NewEmptyDB(t).Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Release)
+	RegisterEncodedArrays(conn.Conn().TypeMap())
+	return conn.Conn()
+}
+
 // A value of another Go type than its column's is a bug in Extract: encoding it panics (the fanout parks the
 // org's changes) rather than storing something else.
 func TestEncodeColumnPanicsOnWrongType(t *testing.T) {
@@ -96,13 +103,7 @@ func TestEncodeColumnPanicsOnWrongType(t *testing.T) {
 func TestEncodedArrayOfAnotherType(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewEmptyDB(t)
-	conn, err := db.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	RegisterEncodedArrays(conn.Conn().TypeMap())
+	conn := encodingConn(t)
 	arr := encodeColumn("test", Column{Name: "n", Type: TypeBigint}, 0, []Row{{Values: []any{int64(1)}}})
 	if _, err := conn.Exec(ctx, `SELECT $1::text[]`, arr); err == nil || !strings.Contains(err.Error(), "sent as type") {
 		t.Fatalf("bigint elements sent as text[]: %v", err)
