@@ -132,6 +132,11 @@ func FuzzRawAndTree(f *testing.F) {
 	f.Add(`{"data":{"object":null}}`)
 	f.Add(`{"data":{},"created":1}`)
 	f.Add(`{"data":{"object":[{"object":"charge","id":"a"}]}}`)
+	// strings the scanner's IndexByte path must hand back to its byte-by-byte one: an escaped quote, an
+	// escaped backslash before the closing quote, a raw control character, an unterminated string
+	f.Add(`{"id":"a\"b","data":{"object":{"id":"c\\"}}}`)
+	f.Add("{\"id\":\"a\x01b\"}")
+	f.Add(`{"id":"a\u0001b","type":"x`)
 	services := []*Service{}
 	for _, name := range []string{"stripe_charge_v1", "github_issue_v1", "shopify_order_v1", "stripe_subscription_item_v1"} {
 		if s, ok := Lookup(name); ok {

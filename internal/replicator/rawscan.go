@@ -276,6 +276,12 @@ func (sc *scanner) more(closer byte) (more, ok bool) {
 func (sc *scanner) str() (string, bool) {
 	from := sc.i
 	sc.i++ // "
+	// Most strings hold no escape: find the closing quote with IndexByte (vectorised) and check what it passed
+	// over; otherwise step byte by byte.
+	if end := strings.IndexByte(sc.s[sc.i:], '"'); end >= 0 && plainString(sc.s[sc.i:sc.i+end]) {
+		sc.i += end + 1
+		return sc.s[from:sc.i], true
+	}
 	for sc.i < len(sc.s) {
 		c := sc.s[sc.i]
 		switch {
@@ -309,6 +315,16 @@ func (sc *scanner) str() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// plainString reports whether s holds neither a backslash nor a control character.
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func isHex(c byte) bool {
