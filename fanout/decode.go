@@ -108,7 +108,17 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	if n != rel.ncols {
 		return nil, fmt.Errorf("insert has %d columns, relation %d", n, rel.ncols)
 	}
-	t := tuple{vals: make([][]byte, n), nulls: make([]bool, n), binary: make([]bool, n)}
+	// The columns are read in place, into arrays on the stack for a table of staging's size.
+	var (
+		vals         [tupleColumns][]byte
+		nulls, isBin [tupleColumns]bool
+	)
+	t := tuple{vals: vals[:0], nulls: nulls[:0], binary: isBin[:0]}
+	if n <= tupleColumns {
+		t.vals, t.nulls, t.binary = vals[:n], nulls[:n], isBin[:n]
+	} else {
+		t = tuple{vals: make([][]byte, n), nulls: make([]bool, n), binary: make([]bool, n)}
+	}
 	for i := 0; i < n; i++ {
 		if len(p) < 1 {
 			return nil, errors.New("truncated tuple")
@@ -156,7 +166,7 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 	}
 	c.source = staging.SourceWebhook
 	if i := rel.colSource; i >= 0 && !t.nulls[i] {
-		c.source = staging.Source(t.vals[i])
+		c.source = sourceOf(t.vals[i])
 	}
 	if i := rel.colBackfillJobID; i >= 0 && !t.nulls[i] {
 		if c.backfillJobID, err = t.int8(i); err != nil {
@@ -164,15 +174,59 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 		}
 	}
 	c.deliveryID = string(t.vals[rel.colDeliveryID]) // NULL decodes as nil, so ""
-	c.contentType = string(t.vals[rel.colContentType])
-	if c.headers, err = t.jsonb(rel.colHeaders); err != nil {
-		return nil, fmt.Errorf("headers: %w", err)
+	if ct := t.vals[rel.colContentType]; string(ct) == jsonContentType {
+		c.contentType = jsonContentType // most deliveries: no allocation
+	} else {
+		c.contentType = string(ct)
 	}
-	if c.body, err = t.bytea(rel.colBody); err != nil {
-		return nil, fmt.Errorf("body: %w", err)
+	if c.headers, c.body, err = t.headersAndBody(rel.colHeaders, rel.colBody); err != nil {
+		return nil, err
 	}
 	c.size = int64(len(c.headers)+len(c.body)+len(c.contentType)+len(c.deliveryID)) + changeOverhead
 	return c, nil
+}
+
+const jsonContentType = "application/json"
+
+// tupleColumns is how many columns decodeInsert reads without allocating; staging.webhooks has 18.
+const tupleColumns = 32
+
+// sourceOf returns the source named by b without allocating for the known ones.
+func sourceOf(b []byte) staging.Source {
+	switch string(b) {
+	case string(staging.SourceWebhook):
+		return staging.SourceWebhook
+	case string(staging.SourceBackfill):
+		return staging.SourceBackfill
+	case string(staging.SourceReplay):
+		return staging.SourceReplay
+	case string(staging.SourceResync):
+		return staging.SourceResync
+	}
+	return staging.Source(b)
+}
+
+// headersAndBody copies the headers (jsonb) and the body (bytea) out of the read buffer; in binary form both
+// share one allocation, the headers capped so that appending to them cannot run into the body.
+func (t *tuple) headersAndBody(hi, bi int) (headers, body []byte, err error) {
+	if !t.binary[hi] || !t.binary[bi] || t.nulls[hi] || t.nulls[bi] {
+		if headers, err = t.jsonb(hi); err != nil {
+			return nil, nil, fmt.Errorf("headers: %w", err)
+		}
+		if body, err = t.bytea(bi); err != nil {
+			return nil, nil, fmt.Errorf("body: %w", err)
+		}
+		return headers, body, nil
+	}
+	h, b := t.vals[hi], t.vals[bi]
+	if len(h) < 1 || h[0] != 1 {
+		return nil, nil, errors.New("headers: unknown binary jsonb version")
+	}
+	h = h[1:]
+	buf := make([]byte, len(h)+len(b))
+	copy(buf, h)
+	copy(buf[len(h):], b)
+	return buf[:len(h):len(h)], buf[len(h):], nil
 }
 
 // tuple is the columns of one row as pgoutput sends them: text output, or binary send form when the stream
