@@ -348,7 +348,7 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 			c.forgetSchema(org.id)
 			err = c.ensureSchema(ctx, conn, org, groups)
 		} else {
-			err = c.ensureMeta(ctx, conn, part == partMetaTable)
+			err = c.ensureMeta(ctx, conn, org, part == partMetaTable)
 		}
 		if err != nil {
 			return 0, err
@@ -388,8 +388,8 @@ func missingPart(err error) schemaPart {
 }
 
 // ensureMeta inserts this source's row into the applied table, creating the table first when asked.
-func (c *Consumer) ensureMeta(ctx context.Context, conn *pgx.Conn, createTable bool) error {
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+func (c *Consumer) ensureMeta(ctx context.Context, conn *pgx.Conn, org *orgInfo, createTable bool) error {
+	err := asOwner(ctx, conn, org, func(tx pgx.Tx) error {
 		if createTable {
 			if _, err := tx.Exec(ctx, pgroles.AppliedTableSQL()); err != nil {
 				return err
@@ -421,7 +421,7 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 	// issue 14: an org with webhook subscriptions records each row written in its outbox (fanout/notify.go)
 	notify := c.notifying(ctx, org.id)
 	if notify {
-		if err := c.ensureOutbox(ctx, conn, org.id); err != nil {
+		if err := c.ensureOutbox(ctx, conn, org); err != nil {
 			return 0, err
 		}
 	}
@@ -589,6 +589,19 @@ type schemaKey struct {
 	what  string // table/service, or "outbox"
 }
 
+// asOwner runs fn in a transaction as the org's owner role, so what it creates belongs to the owner (and the
+// read-only group and the fanout's login can use it, through the owner's default privileges). With its own
+// login the fanout holds DML grants only; assuming the owner makes the backend compute every role the login
+// belongs to, which is why only DDL, rare, does it.
+func asOwner(ctx context.Context, conn *pgx.Conn, org *orgInfo, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{pgroles.OwnerRole(org.names)}.Sanitize()); err != nil {
+			return fmt.Errorf("error assuming the org's owner role: %w", err)
+		}
+		return fn(tx)
+	})
+}
+
 // ensureSchema creates the integrations' tables (and adds columns new to their services) once per org and
 // table per process; a failed apply forgets this, so the next attempt checks again.
 func (c *Consumer) ensureSchema(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup) error {
@@ -606,7 +619,7 @@ func (c *Consumer) ensureSchema(ctx context.Context, conn *pgx.Conn, org *orgInf
 	if len(stmts) == 0 {
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err := asOwner(ctx, conn, org, func(tx pgx.Tx) error {
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return fmt.Errorf("error preparing the org database: %w", err)

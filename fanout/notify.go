@@ -117,15 +117,34 @@ func (c *Consumer) notifying(ctx context.Context, orgID int64) bool {
 
 // ensureOutbox creates the org's outbox once per org and process (forgotten with the schema after a failed
 // apply, like the tables).
-func (c *Consumer) ensureOutbox(ctx context.Context, conn *pgx.Conn, orgID int64) error {
-	k := schemaKey{orgID: orgID, what: "outbox"}
+func (c *Consumer) ensureOutbox(ctx context.Context, conn *pgx.Conn, org *orgInfo) error {
+	k := schemaKey{orgID: org.id, what: "outbox"}
 	c.schemaMu.Lock()
 	done := c.schema[k]
 	c.schemaMu.Unlock()
 	if done {
 		return nil
 	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+outboxIdent()+` (
+	// Looked up first: DDL, even a CREATE that finds the table, runs as the owner (asOwner), which costs a
+	// backend new to the org its login's memberships.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL`, outboxIdent()).Scan(&exists); err != nil {
+		return fmt.Errorf("error looking for the notification outbox: %w", err)
+	}
+	if !exists {
+		if err := c.createOutbox(ctx, conn, org); err != nil {
+			return err
+		}
+	}
+	c.schemaMu.Lock()
+	c.schema[k] = true
+	c.schemaMu.Unlock()
+	return nil
+}
+
+func (c *Consumer) createOutbox(ctx context.Context, conn *pgx.Conn, org *orgInfo) error {
+	err := asOwner(ctx, conn, org, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+outboxIdent()+` (
 		id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 		message_id     uuid NOT NULL DEFAULT gen_random_uuid(),
 		integration_id bigint NOT NULL,
@@ -136,12 +155,12 @@ func (c *Consumer) ensureOutbox(ctx context.Context, conn *pgx.Conn, orgID int64
 		source         text NOT NULL,
 		row_data       jsonb NOT NULL,
 		created_at     timestamptz NOT NULL DEFAULT now()
-	)`); err != nil {
+	)`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("error creating the notification outbox: %w", err)
 	}
-	c.schemaMu.Lock()
-	c.schema[k] = true
-	c.schemaMu.Unlock()
 	return nil
 }
 

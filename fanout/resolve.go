@@ -170,9 +170,14 @@ func (r *resolver) loadOrg(ctx context.Context, id int64) (*orgInfo, error) {
 		return o, nil
 	}
 	cfg.RuntimeParams["application_name"] = "webhookdb-fanout"
-	// Tables must belong to the org's owner role, whatever role the login is. Set in the startup packet, the
-	// role costs no round trip, and a login that may not assume it is refused at connect.
-	cfg.RuntimeParams["role"] = pgroles.OwnerRole(o.names)
+	if r.writers == nil {
+		// The admin login, a superuser, writes as the org's owner role, so what it creates belongs to the
+		// owner. Set in the startup packet, the role costs no round trip. The fanout's own login instead
+		// holds grants of its own in each org database (pgroles.StepWriterGrants) and assumes the owner only
+		// for DDL (asOwner): assuming a role makes a new backend look up every role the login belongs to,
+		// the owner roles of all the server's orgs.
+		cfg.RuntimeParams["role"] = pgroles.OwnerRole(o.names)
+	}
 	// A backend plans a statement's first five executions with its parameters as constants (custom plans):
 	// for an upsert that is the whole batch's arrays folded into, and copied through, the plan, which most org
 	// connections, opened for a few transactions, would pay every time. The fanout's statements (keyed

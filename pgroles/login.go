@@ -237,7 +237,7 @@ func IssueLogin(ctx context.Context, adminURL, orgKey string, p LoginPolicy) (*L
 	p = p.WithDefaults()
 	username := DirectLoginName(orgKey)
 	password := randomString(32, alnum)
-	verifier, err := scramVerifier(password)
+	verifier, err := scramVerifier(password, scramIterations)
 	if err != nil {
 		return nil, err
 	}

@@ -54,11 +54,21 @@ func TestProvisionOrgIsIdempotent(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1, 'public.t', 'SELECT')`, pgroles.ReadonlyRole(key)).Scan(&canSelect); err != nil || !canSelect {
 		t.Fatalf("read-only group cannot select a table made after provisioning: %v %v", canSelect, err)
 	}
+	// The fanout's login writes it with grants of its own, not through the owner role.
+	var fanoutWrites, fanoutMember bool
+	if err := conn.QueryRow(ctx, `
+		SELECT has_table_privilege($1, 'public.t', 'SELECT, INSERT, UPDATE, DELETE'),
+		       EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = $1))`,
+		pgroles.FanoutRole).Scan(&fanoutWrites, &fanoutMember); err != nil || !fanoutWrites || !fanoutMember {
+		t.Fatalf("fanout role: writes a table made after provisioning %v, member of the owner %v, %v", fanoutWrites, fanoutMember, err)
+	}
 	s := snapshot(t, c, key)
 	for _, want := range []string{
 		"role owner: login=f super=f createdb=f createrole=f",
 		"role readonly: login=f super=f createdb=f createrole=f",
-		"schema public owner=owner acl={owner=UC/owner,readonly=U/owner}",
+		"schema public owner=owner acl={owner=UC/owner,readonly=U/owner,webhookdb_fanout=U/owner}",
+		"database owner=owner acl={owner=CTc/owner,readonly=c/owner,webhookdb_fanout=c/owner}",
+		"default acl owner public {readonly=r/owner,webhookdb_fanout=arwd/owner}",
 		"event trigger webhookdb_refuse_ddl enabled=A",
 	} {
 		if !slices.Contains(s, want) {
@@ -354,6 +364,14 @@ func TestVaultAndFanoutRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fconn.Close(ctx)
+	// Service logins carry random passwords: their verifiers use the small iteration count each connect pays.
+	var fanoutVerifier string
+	if err := conn.QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = 'webhookdb_fanout'`).Scan(&fanoutVerifier); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(fanoutVerifier, "SCRAM-SHA-256$16:") {
+		t.Fatalf("fanout verifier %q, want 16 iterations", fanoutVerifier)
+	}
 	if _, err := fconn.Exec(ctx, "SET ROLE "+pgroles.OwnerRole(key)+"; CREATE TABLE written (x int); INSERT INTO written VALUES (1); CREATE TABLE "+pgroles.MetaSchema+".applied (lsn pg_lsn)"); err != nil {
 		t.Fatalf("fanout cannot write as the owner: %v", err)
 	}

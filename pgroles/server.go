@@ -57,7 +57,7 @@ func ensureServiceRole(ctx context.Context, adminURL, password, role, attrs stri
 		return err
 	}
 	if password != "" {
-		verifier, err := scramVerifier(password)
+		verifier, err := scramVerifier(password, serviceScramIterations)
 		if err != nil {
 			return err
 		}

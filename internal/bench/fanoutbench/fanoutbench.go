@@ -44,6 +44,7 @@ import (
 	"github.com/webhookdb-go/webhookdb/internal/bench/cpuacct"
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
 	"github.com/webhookdb-go/webhookdb/internal/migrate"
+	"github.com/webhookdb-go/webhookdb/internal/orgdb"
 	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/replicator"
 	"github.com/webhookdb-go/webhookdb/internal/secrets"
@@ -427,6 +428,20 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 				lags.mu.Unlock()
 			}
 		},
+	}
+	if b.private {
+		// The fanout logs in as it does in service: webhookdb_fanout, with the password orgdb stores. Not on a
+		// cluster given with --admin-url, where setting that role's password would lock a running webhookdb's
+		// fanout out.
+		issuer, err := orgdb.NewPostgresIssuer(pgroles.LoginPolicy{})
+		if err != nil {
+			return nil, err
+		}
+		writers, err := orgdb.New(b.pool, orgdb.Config{Issuer: issuer, Box: b.box, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		fcfg.Writers = writers
 	}
 	reg := prometheus.NewRegistry()
 	consumer, err := fanout.New(b.appURL, b.pool, b.box, fcfg, reg)
