@@ -183,6 +183,7 @@ func newFanoutBenchCommand(prof *profiler) *cobra.Command {
 	f.IntVar(&cfg.Orgs, "orgs", 100, "orgs (one database each) the rows are spread over")
 	f.IntVar(&cfg.Workers, "workers", 0, "fanout workers (default: the fanout's default)")
 	f.IntVar(&cfg.MaxOrgConns, "max-org-connections", 0, "fanout connections to the org databases of each server (default: a share of max_connections)")
+	f.Int64Var(&cfg.MaxInFlightBytes, "max-in-flight-bytes", 0, "fanout: bytes of staging rows received and not yet applied (default: the fanout's, 64 MiB)")
 	f.IntVar(&cfg.Rate, "rate", 2_000, "webhooks per second of the steady-state lag phase (0 skips it)")
 	f.DurationVar(&cfg.SteadyDuration, "steady-duration", 10*time.Second, "duration of the steady-state lag phase")
 	f.IntVar(&cfg.SteadyClients, "steady-clients", 64, "concurrent keep-alive HTTP clients sending the steady phase's signed deliveries to ingest")

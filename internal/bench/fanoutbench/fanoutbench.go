@@ -64,6 +64,8 @@ type Config struct {
 	Workers int // fanout workers; 0 keeps the fanout's default
 	// MaxOrgConns caps the fanout's org connections; 0 keeps the fanout's default
 	MaxOrgConns int
+	// MaxInFlightBytes caps the staging bytes the fanout holds unapplied; 0 keeps the fanout's default
+	MaxInFlightBytes int64
 	// Rate is the steady-state phase's webhooks per second (0 skips the phase); SteadyDuration its length.
 	Rate           int
 	SteadyDuration time.Duration
@@ -409,10 +411,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	lags := &lagSamples{byOrg: map[int64][]time.Duration{}}
 	var steadyFrom atomic.Int64 // unix nanos; rows received after it are the steady phase's
 	fcfg := fanout.Config{
-		Slot:        "bench_fanout",
-		Workers:     cfg.Workers,
-		MaxOrgConns: cfg.MaxOrgConns,
-		Logger:      cfg.Logger,
+		Slot:             "bench_fanout",
+		Workers:          cfg.Workers,
+		MaxOrgConns:      cfg.MaxOrgConns,
+		MaxInFlightBytes: cfg.MaxInFlightBytes,
+		Logger:           cfg.Logger,
 		OnApplied: func(a fanout.Applied) {
 			settled.Add(int64(len(a.CommitTimes)))
 			if from := steadyFrom.Load(); from != 0 {
@@ -512,8 +515,8 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	if eff.MaxOrgConns != 0 {
 		connCap = fmt.Sprint(eff.MaxOrgConns)
 	}
-	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, org connections capped at %s): %d rows in %s = %.0f rows/s\n",
-		cfg.Orgs, eff.Workers, connCap, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
+	fmt.Fprintf(out, "fanout (typed upserts into %d org databases, %d workers, org connections capped at %s, %d MiB in flight): %d rows in %s = %.0f rows/s\n",
+		cfg.Orgs, eff.Workers, connCap, eff.MaxInFlightBytes>>20, cfg.Rows, rep.FanoutDuration.Round(time.Millisecond), fanoutRate)
 	rep.Ratio = fanoutRate / nativeRate
 	fmt.Fprintf(out, "  %s\n", fanoutCPU)
 	connects := printMetrics(out, reg)
