@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -91,17 +92,43 @@ func newBenchCommand(_ *globalOptions) *cobra.Command {
 				_ = os.Remove(prof.path) // each benchmark writes its own file
 			}
 			for _, sub := range subs {
-				fmt.Fprintf(cmd.OutOrStdout(), "\n== bench %s ==\n", sub.Name())
-				sub.SetContext(cmd.Context())
-				sub.SetOut(cmd.OutOrStdout())
-				if err := sub.RunE(sub, nil); err != nil {
-					return fmt.Errorf("bench %s: %w", sub.Name(), err)
+				runs := []benchRun{{cmd: sub}}
+				if sub.Name() == "fanout" {
+					runs = append(runs, fanoutVariants(prof)...)
+				}
+				for _, r := range runs {
+					title := strings.TrimSpace(r.cmd.Name() + " " + strings.Join(r.args, " "))
+					fmt.Fprintf(cmd.OutOrStdout(), "\n== bench %s ==\n", title)
+					if err := r.cmd.ParseFlags(r.args); err != nil {
+						return fmt.Errorf("bench %s: %w", title, err)
+					}
+					r.cmd.SetContext(cmd.Context())
+					r.cmd.SetOut(cmd.OutOrStdout())
+					if err := r.cmd.RunE(r.cmd, nil); err != nil {
+						return fmt.Errorf("bench %s: %w", title, err)
+					}
 				}
 			}
 			return nil
 		},
 	})
 	return bench
+}
+
+// benchRun is one benchmark run of `bench all`: a command and its flags.
+type benchRun struct {
+	cmd  *cobra.Command
+	args []string
+}
+
+// fanoutVariants are the fanout's other scenarios that `bench all` runs after its defaults, so one command
+// prints every ratio: most of the traffic on a few orgs, and a server of 1,000 orgs (about 5 minutes, most of
+// it provisioning the databases).
+func fanoutVariants(prof *profiler) []benchRun {
+	return []benchRun{
+		{cmd: newFanoutBenchCommandNamed(prof, "fanout-hot"), args: []string{"--hot-share", "0.9"}},
+		{cmd: newFanoutBenchCommandNamed(prof, "fanout-1000"), args: []string{"--orgs", "1000"}},
+	}
 }
 
 // benchSubcommands are the benchmarks under `webhookdb bench`, listed here and nowhere else, in the order
@@ -164,6 +191,11 @@ func newIngestBenchCommand(prof *profiler) *cobra.Command {
 }
 
 func newFanoutBenchCommand(prof *profiler) *cobra.Command {
+	return newFanoutBenchCommandNamed(prof, "fanout")
+}
+
+// newFanoutBenchCommandNamed is the fanout benchmark whose CPU profile, under `bench all`, is named name.
+func newFanoutBenchCommandNamed(prof *profiler, name string) *cobra.Command {
 	var cfg fanoutbench.Config
 	cmd := &cobra.Command{
 		Use:   "fanout",
@@ -171,7 +203,7 @@ func newFanoutBenchCommand(prof *profiler) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.OutOrStdout()
-			cfg.StartProfile, cfg.StopProfile = prof.hooks("fanout")
+			cfg.StartProfile, cfg.StopProfile = prof.hooks(name)
 			_, err := fanoutbench.Run(cmd.Context(), cfg)
 			return err
 		},

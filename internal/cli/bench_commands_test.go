@@ -48,3 +48,26 @@ func TestBenchProfiler(t *testing.T) {
 		t.Fatal(p.err)
 	}
 }
+
+// `bench all` follows the fanout's defaults with its hot-orgs and 1,000-org scenarios, whose flags parse.
+func TestFanoutVariants(t *testing.T) {
+	want := map[string][2]string{"fanout-hot": {"hot-share", "0.9"}, "fanout-1000": {"orgs", "1000"}}
+	runs := fanoutVariants(&profiler{})
+	if len(runs) != len(want) {
+		t.Fatalf("%d variants, want %d", len(runs), len(want))
+	}
+	for _, r := range runs {
+		if err := r.cmd.ParseFlags(r.args); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, w := range want {
+			if f := r.cmd.Flags().Lookup(w[0]); f != nil && f.Changed && f.Value.String() == w[1] {
+				found = true
+			}
+		}
+		if !found || r.cmd.Name() != "fanout" {
+			t.Errorf("variant %s %v: flags not set", r.cmd.Name(), r.args)
+		}
+	}
+}
