@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/pgcluster"
 	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
@@ -141,4 +143,27 @@ func (e *env) waitSlotActive() {
 			WHERE s.slot_name = $1`, e.slot).Scan(&n)
 		return n == 1, err
 	})
+}
+
+// writerOrg is an org on a database server of its own with a json_v1 integration keyed by "id", and a child
+// fanout streaming, which logs in to that server as webhookdb_fanout with the password it stores. waitRows
+// waits until the org's json_v1 table holds want rows.
+func (e *env) writerOrg() (o *org, in *integrations.Integration, orgServer *pgcluster.Cluster, waitRows func(what string, want int)) {
+	e.t.Helper()
+	orgServer = pgtest.NewCluster(e.t)
+	o = e.org(orgServer)
+	in = e.integration(o, "json_v1", `{"remote_key_path":"id"}`)
+	ch := e.startChild()
+	e.t.Cleanup(ch.stop)
+	e.waitSlotActive()
+	db := e.orgDB(o)
+	waitRows = func(what string, want int) {
+		e.t.Helper()
+		eventually(e.t, 45*time.Second, what, func() (bool, error) {
+			var n int
+			err := db.QueryRow(context.Background(), `SELECT count(*) FROM json_v1`).Scan(&n)
+			return n == want, err
+		})
+	}
+	return o, in, orgServer, waitRows
 }

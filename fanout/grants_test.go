@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 	"github.com/webhookdb-go/webhookdb/pgroles"
 )
 
@@ -20,22 +18,8 @@ func TestFanoutWritesWithItsOwnGrants(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	orgServer := pgtest.NewCluster(t)
-	o := e.org(orgServer)
-	in := e.integration(o, "json_v1", `{"remote_key_path":"id"}`)
-	ch := e.startChild()
-	defer ch.stop()
-	e.waitSlotActive()
-
+	o, in, orgServer, waitRows := e.writerOrg()
 	db := e.orgDB(o)
-	waitRows := func(what string, want int) {
-		t.Helper()
-		eventually(t, 30*time.Second, what, func() (bool, error) {
-			var n int
-			err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
-			return n == want, err
-		})
-	}
 	admin, err := pgx.Connect(ctx, orgServer.URL("postgres"))
 	if err != nil {
 		t.Fatal(err)

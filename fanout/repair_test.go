@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
 // A rotation of the fanout's password cut short (ALTER ROLE done, the store not) leaves the server with a
@@ -18,26 +16,7 @@ func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	orgServer := pgtest.NewCluster(t)
-	o := e.org(orgServer)
-	in := e.integration(o, "json_v1", `{"remote_key_path":"id"}`)
-	ch := e.startChild()
-	defer ch.stop()
-	e.waitSlotActive()
-
-	db := e.orgDB(o)
-	count := func() (int, error) {
-		var n int
-		err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
-		return n, err
-	}
-	waitRows := func(timeout time.Duration, what string, want int) {
-		t.Helper()
-		eventually(t, timeout, what, func() (bool, error) {
-			n, err := count()
-			return n == want, err
-		})
-	}
+	_, in, orgServer, waitRows := e.writerOrg()
 	rotatedAt := func() time.Time {
 		t.Helper()
 		var at time.Time
@@ -47,7 +26,7 @@ func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
 		return at
 	}
 	e.stage(staged{in: in, body: []byte(`{"id":"before"}`)})
-	waitRows(30*time.Second, "the first row", 1)
+	waitRows("the first row", 1)
 	before := rotatedAt()
 
 	admin, err := pgx.Connect(ctx, orgServer.URL("postgres"))
@@ -65,7 +44,7 @@ func TestFanoutRepairsItsLoginAfterACutRotation(t *testing.T) {
 	for i := range 5 {
 		e.stage(staged{in: in, body: fmt.Appendf(nil, `{"id":"after%d"}`, i)})
 	}
-	waitRows(45*time.Second, "the rows staged after the cut rotation", 6)
+	waitRows("the rows staged after the cut rotation", 6)
 	if after := rotatedAt(); !after.Equal(before) {
 		t.Fatalf("the fanout rotated its password (%s -> %s) instead of setting the stored one again", before, after)
 	}
