@@ -88,8 +88,9 @@ func connectURL(t *testing.T, rawURL string) *pgx.Conn {
 	return conn
 }
 
-// An org provisioned before a provisioning step existed (here: the read grants standard tools need) gets it
-// from the maintenance pass, which re-provisions every ready org whose recorded steps lack one.
+// An org provisioned before a provisioning step existed (here: the read grants standard tools need, and the
+// fanout login's own grants) gets it from the maintenance pass, which re-provisions every ready org whose
+// recorded steps lack one.
 func TestMaintainRepairsOrgsMissingNewSteps(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -105,18 +106,24 @@ func TestMaintainRepairsOrgsMissingNewSteps(t *testing.T) {
 	}
 	defer admin.Close(ctx)
 	ro, owner := pgx.Identifier{pgroles.ReadonlyRole(o.NameBase)}.Sanitize(), pgx.Identifier{pgroles.OwnerRole(o.NameBase)}.Sanitize()
+	fanout := pgx.Identifier{pgroles.FanoutRole}.Sanitize()
 	if _, err := admin.Exec(ctx, `REVOKE SELECT ON ALL SEQUENCES IN SCHEMA public FROM `+ro+`;
 		ALTER DEFAULT PRIVILEGES FOR ROLE `+owner+` IN SCHEMA public REVOKE SELECT ON SEQUENCES FROM `+ro+`;
-		REVOKE USAGE ON SCHEMA `+pgroles.MetaSchema+` FROM `+ro); err != nil {
+		REVOKE USAGE ON SCHEMA `+pgroles.MetaSchema+` FROM `+ro+`;
+		REVOKE ALL ON ALL TABLES IN SCHEMA public FROM `+fanout+`;
+		ALTER DEFAULT PRIVILEGES FOR ROLE `+owner+` IN SCHEMA public REVOKE ALL ON TABLES FROM `+fanout); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.pool.Exec(ctx, `UPDATE org_provisioning SET steps_done = array_remove(steps_done, 'read_grants') WHERE org_id = $1`, o.ID); err != nil {
+	if _, err := e.pool.Exec(ctx, `UPDATE org_provisioning SET steps_done = array_remove(array_remove(steps_done, 'read_grants'), 'writer_grants') WHERE org_id = $1`, o.ID); err != nil {
 		t.Fatal(err)
 	}
 	readable := func() bool {
 		var ok bool
-		if err := admin.QueryRow(ctx, `SELECT has_sequence_privilege($1, 'public.t_pk_seq', 'SELECT') AND has_schema_privilege($1, $2, 'USAGE')`,
-			pgroles.ReadonlyRole(o.NameBase), pgroles.MetaSchema).Scan(&ok); err != nil {
+		// the fanout's login checked on its own grants: without membership in the owner role
+		if err := admin.QueryRow(ctx, `SELECT has_sequence_privilege($1, 'public.t_pk_seq', 'SELECT') AND has_schema_privilege($1, $2, 'USAGE')
+			AND (SELECT bool_or(a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $3) AND a.privilege_type = 'INSERT')
+			     FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = 'public.t'::regclass)`,
+			pgroles.ReadonlyRole(o.NameBase), pgroles.MetaSchema, pgroles.FanoutRole).Scan(&ok); err != nil {
 			t.Fatal(err)
 		}
 		return ok
@@ -131,7 +138,7 @@ func TestMaintainRepairsOrgsMissingNewSteps(t *testing.T) {
 	if res.Repaired < 1 || !readable() {
 		t.Fatalf("after maintenance: %+v, readable %v", res, readable())
 	}
-	if done, _, err := e.svc.ProvisioningSteps(ctx, o.ID); err != nil || !slices.Contains(done, string(pgroles.StepReadGrants)) {
+	if done, _, err := e.svc.ProvisioningSteps(ctx, o.ID); err != nil || !slices.Contains(done, string(pgroles.StepReadGrants)) || !slices.Contains(done, string(pgroles.StepWriterGrants)) {
 		t.Fatalf("recorded steps %v (%v)", done, err)
 	}
 }
