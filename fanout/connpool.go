@@ -3,6 +3,7 @@ package fanout
 import (
 	"container/list"
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ type connPool struct {
 	workers     int
 	idleTimeout time.Duration
 	metrics     *metrics
+	logger      *slog.Logger
 
 	mu      sync.Mutex
 	open    int
@@ -33,7 +35,20 @@ type serverConns struct {
 	cap, open int
 	capKnown  bool
 	lru       *list.List // of *idleConn; front: most recently released
+	// churn counts evictions of connections used within churnWindow since churnSince; warnedAt is the last
+	// warning about it
+	churn      int
+	churnSince time.Time
+	warnedAt   time.Time
 }
+
+// churnWindow: a connection evicted within it of its last use belonged to an org with steady traffic, which
+// will pay a new backend on its next visit; churnWarnEvery spaces the warnings about it.
+const (
+	churnWindow    = 10 * time.Second
+	churnWarnEvery = time.Minute
+	churnWarnMin   = 10 // recently used connections evicted within churnWarnEvery before a warning
+)
 
 type idleConn struct {
 	orgID  int64
@@ -42,8 +57,8 @@ type idleConn struct {
 	since  time.Time
 }
 
-func newConnPool(fixedCap, workers int, idleTimeout time.Duration, m *metrics) *connPool {
-	return &connPool{fixedCap: fixedCap, workers: workers, idleTimeout: idleTimeout, metrics: m,
+func newConnPool(fixedCap, workers int, idleTimeout time.Duration, m *metrics, logger *slog.Logger) *connPool {
+	return &connPool{fixedCap: fixedCap, workers: workers, idleTimeout: idleTimeout, metrics: m, logger: logger,
 		servers: map[string]*serverConns{}, idle: map[int64]*list.Element{}}
 }
 
@@ -91,7 +106,10 @@ func (p *connPool) acquire(ctx context.Context, orgID int64, server string, dial
 		defer closeConn(ic.conn)
 	}
 	s := p.server(server)
-	var evict *pgx.Conn
+	var (
+		evict *pgx.Conn
+		warn  int // recently used connections evicted since the last warning, when it is time for another
+	)
 	if s.open >= s.cap {
 		if e := s.lru.Back(); e != nil {
 			ic := s.lru.Remove(e).(*idleConn)
@@ -99,14 +117,21 @@ func (p *connPool) acquire(ctx context.Context, orgID int64, server string, dial
 			evict = ic.conn
 			s.open--
 			p.open--
+			warn = s.evicted(time.Now(), ic.since)
 		}
 	}
 	s.open++
 	p.open++
 	p.metrics.orgConns.Set(float64(p.open))
+	capacity := s.cap
 	p.mu.Unlock()
 	if evict != nil {
+		p.metrics.orgEvictions.Inc()
 		closeConn(evict)
+	}
+	if warn > 0 {
+		p.logger.WarnContext(ctx, "org connections churn: the server has more orgs with steady traffic than the fanout's connection cap, so their visits open new backends; raise the server's max_connections or --max-org-connections",
+			slog.String("server", server), slog.Int("cap", capacity), slog.Int("recently_used_evicted", warn))
 	}
 	p.metrics.orgConnects.Inc()
 	conn, err = dial(ctx)
@@ -119,6 +144,25 @@ func (p *connPool) acquire(ctx context.Context, orgID int64, server string, dial
 		return nil, false, err
 	}
 	return conn, false, nil
+}
+
+// evicted records the eviction of a connection last used at lastUse, and returns how many recently used ones
+// were evicted since the last warning when it is time to warn again (else 0).
+func (s *serverConns) evicted(now, lastUse time.Time) int {
+	if now.Sub(lastUse) >= churnWindow {
+		return 0
+	}
+	if now.Sub(s.churnSince) > churnWarnEvery { // count anew each minute
+		s.churn, s.churnSince = 0, now
+	}
+	s.churn++
+	// One eviction is the cap doing its work; many within a minute are orgs taking turns at the connections.
+	if s.churn < churnWarnMin || now.Sub(s.warnedAt) < churnWarnEvery {
+		return 0
+	}
+	n := s.churn
+	s.churn, s.churnSince, s.warnedAt = 0, now, now
+	return n
 }
 
 // hasIdle reports whether the org has an idle connection.

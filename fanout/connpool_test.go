@@ -1,8 +1,12 @@
 package fanout_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 
 // The connection cap is per database server, sized from its max_connections: with 1% of the test cluster's
 // (under Workers, so Workers), more busy orgs than the cap share the cap's connections, never exceeding it.
+// The evictions that makes are counted, and their churn is logged as a warning to raise the cap.
 func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -28,6 +33,8 @@ func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 	cfg := e.config()
 	cfg.Workers = 2
 	cfg.ServerConnPercent = 1
+	var logs lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg, _ := e.start(cfg)
 
 	var peak atomic.Int64
@@ -42,20 +49,21 @@ func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 			time.Sleep(time.Millisecond) // a sampling period, not a wait for a condition
 		}
 	}()
+	// Round by round, so that each round visits every org again and the orgs take turns at the connections.
 	for round := range 6 {
 		var rows []staged
 		for _, in := range ins {
 			rows = append(rows, staged{in: in, body: fmt.Appendf(nil, `{"id":"k%d"}`, round)})
 		}
 		e.stage(rows...)
-	}
-	for _, o := range orgs {
-		db := e.orgDB(o)
-		eventually(t, 15*time.Second, "every round applied", func() (bool, error) {
-			var n int
-			err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
-			return n == 6, err
-		})
+		for _, o := range orgs {
+			db := e.orgDB(o)
+			eventually(t, 15*time.Second, "the round applied", func() (bool, error) {
+				var n int
+				err := db.QueryRow(ctx, `SELECT count(*) FROM json_v1`).Scan(&n)
+				return n == round+1, err
+			})
+		}
 	}
 	stopSampling()
 	<-sampled
@@ -65,4 +73,31 @@ func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 	if n := metric(t, reg, "webhookdb_fanout_org_connects_total", nil); n < 5 {
 		t.Fatalf("%v connects for 5 orgs", n)
 	}
+	connects := metric(t, reg, "webhookdb_fanout_org_connects_total", nil)
+	evictions := metric(t, reg, "webhookdb_fanout_org_connection_evictions_total", nil)
+	// every connect beyond the cap's two made room by closing an idle one (or replaced one that failed)
+	if evictions < 10 || evictions > connects-2 {
+		t.Fatalf("%v evictions for %v connects under a cap of 2, 5 orgs and 6 rounds", evictions, connects)
+	}
+	if !strings.Contains(logs.String(), "org connections churn") {
+		t.Fatalf("%v evictions of busy orgs' connections and no churn warning; log:\n%s", evictions, logs.String())
+	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -73,7 +73,7 @@ func New(appDBURL string, appPool *pgxpool.Pool, box secrets.Box, cfg Config, re
 		cfg:      cfg,
 		metrics:  m,
 		resolver: newResolver(appPool, box, cfg.CacheTTL, cfg.Writers),
-		conns:    newConnPool(cfg.MaxOrgConns, cfg.Workers, cfg.OrgConnIdleTimeout, m),
+		conns:    newConnPool(cfg.MaxOrgConns, cfg.Workers, cfg.OrgConnIdleTimeout, m, cfg.Logger),
 		schema:   map[schemaKey]bool{},
 	}, nil
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	inFlightBytes  prometheus.Gauge
 	orgConns       prometheus.Gauge
 	orgConnects    prometheus.Counter
+	orgEvictions   prometheus.Counter
 	rowsApplied    prometheus.Counter
 	rowsSkipped    *prometheus.CounterVec
 	batchRows      prometheus.Histogram
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		orgConnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "webhookdb_fanout_org_connects_total", Help: "Connections opened to org databases.",
+		}),
+		orgEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhookdb_fanout_org_connection_evictions_total",
+			Help: "Idle org connections closed to make room under their server's cap. A steady rate means the cap holds fewer connections than the server has orgs with steady traffic, each of which then pays a new backend a visit.",
 		}),
 		rowsApplied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "webhookdb_fanout_rows_applied_total", Help: "Staging rows applied to org databases (live and drained).",
@@ -78,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.slotLagBytes, m.slotLagSeconds, m.heartbeatAge, m.inFlightBytes, m.orgConns, m.orgConnects, m.rowsApplied,
+		reg.MustRegister(m.slotLagBytes, m.slotLagSeconds, m.heartbeatAge, m.inFlightBytes, m.orgConns, m.orgConnects, m.orgEvictions, m.rowsApplied,
 			m.rowsSkipped, m.batchRows, m.batchBytes, m.applySeconds, m.parked, m.parkedTotal, m.failedTotal, m.sessions)
 	}
 	return m
