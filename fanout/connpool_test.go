@@ -1,17 +1,16 @@
 package fanout_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
 // The connection cap is per database server, sized from its max_connections: with 1% of the test cluster's
@@ -33,7 +32,7 @@ func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 	cfg := e.config()
 	cfg.Workers = 2
 	cfg.ServerConnPercent = 1
-	var logs lockedBuffer
+	var logs pgtest.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg, _ := e.start(cfg)
 
@@ -82,22 +81,4 @@ func TestOrgConnectionsCappedFromTheServersMaxConnections(t *testing.T) {
 	if !strings.Contains(logs.String(), "org connections churn") {
 		t.Fatalf("%v evictions of busy orgs' connections and no churn warning; log:\n%s", evictions, logs.String())
 	}
-}
-
-// lockedBuffer is a log destination safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -90,7 +90,7 @@ func (tp *topology) start(name string, extraEnv []string, args ...string) *proc 
 	t.Helper()
 	cmd := exec.Command(tp.bin, args...)
 	cmd.Env = append(slices.Clone(tp.env), extraEnv...)
-	out := &syncBuffer{}
+	out := &pgtest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -314,24 +314,6 @@ func TestLostSlotResync(t *testing.T) {
 	if err := orgDB.QueryRow(ctx, `SELECT count(*) FROM stripe_charge_v1`).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("rows after the resync: %d, %v", n, err)
 	}
-}
-
-// syncBuffer is a process's output, written by the process's copier while the test may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {

@@ -1,13 +1,11 @@
 package devenv_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,23 +17,10 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// syncBuffer lets the test read the banner while dev writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 func startDev(t *testing.T, dir string) (env map[string]string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &pgtest.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- devenv.Run(ctx, devenv.Config{Dir: dir, Listen: "127.0.0.1:0", Out: out}) }()
 	envFile := filepath.Join(dir, "dev.env")
