@@ -390,7 +390,8 @@ func TestVaultAndFanoutRoles(t *testing.T) {
 }
 
 // snapshot describes everything provisioning sets up for an org, with the org's names replaced by
-// placeholders so two orgs compare equal.
+// placeholders so two orgs compare equal. ACL items are sorted: PostgreSQL orders some lists by the grantees'
+// OIDs, and webhookdb_fanout is created by whichever test provisions first on the shared cluster.
 func snapshot(t *testing.T, c *pgcluster.Cluster, key string) []string {
 	t.Helper()
 	ctx := context.Background()
@@ -423,7 +424,7 @@ func snapshot(t *testing.T, c *pgcluster.Cluster, key string) []string {
 		SELECT format('role %s: login=%s super=%s createdb=%s createrole=%s', rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole)
 		FROM pg_roles WHERE rolname IN ($1, $2) ORDER BY 1`, pgroles.OwnerRole(key), pgroles.ReadonlyRole(key))
 	add(conn, "database", `
-		SELECT format('database owner=%s acl=%s', pg_get_userbyid(datdba), datacl::text) FROM pg_database WHERE datname = $1`, pgroles.DatabaseName(key))
+		SELECT format('database owner=%s acl=%s', pg_get_userbyid(datdba), (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(datacl) AS a)::text) FROM pg_database WHERE datname = $1`, pgroles.DatabaseName(key))
 	add(conn, "maintenance", `
 		SELECT format('%s public connect=%s', datname, has_database_privilege('public', oid, 'CONNECT'))
 		FROM pg_database WHERE datname IN ('postgres', 'template1') ORDER BY 1`)
@@ -440,12 +441,12 @@ func snapshot(t *testing.T, c *pgcluster.Cluster, key string) []string {
 	}
 	defer orgConn.Close(ctx)
 	add(orgConn, "schemas", `
-		SELECT format('schema %s owner=%s acl=%s', nspname, pg_get_userbyid(nspowner), nspacl::text)
+		SELECT format('schema %s owner=%s acl=%s', nspname, pg_get_userbyid(nspowner), (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(nspacl) AS a)::text)
 		FROM pg_namespace WHERE nspname IN ('public', $1, $2) ORDER BY 1`, pgroles.MetaSchema, pgroles.GuardSchema)
 	add(orgConn, "default acl", `
-		SELECT format('default acl %s %s %s', pg_get_userbyid(defaclrole), coalesce(n.nspname, '-'), defaclacl::text)
+		SELECT format('default acl %s %s %s', pg_get_userbyid(defaclrole), coalesce(n.nspname, '-'), (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(defaclacl) AS a)::text)
 		FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace ORDER BY 1`)
 	add(orgConn, "event triggers", `SELECT format('event trigger %s enabled=%s', evtname, evtenabled) FROM pg_event_trigger ORDER BY 1`)
-	add(orgConn, "lo acl", `SELECT format('function %s acl=%s', proname, proacl::text) FROM pg_proc WHERE proname IN ('lo_create', 'lo_creat', 'lo_from_bytea') ORDER BY 1`)
+	add(orgConn, "lo acl", `SELECT format('function %s acl=%s', proname, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(proacl) AS a)::text) FROM pg_proc WHERE proname IN ('lo_create', 'lo_creat', 'lo_from_bytea') ORDER BY 1`)
 	return out
 }
