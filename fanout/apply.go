@@ -180,10 +180,18 @@ func (c *Consumer) prepare(ctx context.Context, changes []*change) (*prepared, e
 	if err != nil {
 		return nil, err
 	}
+	missing, err := c.readBack(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
 	p := &prepared{skipped: map[string]int{}}
 	for _, ch := range changes {
 		in := ins[ch.integrationID]
 		switch {
+		case missing[ch]:
+			// Upkeep keeps partitions the slot has not confirmed past; this is an operator's manual delete.
+			p.failures = append(p.failures, failure{ch, "the staging row no longer exists"})
+			continue
 		case in.missing:
 			p.failures = append(p.failures, failure{ch, "integration not found"})
 			continue
@@ -211,6 +219,41 @@ func (c *Consumer) prepare(ctx context.Context, changes []*change) (*prepared, e
 		p.items = append(p.items, item{ch: ch, in: in, rows: rows})
 	}
 	return p, nil
+}
+
+// readBack restores the payloads of shed changes from staging, in one query, and returns the changes whose
+// staging row is gone.
+func (c *Consumer) readBack(ctx context.Context, changes []*change) (map[*change]bool, error) {
+	var (
+		shed []*change
+		refs []staging.Ref
+	)
+	for _, ch := range changes {
+		if ch.shed {
+			shed = append(shed, ch)
+			refs = append(refs, staging.Ref{ReceivedAt: ch.receivedAt, ID: ch.webhookID})
+		}
+	}
+	if len(shed) == 0 {
+		return nil, nil
+	}
+	stored, err := staging.Lookup(ctx, c.pool, refs)
+	if err != nil {
+		return nil, err
+	}
+	var missing map[*change]bool
+	for i, ch := range shed {
+		w := stored.Get(refs[i])
+		if w == nil {
+			if missing == nil {
+				missing = map[*change]bool{}
+			}
+			missing[ch] = true
+			continue
+		}
+		ch.headers, ch.body, ch.shed = w.Headers, w.Body, false
+	}
+	return missing, nil
 }
 
 // extract runs the replicator; a panic in it is a bug to fix, not a property of the payload, so it parks.
@@ -321,15 +364,15 @@ func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error)
 // position, and moves that position in the same transaction: past the last row, or to through (failed
 // changes, recorded already) when that is later.
 //
-// The org's tables and its meta row are assumed to exist: creating them is DDL (a plpgsql block, catalog
-// locks, the guard's event trigger) that would cost every first transaction of an org in a process most of
-// its time, and a backend's first DDL in a database is dearer still. What is missing fails the transaction:
-// the meta row reads no row (it is inserted: plain DML), the meta table (a database provisioned before
-// provisioning made it) or a data table or column reads undefined_table or undefined_column (that part's
-// DDL runs); then the transaction runs again. Indexes, which no statement needs, are checked from the catalog
-// in the first transaction and created afterwards when missing.
+// The org's tables are assumed to exist: creating them is DDL (a plpgsql block, catalog locks, the guard's
+// event trigger) that would cost every first transaction of an org in a process most of its time, and a
+// backend's first DDL in a database is dearer still. A missing meta row is inserted within the transaction
+// (plain DML). A missing meta table (a database provisioned before provisioning made it), data table or
+// column fails the transaction with undefined_table or undefined_column; that part's DDL runs, and the
+// transaction runs again. Indexes, which no statement needs, are checked from the catalog in the first
+// transaction and created afterwards when missing.
 func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInfo, groups []*tableGroup, through position) (int, error) {
-	// at most: the meta table made, then the meta row, then the tables
+	// at most: the meta table made, then the tables, and once more for a table changed meanwhile
 	for repairs := 0; ; repairs++ {
 		n, err := c.writeOrgTxn(ctx, conn, org, groups, through)
 		if err == nil || conn.IsClosed() || repairs == 3 {
@@ -348,7 +391,7 @@ func (c *Consumer) writeOrgConn(ctx context.Context, conn *pgx.Conn, org *orgInf
 			c.forgetSchema(org.id)
 			err = c.ensureSchema(ctx, conn, org, groups)
 		} else {
-			err = c.ensureMeta(ctx, conn, org, part == partMetaTable)
+			err = c.ensureMetaTable(ctx, conn, org)
 		}
 		if err != nil {
 			return 0, err
@@ -362,12 +405,11 @@ type schemaPart int
 const (
 	partNone schemaPart = iota
 	partMetaTable
-	partMetaRow
 	partTables
 )
 
 func (p schemaPart) String() string {
-	return [...]string{"none", "meta_table", "meta_row", "tables"}[p]
+	return [...]string{"none", "meta_table", "tables"}[p]
 }
 
 // missingPart tells from an org transaction's error what of the schema it lacked. The meta row is read in the
@@ -381,21 +423,15 @@ func missingPart(err error) schemaPart {
 		return partTables
 	case !inRows && pgerr.Is(err, pgerrcode.UndefinedTable):
 		return partMetaTable
-	case !inRows && errors.Is(err, pgx.ErrNoRows):
-		return partMetaRow
 	}
 	return partNone
 }
 
-// ensureMeta inserts this source's row into the applied table, creating the table first when asked.
-func (c *Consumer) ensureMeta(ctx context.Context, conn *pgx.Conn, org *orgInfo, createTable bool) error {
+// ensureMetaTable creates the applied table, as the owner, in an org database provisioned before provisioning
+// made it.
+func (c *Consumer) ensureMetaTable(ctx context.Context, conn *pgx.Conn, org *orgInfo) error {
 	err := asOwner(ctx, conn, org, func(tx pgx.Tx) error {
-		if createTable {
-			if _, err := tx.Exec(ctx, pgroles.AppliedTableSQL()); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO `+appliedTable+` (source, commit_lsn, seq) VALUES ($1, '0/0', -1) ON CONFLICT DO NOTHING`, c.source)
+		_, err := tx.Exec(ctx, pgroles.AppliedTableSQL())
 		return err
 	})
 	if err != nil {
@@ -429,12 +465,20 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 	var (
 		lsnText string
 		seq     int32
+		found   bool
 	)
 	// The row lock also waits out a transaction of an earlier process still committing on this database.
+	readApplied := `SELECT commit_lsn::text, seq FROM ` + meta + ` WHERE source = $1 FOR UPDATE`
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	b.Queue(`SELECT commit_lsn::text, seq FROM `+meta+` WHERE source = $1 FOR UPDATE`, c.source).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&lsnText, &seq)
+	b.Queue(readApplied, c.source).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			found = true
+			if err := rows.Scan(&lsnText, &seq); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
 	})
 	check := c.unchecked(org.id, groups)
 	indexes := make([]int, len(check))
@@ -454,6 +498,18 @@ func (c *Consumer) writeOrgTxn(ctx context.Context, conn *pgx.Conn, org *orgInfo
 	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("error reading the applied position: %w", err)
+	}
+	if !found {
+		// This source's first transaction in the database: its row goes in with this transaction, by the
+		// fanout's own grants. (Failing the transaction to insert it as the owner made each new org's first
+		// visit assume the owner role, a lookup of every role the login belongs to: one per org on the
+		// server.) A process racing for the same row waits on its key and then finds it.
+		if _, err := conn.Exec(ctx, `INSERT INTO `+meta+` (source, commit_lsn, seq) VALUES ($1, '0/0', -1) ON CONFLICT DO NOTHING`, c.source); err != nil {
+			return 0, fmt.Errorf("error recording the applied position: %w", err)
+		}
+		if err := conn.QueryRow(ctx, readApplied, c.source).Scan(&lsnText, &seq); err != nil {
+			return 0, fmt.Errorf("error reading the applied position: %w", err)
+		}
 	}
 	var lacking []*tableGroup
 	for i, g := range check {

@@ -42,7 +42,24 @@ type change struct {
 	// source is the staging row's (webhook, backfill, replay, resync); backfillJobID its backfill job or 0.
 	source        staging.Source
 	backfillJobID int64
-	size          int64
+	// size is the change's memory as received, which sizes batches; held is what it counts against the
+	// in-flight cap now: less once its payload is shed.
+	size int64
+	held int64
+	// shed: headers and body were dropped to make room (see scheduler.shed); they are read back from staging
+	// before the change is applied.
+	shed bool
+}
+
+// dropPayload frees the change's headers and body until it is applied, and returns the bytes freed.
+func (c *change) dropPayload() int64 {
+	if c.shed {
+		return 0
+	}
+	freed := int64(len(c.headers) + len(c.body))
+	c.headers, c.body, c.shed = nil, nil, true
+	c.held -= freed
+	return freed
 }
 
 // changeOverhead approximates the memory of a change besides its variable-length fields.
@@ -183,6 +200,7 @@ func decodeInsert(src []byte, rel *relation) (*change, error) {
 		return nil, err
 	}
 	c.size = int64(len(c.headers)+len(c.body)+len(c.contentType)+len(c.deliveryID)) + changeOverhead
+	c.held = c.size
 	return c, nil
 }
 

@@ -16,6 +16,7 @@ type metrics struct {
 	orgConns       prometheus.Gauge
 	orgConnects    prometheus.Counter
 	orgEvictions   prometheus.Counter
+	payloadsShed   prometheus.Counter
 	rowsApplied    prometheus.Counter
 	rowsSkipped    *prometheus.CounterVec
 	batchRows      prometheus.Histogram
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "webhookdb_fanout_org_connection_evictions_total",
 			Help: "Idle org connections closed to make room under their server's cap. A steady rate means the cap holds fewer connections than the server has orgs with steady traffic, each of which then pays a new backend a visit.",
 		}),
+		payloadsShed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhookdb_fanout_payloads_shed_total",
+			Help: "Queued changes whose payload was dropped at the in-flight cap, to be read back from staging when their org's turn comes (orgs without an open connection), so a backlog over many orgs drains in fewer, larger org transactions.",
+		}),
 		rowsApplied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "webhookdb_fanout_rows_applied_total", Help: "Staging rows applied to org databases (live and drained).",
 		}),
@@ -83,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.slotLagBytes, m.slotLagSeconds, m.heartbeatAge, m.inFlightBytes, m.orgConns, m.orgConnects, m.orgEvictions, m.rowsApplied,
+		reg.MustRegister(m.slotLagBytes, m.slotLagSeconds, m.heartbeatAge, m.inFlightBytes, m.orgConns, m.orgConnects, m.orgEvictions, m.payloadsShed, m.rowsApplied,
 			m.rowsSkipped, m.batchRows, m.batchBytes, m.applySeconds, m.parked, m.parkedTotal, m.failedTotal, m.sessions)
 	}
 	return m

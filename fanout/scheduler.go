@@ -37,7 +37,8 @@ type job struct {
 	kind    jobKind
 	org     *orgState
 	changes []*change
-	bytes   int64
+	bytes   int64 // the changes' size as received
+	held    int64 // what they count against the in-flight cap
 }
 
 // jobResult is what a job tells the scheduler about its org.
@@ -217,6 +218,9 @@ func (s *scheduler) takeQueue(o *orgState, kind jobKind, maxRows, maxBytes int) 
 	}
 	j := &job{kind: kind, org: o, changes: make([]*change, n), bytes: bytes}
 	copy(j.changes, o.queue)
+	for _, c := range j.changes {
+		j.held += c.held
+	}
 	// clear the taken prefix so the queue's array does not keep settled changes alive
 	clear(o.queue[:n])
 	o.queue = o.queue[n:]
@@ -225,6 +229,32 @@ func (s *scheduler) takeQueue(o *orgState, kind jobKind, maxRows, maxBytes int) 
 	}
 	o.queueBytes -= bytes
 	return j
+}
+
+// shed drops the payloads of queued changes until want bytes are freed, and returns the bytes freed and
+// the changes shed. It takes the youngest ready orgs first (the last a worker will reach) and passes over orgs
+// with an idle connection (cheap to visit soon) and parked ones (their queue is parked as references anyway).
+//
+// It is what lets a backlog spread over many orgs drain in few visits. Holding payloads, the in-flight cap
+// covers about 40 rows an org at 1,000 orgs, and each of those orgs would get a new backend for every such
+// batch: about 10 ms of a database server's CPU a visit, against a few µs a row to read a payload back from
+// staging when the org's turn comes. Staging keeps the row until the slot has confirmed past it.
+func (s *scheduler) shed(want int64) (freed int64, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.ready) - 1; i >= s.readyHead && freed < want; i-- {
+		o := s.ready[i]
+		if o.parked || (s.hasConn != nil && s.hasConn(o.id)) {
+			continue
+		}
+		for _, c := range o.queue {
+			if f := c.dropPayload(); f > 0 {
+				freed += f
+				n++
+			}
+		}
+	}
+	return freed, n
 }
 
 // done records a job's outcome and reschedules its org.

@@ -168,6 +168,10 @@ func (s *session) receive(ctx context.Context) error {
 		}
 
 		if s.inFlight.Load() >= cfg.MaxInFlightBytes {
+			s.flush()
+			if s.shedPayloads() {
+				continue
+			}
 			// Full: stop reading. The server keeps the stream (spilling big transactions to disk); status
 			// updates keep going out so the server does not time the connection out.
 			s.flush()
@@ -324,6 +328,20 @@ func (s *session) handle(data []byte) error {
 	return nil
 }
 
+// shedPayloads makes room under the in-flight cap by dropping payloads of queued changes (scheduler.shed),
+// down to half the cap. It reports whether that freed enough to read on: once most of what is in flight is
+// references, or the payloads held are of orgs with open connections, the stream waits as before.
+func (s *session) shedPayloads() bool {
+	limit := s.c.cfg.MaxInFlightBytes
+	freed, n := s.sched.shed(s.inFlight.Load() - limit/2)
+	if n == 0 {
+		return false
+	}
+	s.inFlight.Add(-freed)
+	s.c.metrics.payloadsShed.Add(float64(n))
+	return freed >= limit/16
+}
+
 // flush hands the gathered changes to their orgs.
 func (s *session) flush() {
 	if len(s.gather) == 0 {
@@ -382,7 +400,7 @@ func (s *session) work(ctx context.Context) {
 		s.sched.done(j, r)
 		if len(j.changes) > 0 {
 			s.tracker.settle(j.changes)
-			s.inFlight.Add(-j.bytes)
+			s.inFlight.Add(-j.held)
 			select {
 			case s.space <- struct{}{}:
 			default:
