@@ -27,7 +27,9 @@ type connPool struct {
 	mu      sync.Mutex
 	open    int
 	servers map[string]*serverConns
-	idle    map[int64]*list.Element // org id -> element of its server's lru holding *idleConn
+	// lastEviction is when a connection last made room for another under a server's cap
+	lastEviction time.Time
+	idle         map[int64]*list.Element // org id -> element of its server's lru holding *idleConn
 }
 
 // serverConns are the connections to one database server.
@@ -117,7 +119,8 @@ func (p *connPool) acquire(ctx context.Context, orgID int64, server string, dial
 			evict = ic.conn
 			s.open--
 			p.open--
-			warn = s.evicted(time.Now(), ic.since)
+			p.lastEviction = time.Now()
+			warn = s.evicted(p.lastEviction, ic.since)
 		}
 	}
 	s.open++
@@ -163,6 +166,15 @@ func (s *serverConns) evicted(now, lastUse time.Time) int {
 	n := s.churn
 	s.churn, s.churnSince, s.warnedAt = 0, now, now
 	return n
+}
+
+// evicting reports whether a connection was evicted within churnWindow: some server has more orgs with work
+// than its cap holds connections, so visiting an org without a connection costs a new backend, and another
+// org its connection.
+func (p *connPool) evicting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return time.Since(p.lastEviction) < churnWindow
 }
 
 // hasIdle reports whether the org has an idle connection.

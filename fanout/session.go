@@ -328,10 +328,15 @@ func (s *session) handle(data []byte) error {
 	return nil
 }
 
-// shedPayloads makes room under the in-flight cap by dropping payloads of queued changes (scheduler.shed),
-// down to half the cap. It reports whether that freed enough to read on: once most of what is in flight is
+// shedPayloads makes room under the in-flight cap, while connections churn, by dropping payloads of queued
+// changes (scheduler.shed), down to half the cap. It reports whether that freed enough to read on: once most of what is in flight is
 // references, or the payloads held are of orgs with open connections, the stream waits as before.
 func (s *session) shedPayloads() bool {
+	if !s.c.conns.evicting() {
+		// Every org with work keeps its connection: its payloads wait for a visit that costs no backend,
+		// and reading them back would only add work.
+		return false
+	}
 	limit := s.c.cfg.MaxInFlightBytes
 	freed, n := s.sched.shed(s.inFlight.Load() - limit/2)
 	if n == 0 {
