@@ -7,96 +7,65 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhookdb-go/webhookdb/fanout"
 )
 
-// A backlog over more orgs than the connection cap holds, far larger than the in-flight cap: the consumer
-// sheds queued payloads and reads them back from staging, every row arrives once and intact, and the
-// in-flight bytes come back to zero (what a shed change holds is released, no more and no less).
-func TestBacklogOverManyOrgsShedsPayloads(t *testing.T) {
+// A backlog far larger than the in-flight cap, staged before the consumer starts. Over more orgs than the
+// connection cap holds, the consumer sheds queued payloads and reads them back from staging; with a
+// connection for every org it holds them, since reading back would only add work. Either way every row
+// arrives once and intact, and the in-flight bytes come back to zero (what a shed change holds is released, no
+// more and no less).
+func TestBacklogShedsPayloadsOnlyWhileConnectionsChurn(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
-	const orgs, perOrg = 6, 150
-	var rows []staged
-	dbs := make([]*org, orgs)
-	for i := range dbs {
-		dbs[i] = e.org(nil)
-		in := e.integration(dbs[i], "stripe_charge_v1", "")
-		for j := range perOrg {
-			rows = append(rows, staged{in: in, body: paddedCharge(i, j)})
-		}
-	}
-	cfg := e.config()
-	cfg.MaxInFlightBytes = 64 << 10 // the 900 rows are about 1.1 MB
-	cfg.Workers = 2
-	cfg.MaxOrgConns = 2 // fewer than the orgs: visits evict connections, which is when payloads are shed
-	reg := e.startWithBacklog(cfg, interleave(rows, orgs, perOrg))
+	for _, tc := range []struct {
+		name     string
+		orgs     int
+		orgConns int // 0: the server's share, far more than the orgs
+		wantShed bool
+	}{
+		{name: "more orgs than connections", orgs: 6, orgConns: 2, wantShed: true},
+		{name: "a connection for every org", orgs: 3, wantShed: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e := newEnv(t)
+			const perOrg = 150
+			dbs, rows := e.chargeBacklog(tc.orgs, perOrg)
+			cfg := e.config()
+			cfg.MaxInFlightBytes = 64 << 10 // against about 180 KB of payloads an org
+			cfg.Workers = 2
+			cfg.MaxOrgConns = tc.orgConns
+			reg := e.startWithBacklog(cfg, rows)
 
-	for i, o := range dbs {
-		db := e.orgDB(o)
-		eventually(t, time.Minute, fmt.Sprintf("org %d's charges", i), func() (bool, error) {
-			var n int
-			err := db.QueryRow(ctx, `SELECT count(*) FROM stripe_charge_v1`).Scan(&n)
-			return n == perOrg, err
+			for i, db := range e.waitCharges(dbs, perOrg) {
+				var wrong int
+				if err := db.QueryRow(ctx, `
+					SELECT count(*) FROM stripe_charge_v1
+					WHERE amount <> $1 * 100 + split_part(stripe_id, '_', 3)::int
+						OR length(data->>'description') <> 1000
+						OR updated <> to_timestamp(1710000000 + split_part(stripe_id, '_', 3)::int)`, i).Scan(&wrong); err != nil {
+					t.Fatal(err)
+				}
+				if wrong != 0 {
+					t.Fatalf("org %d: %d charges differ from what was staged", i, wrong)
+				}
+			}
+			shed := metric(t, reg, "webhookdb_fanout_payloads_shed_total", nil)
+			t.Logf("%v payloads shed and read back", shed)
+			if (shed > 0) != tc.wantShed {
+				t.Fatalf("%v payloads shed; want shedding: %v", shed, tc.wantShed)
+			}
+			if failed := metric(t, reg, "webhookdb_fanout_failed_total", nil); failed != 0 {
+				t.Fatalf("%v changes failed", failed)
+			}
+			eventually(t, 10*time.Second, "in-flight bytes back to zero", func() (bool, error) {
+				return metric(t, reg, "webhookdb_fanout_in_flight_bytes", nil) == 0, nil
+			})
 		})
-		var wrong int
-		if err := db.QueryRow(ctx, `
-			SELECT count(*) FROM stripe_charge_v1
-			WHERE amount <> $1 * 100 + split_part(stripe_id, '_', 3)::int
-				OR length(data->>'description') <> 1000
-				OR updated <> to_timestamp(1710000000 + split_part(stripe_id, '_', 3)::int)`, i).Scan(&wrong); err != nil {
-			t.Fatal(err)
-		}
-		if wrong != 0 {
-			t.Fatalf("org %d: %d charges differ from what was staged", i, wrong)
-		}
-	}
-	if shed := metric(t, reg, "webhookdb_fanout_payloads_shed_total", nil); shed == 0 {
-		t.Fatal("no payload was shed while visits evicted connections")
-	} else {
-		t.Logf("%v payloads shed and read back", shed)
-	}
-	if failed := metric(t, reg, "webhookdb_fanout_failed_total", nil); failed != 0 {
-		t.Fatalf("%v changes failed", failed)
-	}
-	eventually(t, 10*time.Second, "in-flight bytes back to zero", func() (bool, error) {
-		return metric(t, reg, "webhookdb_fanout_in_flight_bytes", nil) == 0, nil
-	})
-}
-
-// With a connection for every org, the same backlog is drained by holding it: reading payloads back would only
-// add work.
-func TestBacklogWithinTheConnectionCapShedsNothing(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t)
-	const orgs, perOrg = 3, 150
-	var rows []staged
-	dbs := make([]*org, orgs)
-	for i := range dbs {
-		dbs[i] = e.org(nil)
-		in := e.integration(dbs[i], "stripe_charge_v1", "")
-		for j := range perOrg {
-			rows = append(rows, staged{in: in, body: paddedCharge(i, j)})
-		}
-	}
-	cfg := e.config()
-	cfg.MaxInFlightBytes = 64 << 10
-	cfg.Workers = 2
-	reg := e.startWithBacklog(cfg, interleave(rows, orgs, perOrg))
-	for i, o := range dbs {
-		db := e.orgDB(o)
-		eventually(t, time.Minute, fmt.Sprintf("org %d's charges", i), func() (bool, error) {
-			var n int
-			err := db.QueryRow(ctx, `SELECT count(*) FROM stripe_charge_v1`).Scan(&n)
-			return n == perOrg, err
-		})
-	}
-	if shed := metric(t, reg, "webhookdb_fanout_payloads_shed_total", nil); shed != 0 {
-		t.Fatalf("%v payloads shed with a connection for every org", shed)
 	}
 }
 
@@ -106,15 +75,39 @@ func paddedCharge(i, j int) []byte {
 		`"paid":true`, `"paid":true,"description":"`+strings.Repeat("d", 1000)+`"`, 1))
 }
 
-// interleave orders rows (perOrg of each org, org by org) as a shared ingest stages them: across orgs.
-func interleave(rows []staged, orgs, perOrg int) []staged {
-	out := make([]staged, 0, len(rows))
+// chargeBacklog makes orgs with a Stripe charge integration each, and perOrg charges for each (paddedCharge),
+// ordered as a shared ingest stages them: across orgs.
+func (e *env) chargeBacklog(orgs, perOrg int) ([]*org, []staged) {
+	e.t.Helper()
+	dbs := make([]*org, orgs)
+	ins := make([]staged, orgs)
+	for i := range dbs {
+		dbs[i] = e.org(nil)
+		ins[i].in = e.integration(dbs[i], "stripe_charge_v1", "")
+	}
+	rows := make([]staged, 0, orgs*perOrg)
 	for j := range perOrg {
 		for i := range orgs {
-			out = append(out, rows[i*perOrg+j])
+			rows = append(rows, staged{in: ins[i].in, body: paddedCharge(i, j)})
 		}
 	}
-	return out
+	return dbs, rows
+}
+
+// waitCharges waits for perOrg charges in each org's database and returns connections to them.
+func (e *env) waitCharges(dbs []*org, perOrg int) []*pgx.Conn {
+	e.t.Helper()
+	conns := make([]*pgx.Conn, len(dbs))
+	for i, o := range dbs {
+		db := e.orgDB(o)
+		eventually(e.t, time.Minute, fmt.Sprintf("org %d's charges", i), func() (bool, error) {
+			var n int
+			err := db.QueryRow(context.Background(), `SELECT count(*) FROM stripe_charge_v1`).Scan(&n)
+			return n == perOrg, err
+		})
+		conns[i] = db
+	}
+	return conns
 }
 
 // startWithBacklog creates the slot, stages rows (100 a transaction), and only then starts a consumer, so the
