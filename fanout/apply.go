@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,6 +331,25 @@ func (c *Consumer) writeOrg(ctx context.Context, org *orgInfo, groups []*tableGr
 	}
 }
 
+// plainOnly returns, for a config of sslmode=prefer's shape (TLS first, then the same host without it), the
+// config without the TLS attempt. pgx makes that attempt a connection of its own: against a server without
+// TLS every dial opens two connections, and the server forks a backend for each, which at the rate a drain
+// over many orgs opens connections is a backend start too many per org visit. A server found without TLS is
+// dialled plainly for plainRecheck (a man in the middle could always make prefer fall back; this remembers
+// it for a while).
+func plainOnly(cfg *pgx.ConnConfig) (*pgx.ConnConfig, bool) {
+	if cfg.TLSConfig == nil || len(cfg.Fallbacks) != 1 {
+		return nil, false
+	}
+	fb := cfg.Fallbacks[0]
+	if fb.TLSConfig != nil || fb.Host != cfg.Host || fb.Port != cfg.Port {
+		return nil, false
+	}
+	plain := cfg.Copy()
+	plain.TLSConfig, plain.Fallbacks = nil, nil
+	return plain, true
+}
+
 func isConnectionError(err error) bool {
 	if pgerr.Is(err, pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow) {
 		return true
@@ -338,9 +358,17 @@ func isConnectionError(err error) bool {
 }
 
 func (c *Consumer) dialOrg(ctx context.Context, org *orgInfo) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, org.connCfg)
+	cfg := org.connCfg
+	plain, prefersTLS := plainOnly(cfg)
+	if prefersTLS && c.conns.servesPlain(org.server) {
+		cfg = plain
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if _, tlsConn := conn.PgConn().Conn().(*tls.Conn); prefersTLS && cfg != plain && !tlsConn {
+		c.conns.notePlain(org.server)
 	}
 	replicator.RegisterEncodedArrays(conn.TypeMap())
 	if !c.conns.needsCap(org.server) {

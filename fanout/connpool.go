@@ -37,6 +37,8 @@ type serverConns struct {
 	cap, open int
 	capKnown  bool
 	lru       *list.List // of *idleConn; front: most recently released
+	// plainSince is when a connection that would have taken TLS (sslmode=prefer) found the server without it
+	plainSince time.Time
 	// churn counts evictions of connections used within churnWindow since churnSince; warnedAt is the last
 	// warning about it
 	churn      int
@@ -166,6 +168,25 @@ func (s *serverConns) evicted(now, lastUse time.Time) int {
 	n := s.churn
 	s.churn, s.churnSince, s.warnedAt = 0, now, now
 	return n
+}
+
+// plainRecheck is how long a server found without TLS is dialled without trying TLS first, before a dial
+// tries again (a server may be given TLS).
+const plainRecheck = 10 * time.Minute
+
+// servesPlain reports whether the server was found without TLS within plainRecheck.
+func (p *connPool) servesPlain(server string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.servers[server]
+	return s != nil && !s.plainSince.IsZero() && time.Since(s.plainSince) < plainRecheck
+}
+
+// notePlain records that a connection which preferred TLS found the server without it.
+func (p *connPool) notePlain(server string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.server(server).plainSince = time.Now()
 }
 
 // evicting reports whether a connection was evicted within churnWindow: some server has more orgs with work

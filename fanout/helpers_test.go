@@ -76,18 +76,25 @@ func (e *env) server(c *pgcluster.Cluster) int64 {
 	if id, ok := e.servers[c]; ok {
 		return id
 	}
+	id := e.serverAt(c.URL("postgres"), c.Port)
+	e.servers[c] = id
+	return id
+}
+
+// serverAt registers a database server whose admin URL is adminURL.
+func (e *env) serverAt(adminURL string, publicPort int) int64 {
+	e.t.Helper()
 	ctx := context.Background()
 	name := "srv-" + randomHex(4)
-	enc, err := e.box.Encrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: name}, []byte(c.URL("postgres")))
+	enc, err := e.box.Encrypt(ctx, secrets.Binding{Table: "database_servers", Column: "admin_url_enc", Row: name}, []byte(adminURL))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	var id int64
 	if err := e.pool.QueryRow(ctx, `INSERT INTO database_servers (name, admin_url_enc, public_host, public_port) VALUES ($1, $2, '127.0.0.1', $3) RETURNING id`,
-		name, enc, c.Port).Scan(&id); err != nil {
+		name, enc, publicPort).Scan(&id); err != nil {
 		e.t.Fatal(err)
 	}
-	e.servers[c] = id
 	return id
 }
 
@@ -103,6 +110,12 @@ func (e *env) org(c *pgcluster.Cluster) *org {
 	if c == nil {
 		c = e.cluster
 	}
+	return e.orgOn(c, e.server(c))
+}
+
+// orgOn creates an org whose database is provisioned on cluster c, registered as database server serverID.
+func (e *env) orgOn(c *pgcluster.Cluster, serverID int64) *org {
+	e.t.Helper()
 	ctx := context.Background()
 	o := &org{key: "t" + randomHex(5), cluster: c}
 	if err := pgroles.ProvisionOrg(ctx, c.URL("postgres"), o.key); err != nil {
@@ -111,7 +124,7 @@ func (e *env) org(c *pgcluster.Cluster) *org {
 	e.t.Cleanup(func() { _ = pgroles.DropOrg(context.Background(), c.URL("postgres"), o.key) })
 	if err := e.pool.QueryRow(ctx, `
 		INSERT INTO organizations (key, name, database_server_id, database_name, provision_state) VALUES ($1, $1, $2, $3, 'ready') RETURNING id`,
-		o.key, e.server(c), pgroles.DatabaseName(o.key)).Scan(&o.id); err != nil {
+		o.key, serverID, pgroles.DatabaseName(o.key)).Scan(&o.id); err != nil {
 		e.t.Fatal(err)
 	}
 	return o
