@@ -2,16 +2,13 @@ package fanout_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/webhookdb-go/webhookdb/internal/integrations"
+	"github.com/webhookdb-go/webhookdb/internal/pgtest"
 )
 
 // An admin URL without sslmode means pgx's prefer: a connection that asks for TLS, then, refused, another
@@ -21,12 +18,12 @@ func TestServerWithoutTLSIsDialledOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := newEnv(t)
-	proxy := newCountingProxy(t, e.cluster.Port)
+	proxy := pgtest.NewProxy(t, "127.0.0.1:0", e.cluster.Port)
 	u, err := url.Parse(e.cluster.URL("postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host, u.RawQuery = proxy.addr, "" // no sslmode: prefer
+	u.Host, u.RawQuery = proxy.Addr, "" // no sslmode: prefer
 	server := e.serverAt(u.String(), e.cluster.Port)
 	const orgs = 3
 	var staged []staged
@@ -50,7 +47,7 @@ func TestServerWithoutTLSIsDialledOnce(t *testing.T) {
 		})
 	}
 	connects := int64(metric(t, reg, "webhookdb_fanout_org_connects_total", nil))
-	dials := proxy.accepted.Load()
+	dials := proxy.Accepted()
 	t.Logf("%d org connections, %d dials", connects, dials)
 	if connects < orgs {
 		t.Fatalf("%d org connections for %d orgs", connects, orgs)
@@ -63,38 +60,4 @@ func TestServerWithoutTLSIsDialledOnce(t *testing.T) {
 
 func stagedCharge(in *integrations.Integration, i int) staged {
 	return staged{in: in, body: stripeChargeEvent("evt_tls_"+strconv.Itoa(i), "ch_tls_"+strconv.Itoa(i), 1710000000, 100+i, "succeeded")}
-}
-
-// countingProxy forwards loopback TCP connections to a port and counts them.
-type countingProxy struct {
-	addr     string
-	accepted atomic.Int64
-}
-
-func newCountingProxy(t *testing.T, port int) *countingProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &countingProxy{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			client, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.accepted.Add(1)
-			upstream, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-			if err != nil {
-				client.Close()
-				continue
-			}
-			go func() { _, _ = io.Copy(upstream, client); upstream.Close() }()
-			go func() { _, _ = io.Copy(client, upstream); client.Close() }()
-		}
-	})
-	return p
 }

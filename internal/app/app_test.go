@@ -159,7 +159,8 @@ func TestReconcileRetriesUntilTheServerIsBack(t *testing.T) {
 	if body := healthz(t, a); !strings.Contains(body, `"credentials":"reconciling"`) {
 		t.Fatalf("healthz before the server is back: %s", body)
 	}
-	proxy(t, ctx, port, c.Port)
+	back := pgtest.NewProxy(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), c.Port)
+	go func() { <-ctx.Done(); back.Close() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.Contains(healthz(t, a), "reconciling") {
 		if time.Now().After(deadline) {
@@ -184,31 +185,6 @@ func healthz(t *testing.T, a *App) string {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, body)
 	}
 	return string(body)
-}
-
-// proxy forwards 127.0.0.1:from to 127.0.0.1:to until ctx ends.
-func proxy(t *testing.T, ctx context.Context, from, to int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(from)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { <-ctx.Done(); ln.Close() }()
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(to)))
-			if err != nil {
-				in.Close()
-				continue
-			}
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
 }
 
 // testVault is a real Vault with a periodic token for the server (as serve gets one) and a transit key of its
