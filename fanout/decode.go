@@ -51,12 +51,15 @@ type change struct {
 	shed bool
 }
 
+// payloadBytes is what the change holds in headers and body (0 once shed).
+func (c *change) payloadBytes() int64 { return int64(len(c.headers) + len(c.body)) }
+
 // dropPayload frees the change's headers and body until it is applied, and returns the bytes freed.
 func (c *change) dropPayload() int64 {
 	if c.shed {
 		return 0
 	}
-	freed := int64(len(c.headers) + len(c.body))
+	freed := c.payloadBytes()
 	c.headers, c.body, c.shed = nil, nil, true
 	c.held -= freed
 	return freed

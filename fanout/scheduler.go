@@ -23,9 +23,11 @@ type orgState struct {
 	id         int64
 	queue      []*change
 	queueBytes int64
-	busy       bool // a job of this org is running
-	inReady    bool // in the ready queue
-	readySince time.Time
+	// payloadBytes: headers and bodies the queue holds (not shed)
+	payloadBytes int64
+	busy         bool // a job of this org is running
+	inReady      bool // in the ready queue
+	readySince   time.Time
 	// parked: the org has changes in fanout.parked_changes, so new ones must queue behind them
 	parked      bool
 	attempts    int // failed drain attempts in a row
@@ -114,6 +116,7 @@ func (s *scheduler) enqueue(changes []*change) {
 		}
 		o.queue = append(o.queue, c)
 		o.queueBytes += c.size
+		o.payloadBytes += c.payloadBytes()
 		s.schedule(o, time.Time{})
 	}
 	s.mu.Unlock()
@@ -220,6 +223,7 @@ func (s *scheduler) takeQueue(o *orgState, kind jobKind, maxRows, maxBytes int) 
 	copy(j.changes, o.queue)
 	for _, c := range j.changes {
 		j.held += c.held
+		o.payloadBytes -= c.payloadBytes()
 	}
 	// clear the taken prefix so the queue's array does not keep settled changes alive
 	clear(o.queue[:n])
@@ -244,7 +248,7 @@ func (s *scheduler) shed(want int64) (freed int64, n int) {
 	defer s.mu.Unlock()
 	for i := len(s.ready) - 1; i >= s.readyHead && freed < want; i-- {
 		o := s.ready[i]
-		if o.parked || (s.hasConn != nil && s.hasConn(o.id)) {
+		if o.payloadBytes == 0 || o.parked || (s.hasConn != nil && s.hasConn(o.id)) {
 			continue
 		}
 		for _, c := range o.queue {
@@ -253,6 +257,7 @@ func (s *scheduler) shed(want int64) (freed int64, n int) {
 				n++
 			}
 		}
+		o.payloadBytes = 0
 	}
 	return freed, n
 }

@@ -56,6 +56,11 @@ func TestSchedulerShedsYoungestOrgsWithoutConnections(t *testing.T) {
 	if freed, n = s.shed(1 << 30); n != 0 || freed != 0 {
 		t.Fatalf("shedding again freed %d bytes of %d changes", freed, n)
 	}
+	for id, want := range map[int64]int64{1: 0, 2: 3 * per, 3: 3 * per, 4: 3 * per, 5: 0} {
+		if got := s.orgs[id].payloadBytes; got != want {
+			t.Fatalf("org %d holds %d payload bytes by its count, want %d", id, got, want)
+		}
+	}
 
 	// A job of shed changes sizes its batch by what was received and releases what is held.
 	s.mu.Lock()
@@ -68,5 +73,12 @@ func TestSchedulerShedsYoungestOrgsWithoutConnections(t *testing.T) {
 		if c.body != nil || c.headers != nil {
 			t.Fatal("a shed change still holds its payload")
 		}
+	}
+	// A job of held changes takes their payload off the org's count.
+	s.mu.Lock()
+	j = s.takeQueue(s.orgs[2], jobApply, cfg.MaxApplyRows, cfg.MaxApplyBytes)
+	s.mu.Unlock()
+	if j.held != j.bytes || s.orgs[2].payloadBytes != 0 {
+		t.Fatalf("job of org 2: held %d of %d bytes; the org still counts %d payload bytes", j.held, j.bytes, s.orgs[2].payloadBytes)
 	}
 }

@@ -174,7 +174,6 @@ func (s *session) receive(ctx context.Context) error {
 			}
 			// Full: stop reading. The server keeps the stream (spilling big transactions to disk); status
 			// updates keep going out so the server does not time the connection out.
-			s.flush()
 			t := time.NewTimer(time.Until(nextStatus))
 			select {
 			case <-s.space:
@@ -329,8 +328,8 @@ func (s *session) handle(data []byte) error {
 }
 
 // shedPayloads makes room under the in-flight cap, while connections churn, by dropping payloads of queued
-// changes (scheduler.shed), down to half the cap. It reports whether that freed enough to read on: once most of what is in flight is
-// references, or the payloads held are of orgs with open connections, the stream waits as before.
+// changes (scheduler.shed), down to half the cap. It reports whether that freed enough to read on: once most
+// of what is in flight is references, or payloads of orgs with open connections, the stream waits as before.
 func (s *session) shedPayloads() bool {
 	if !s.c.conns.evicting() {
 		// Every org with work keeps its connection: its payloads wait for a visit that costs no backend,
